@@ -1,0 +1,44 @@
+//! Fault hooks of the storage crate, all in one place.
+//!
+//! Each hook is a per-thread counter that tests set to make the next N
+//! operations of a kind fail as the device would. They cost one
+//! thread-local read per operation and do nothing unless armed.
+
+use std::cell::Cell;
+use std::io;
+
+thread_local! {
+    static FAIL_SYNCS: Cell<u32> = const { Cell::new(0) };
+    static FAIL_WRITES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Makes the next `n` fdatasync calls on this thread fail with EIO.
+pub fn fail_next_syncs(n: u32) {
+    FAIL_SYNCS.with(|c| c.set(n));
+}
+
+/// Makes the next `n` data writes on this thread fail with EIO.
+pub fn fail_next_writes(n: u32) {
+    FAIL_WRITES.with(|c| c.set(n));
+}
+
+fn take(c: &'static std::thread::LocalKey<Cell<u32>>, what: &str) -> io::Result<()> {
+    c.with(|c| match c.get() {
+        0 => Ok(()),
+        n => {
+            c.set(n - 1);
+            Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!("injected {what} failure (EIO)"),
+            ))
+        }
+    })
+}
+
+pub(crate) fn sync_result() -> io::Result<()> {
+    take(&FAIL_SYNCS, "fdatasync")
+}
+
+pub(crate) fn write_result() -> io::Result<()> {
+    take(&FAIL_WRITES, "write")
+}

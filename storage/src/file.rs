@@ -1,0 +1,297 @@
+//! The storage crate's only contact with the runtime's file API.
+//!
+//! Every call here is asynchronous on the shard's io_uring ring, or runs on
+//! glommio's blocking-thread pool (directory listing and creation), so no
+//! blocking syscall ever runs on the shard thread. Keeping this seam narrow
+//! is what would let the runtime be replaced.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use crate::error::glommio_io;
+use sluice_tuning::limits::DIRECT_IO_ALIGN_BYTES as ALIGN;
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v / ALIGN as u64 * ALIGN as u64
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    v.div_ceil(ALIGN as u64) * ALIGN as u64
+}
+
+/// An O_DIRECT file opened for reading and writing.
+#[derive(Clone)]
+pub(crate) struct DirectFile {
+    file: Rc<DmaFile>,
+}
+
+impl DirectFile {
+    pub async fn open(path: &Path, create: bool) -> io::Result<DirectFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(glommio_io)?;
+        Ok(DirectFile {
+            file: Rc::new(file),
+        })
+    }
+
+    pub fn alloc(&self, bytes: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(bytes)
+    }
+
+    pub async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(glommio_io)
+    }
+
+    /// Writes the whole buffer at an aligned position.
+    pub async fn write(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        crate::faults::write_result()?;
+        debug_assert_eq!(pos % ALIGN as u64, 0);
+        let want = buf.len();
+        let n = self.file.write_rc_at(buf, pos).await.map_err(glommio_io)?;
+        if n != want {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {want} bytes at {pos}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        crate::faults::sync_result()?;
+        self.file.fdatasync().await.map_err(glommio_io)
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(glommio_io)
+    }
+
+    /// Reads `[pos, pos + len)` (any alignment) into one buffer, as aligned
+    /// DMA reads of `chunk` bytes issued together so the device sees a deep
+    /// queue. Returns fewer bytes when the file ends first.
+    pub async fn read_range(&self, pos: u64, len: usize, chunk: usize) -> io::Result<Bytes> {
+        let start = align_down(pos);
+        let end = align_up(pos + len as u64);
+        let mut tasks = Vec::new();
+        let mut p = start;
+        while p < end {
+            let n = (chunk as u64).min(end - p) as usize;
+            let f = self.file.clone();
+            let t = glommio::spawn_local(async move { read_aligned(&f, p, n).await });
+            tasks.push((n, t));
+            p += n as u64;
+        }
+        let mut out = BytesMut::with_capacity((end - start) as usize);
+        let mut short = false;
+        for (n, t) in tasks {
+            let r = t.await?;
+            if !short {
+                out.extend_from_slice(&r);
+            }
+            // A short read means the file ended: later chunks read nothing.
+            short |= r.len() < n;
+        }
+        let skip = (pos - start) as usize;
+        let have = out.len().saturating_sub(skip).min(len);
+        Ok(out.freeze().slice(skip..skip + have))
+    }
+}
+
+thread_local! {
+    /// Whether this shard's io_uring serves O_DIRECT reads. Some block
+    /// devices (seen on virtio disks) fail the ring's non-blocking read
+    /// attempt with EOPNOTSUPP instead of EAGAIN; the first such failure
+    /// switches the shard to positional reads on the blocking-thread pool.
+    static URING_READS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether O_DIRECT reads on this shard go through io_uring (`true`) or
+/// through the blocking-thread pool after io_uring refused them (`false`).
+pub fn uring_reads_enabled() -> bool {
+    URING_READS.with(|c| c.get())
+}
+
+async fn read_aligned(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Bytes> {
+    if URING_READS.with(|c| c.get()) {
+        match f.read_at_aligned(pos, len).await {
+            Ok(r) => return Ok(Bytes::copy_from_slice(&r)),
+            Err(glommio::GlommioError::EnhancedIoError { source, .. })
+                if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                if URING_READS.with(|c| c.replace(false)) {
+                    tracing::warn!(
+                        "io_uring refuses O_DIRECT reads on this device (EOPNOTSUPP); \
+                         this shard reads segments on its blocking-thread pool instead"
+                    );
+                }
+            }
+            Err(e) => return Err(glommio_io(e)),
+        }
+    }
+    pread_on_pool(f, pos, len).await
+}
+
+/// An O_DIRECT `pread` on the executor's blocking-thread pool, never on the
+/// shard thread. The descriptor is duplicated first so the read stays valid
+/// even if the file is closed while it runs.
+async fn pread_on_pool(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Bytes> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: dup of a descriptor this file owns and keeps open meanwhile.
+    let fd = unsafe { libc::dup(f.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    glommio::executor()
+        .spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len + ALIGN);
+            let skew = buf.as_ptr().align_offset(ALIGN);
+            let mut done = 0usize;
+            while done < len {
+                let dst = &mut buf[skew + done..skew + len];
+                // SAFETY: `dst` is writable memory of dst.len() bytes, aligned
+                // for O_DIRECT, and `fd` is open for the duration of the call.
+                let n = unsafe {
+                    libc::pread(
+                        fd.as_raw_fd(),
+                        dst.as_mut_ptr().cast(),
+                        dst.len(),
+                        (pos + done as u64) as libc::off_t,
+                    )
+                };
+                match n {
+                    // A short read of a regular file is its end (and the
+                    // next position would no longer be aligned).
+                    n if n >= 0 && (n as usize) < dst.len() => {
+                        done += n as usize;
+                        break;
+                    }
+                    n if n > 0 => done += n as usize,
+                    _ => {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Ok(buf.freeze().slice(skew..skew + done))
+        })
+        .await
+}
+
+/// Lists the names in a directory (on the blocking pool).
+pub(crate) async fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    let path = path.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(&path)? {
+                if let Some(n) = e?.file_name().to_str() {
+                    names.push(n.to_string());
+                }
+            }
+            Ok(names)
+        })
+        .await
+}
+
+/// Creates a directory and its parents (on the blocking pool).
+pub(crate) async fn create_dir_all(path: &Path) -> io::Result<()> {
+    let path = path.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::create_dir_all(path))
+        .await
+}
+
+/// Makes the directory's entries (created or removed files) durable.
+pub(crate) async fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = glommio::io::Directory::open(path)
+        .await
+        .map_err(glommio_io)?;
+    let r = dir.sync().await.map_err(glommio_io);
+    let _ = dir.close().await;
+    r
+}
+
+pub(crate) async fn remove_file(path: &Path) -> io::Result<()> {
+    match glommio::io::remove(path).await.map_err(glommio_io) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Reads a small file whole; `None` when it does not exist.
+pub(crate) async fn read_small_file(path: &Path) -> io::Result<Option<Bytes>> {
+    let f = match DirectFile::open(path, false).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = f.size().await?;
+    let r = f.read_range(0, size as usize, 1 << 20).await;
+    let _ = f.file.close_rc().await;
+    r.map(Some)
+}
+
+/// Writes `data` at the aligned position `pos` of a small file whose
+/// earlier bytes are already on disk. With `exact`, the file is cut to
+/// `total_len` (dropping the zero padding of the last page and anything
+/// stale after it) and synced.
+pub(crate) async fn write_small_file(
+    path: &Path,
+    data: &[u8],
+    pos: usize,
+    total_len: usize,
+    exact: bool,
+) -> io::Result<()> {
+    assert_eq!(pos % ALIGN, 0);
+    assert_eq!(pos + data.len(), total_len);
+    let f = DirectFile::open(path, true).await?;
+    let r = async {
+        if !data.is_empty() {
+            let mut buf = f.alloc(align_up(data.len() as u64) as usize);
+            let b = buf.as_bytes_mut();
+            b[..data.len()].copy_from_slice(data);
+            b[data.len()..].fill(0);
+            f.write(Rc::new(buf), pos as u64).await?;
+        }
+        if exact {
+            f.truncate(total_len as u64).await?;
+            f.fdatasync().await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = f.file.close_rc().await;
+    r
+}
+
+/// Paths of one segment's files, named by base offset like Kafka's.
+pub(crate) fn segment_paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+    let stem = format!("{base:020}");
+    (
+        dir.join(format!("{stem}.log")),
+        dir.join(format!("{stem}.index")),
+        dir.join(format!("{stem}.timeindex")),
+    )
+}
+
+/// The base offset a segment file name stands for.
+pub(crate) fn parse_segment_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}

@@ -1,0 +1,136 @@
+//! Facts about the host that sizing decisions depend on.
+
+use crate::limits;
+
+/// The process's RLIMIT_MEMLOCK soft limit in bytes (`None` = unlimited).
+pub fn memlock_limit_bytes() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and has no other effect.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    if rc != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(rl.rlim_cur)
+}
+
+/// Raises the RLIMIT_MEMLOCK soft limit as far as the hard limit allows.
+/// Returns the soft limit in force afterwards (`None` = unlimited).
+pub fn raise_memlock_limit() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as above; setrlimit only changes this process's limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl);
+        }
+    }
+    memlock_limit_bytes()
+}
+
+/// I/O memory each of `executors` glommio executors may register so that
+/// all of them together stay within `memlock_bytes` (`None` = unlimited).
+/// Returns `None` when the limit is too small for glommio to start at all.
+pub fn io_memory_per_executor(memlock_bytes: Option<u64>, executors: usize) -> Option<usize> {
+    let executors = executors.max(1) as u64;
+    let Some(limit) = memlock_bytes else {
+        return Some(limits::IO_MEMORY_BYTES_MAX);
+    };
+    if limit < limits::MEMLOCK_BYTES_MIN {
+        return None;
+    }
+    // Leave a quarter of the limit for the rings themselves and for anything
+    // else in the process that locks memory.
+    let usable = limit / 4 * 3;
+    let per = usable / (executors * limits::IO_URING_RINGS_PER_EXECUTOR);
+    let per = per / 4096 * 4096;
+    Some((per as usize).clamp(64 * 1024, limits::IO_MEMORY_BYTES_MAX))
+}
+
+/// Total memory of the machine from `/proc/meminfo` text.
+pub fn parse_meminfo_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line.split_whitespace().skip(1);
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(value * 1024),
+        Some(_) => None,
+    }
+}
+
+/// Total memory of this machine, read once at start-up (never on a shard's
+/// hot path).
+pub fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_meminfo_total_bytes(&text)
+}
+
+/// The default per-shard cache budget: a fair share of the machine's memory.
+pub fn cache_bytes_per_shard(total_memory_bytes: Option<u64>, shards: usize) -> usize {
+    let total = total_memory_bytes.unwrap_or(4 << 30);
+    let share = total / 100 * limits::CACHE_MEMORY_PERCENT_DEFAULT / shards.max(1) as u64;
+    (share as usize).max(limits::CACHE_BYTES_MIN)
+}
+
+/// Number of CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves /proc/meminfo parsing reads MemTotal in kB and rejects junk.
+    #[test]
+    fn meminfo_total() {
+        let text = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(parse_meminfo_total_bytes(text), Some(24_576_000 * 1024));
+        assert_eq!(parse_meminfo_total_bytes("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_meminfo_total_bytes("MemTotal: x kB\n"), None);
+        assert_eq!(parse_meminfo_total_bytes("MemTotal: 10 MB\n"), None);
+    }
+
+    // Proves the I/O memory of all executors, times the rings each registers
+    // with, fits in the locked-memory limit this machine has (8 MiB).
+    #[test]
+    fn io_memory_fits_memlock() {
+        let limit = 8 * 1024 * 1024;
+        for executors in 1..=16 {
+            let per = io_memory_per_executor(Some(limit), executors).unwrap();
+            if per > 64 * 1024 {
+                assert!(
+                    per as u64 * 3 * executors as u64 <= limit,
+                    "{executors}: {per}"
+                );
+            }
+            assert_eq!(per % 4096, 0);
+        }
+        assert_eq!(io_memory_per_executor(Some(64 * 1024), 1), None);
+        assert_eq!(
+            io_memory_per_executor(None, 4),
+            Some(limits::IO_MEMORY_BYTES_MAX)
+        );
+    }
+
+    // Proves the cache share divides memory between shards and has a floor.
+    #[test]
+    fn cache_share() {
+        let total = 24u64 << 30;
+        assert_eq!(
+            cache_bytes_per_shard(Some(total), 2),
+            (total / 100 * 25 / 2) as usize
+        );
+        assert_eq!(
+            cache_bytes_per_shard(Some(1 << 20), 2),
+            limits::CACHE_BYTES_MIN
+        );
+    }
+}

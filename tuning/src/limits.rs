@@ -1,0 +1,84 @@
+//! Every limit and default that bounds memory, disk and queues, in one place.
+//!
+//! Names carry their unit last. Values that a topic may override (Kafka's
+//! topic configs) have a `_DEFAULT`; hard ceilings that nothing may exceed
+//! have a `_MAX`.
+
+/// O_DIRECT alignment sluice assumes for every buffer, position and length.
+/// 4096 covers both 512-byte and 4 KiB logical-block devices.
+pub const DIRECT_IO_ALIGN_BYTES: usize = 4096;
+
+/// Kafka's `segment.bytes` default: a segment rolls when it would exceed this.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Hard ceiling on `segment.bytes`. Index positions are 32-bit, so a segment
+/// must stay below 4 GiB; Kafka caps it at i32::MAX and so do we.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Smallest `segment.bytes` accepted (Kafka's minimum is 14 bytes; we need
+/// at least one page so a segment can hold a batch).
+pub const SEGMENT_BYTES_MIN: u64 = DIRECT_IO_ALIGN_BYTES as u64;
+
+/// Kafka's `segment.ms` default: 7 days.
+pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `retention.ms` default: 7 days. -1 means keep forever.
+pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `retention.bytes` default: -1, no size limit.
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+
+/// Kafka's `max.message.bytes` default (1 MiB + 12 bytes of batch overhead):
+/// the largest record batch a topic accepts.
+pub const BATCH_BYTES_DEFAULT: usize = 1_048_588;
+/// Hard ceiling on any record batch, whatever the topic says. Equal to the
+/// largest request frame the broker will read.
+pub const BATCH_BYTES_MAX: usize = 100 * 1024 * 1024;
+
+/// Bytes of log between two sparse index entries (Kafka's
+/// `index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+
+/// Size of the aligned in-memory tail each active segment appends into.
+/// A full tail is written to the file in one DMA write.
+pub const TAIL_BUFFER_BYTES_DEFAULT: usize = 1024 * 1024;
+/// Bounds on the tail buffer size.
+pub const TAIL_BUFFER_BYTES_MIN: usize = DIRECT_IO_ALIGN_BYTES;
+pub const TAIL_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Tail buffers written but not yet completed, per log, before an append
+/// waits for the oldest (write-behind depth).
+pub const WRITE_BEHIND_DEFAULT: usize = 4;
+pub const WRITE_BEHIND_MAX: usize = 64;
+
+/// Size of one DMA read issued by the log when it reads from disk.
+pub const READ_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
+/// Bytes a cold read fetches from disk at once (as concurrent chunks), even
+/// when the caller asked for less; the surplus goes into the cache so the
+/// next sequential read is served from memory.
+pub const READ_AHEAD_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+pub const READ_AHEAD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Flush policy for appends nobody waits on: sync once this many bytes are
+/// unsynced, or once the oldest unsynced append is this old.
+pub const FLUSH_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 1000;
+
+/// Share of the machine's memory the per-shard batch caches may use
+/// together, in percent.
+pub const CACHE_MEMORY_PERCENT_DEFAULT: u64 = 25;
+/// Floor of the per-shard cache budget, so small machines still cache the
+/// tail of a log.
+pub const CACHE_BYTES_MIN: usize = 16 * 1024 * 1024;
+
+/// glommio registers its I/O memory with each of an executor's three
+/// io_uring rings, and the kernel charges every registration against
+/// RLIMIT_MEMLOCK.
+pub const IO_URING_RINGS_PER_EXECUTOR: u64 = 3;
+/// Most I/O memory an executor registers; more gives no benefit because
+/// larger buffers fall back to the ordinary allocator.
+pub const IO_MEMORY_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Smallest locked-memory limit glommio starts with at all.
+pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+
+/// Submission depth of each io_uring ring of an executor.
+pub const IO_RING_DEPTH: usize = 128;
+/// Threads in each executor's blocking pool: directory listing, and segment
+/// reads where the device refuses io_uring O_DIRECT reads. This many reads
+/// can be in flight at once on that path.
+pub const BLOCKING_THREADS: usize = 4;
