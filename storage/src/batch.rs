@@ -377,7 +377,7 @@ pub(crate) fn check_stored(
 pub mod build {
     use super::*;
 
-    fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
             if z < 0x80 {

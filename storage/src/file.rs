@@ -206,11 +206,15 @@ pub(crate) async fn list_dir(path: &Path) -> io::Result<Vec<String>> {
         .await
 }
 
-/// Creates a directory and its parents (on the blocking pool).
-pub(crate) async fn create_dir_all(path: &Path) -> io::Result<()> {
+/// Creates a directory and its parents (on the blocking pool) and returns
+/// its absolute path (the runtime's directory calls need one).
+pub(crate) async fn create_dir_all(path: &Path) -> io::Result<PathBuf> {
     let path = path.to_path_buf();
     glommio::executor()
-        .spawn_blocking(move || std::fs::create_dir_all(path))
+        .spawn_blocking(move || {
+            std::fs::create_dir_all(&path)?;
+            std::fs::canonicalize(&path)
+        })
         .await
 }
 

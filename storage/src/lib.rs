@@ -19,6 +19,7 @@ pub mod faults;
 mod file;
 mod index;
 mod log;
+mod probe;
 pub mod runtime;
 mod segment;
 
@@ -27,4 +28,5 @@ pub use cache::{CacheStats, ShardCache};
 pub use config::{Clock, LogConfig, ManualClock, SystemClock, TimestampType};
 pub use error::{kafka_code, Result, StorageError};
 pub use log::{AppendInfo, OpenReport, PartitionLog, RetentionOutcome, SegmentInfo};
+pub use probe::LogStats;
 pub use segment::RecoveryReport;

@@ -24,6 +24,7 @@ use crate::error::{Result, StorageError};
 use crate::file::{
     align_down, create_dir_all, list_dir, parse_segment_name, remove_file, sync_dir, DirectFile,
 };
+use crate::probe::{LogProbe, LogStats};
 use crate::segment::{cut_batch_bytes, scan, RecoveryReport, Segment};
 use sluice_tuning::limits::DIRECT_IO_ALIGN_BYTES as ALIGN;
 
@@ -140,6 +141,7 @@ pub struct PartitionLog {
     flush_scheduled: Cell<bool>,
     open_report: OpenReport,
     me: Weak<PartitionLog>,
+    probe: LogProbe,
 }
 
 fn closed<T>(_: T) -> StorageError {
@@ -254,6 +256,7 @@ impl PartitionLog {
             closed: Cell::new(false),
             flush_scheduled: Cell::new(false),
             open_report: report,
+            probe: LogProbe::default(),
         });
         glommio::spawn_local(flusher(Rc::downgrade(&log))).detach();
         Ok(log)
@@ -264,6 +267,10 @@ impl PartitionLog {
     }
     pub fn open_report(&self) -> &OpenReport {
         &self.open_report
+    }
+    /// The log's counters.
+    pub fn stats(&self) -> LogStats {
+        self.probe.get()
     }
     pub fn log_start_offset(&self) -> i64 {
         self.inner.borrow().log_start
@@ -374,6 +381,10 @@ impl PartitionLog {
             b
         };
         assert!(stamped.crc_ok(), "a stamped batch keeps a valid CRC");
+        self.probe.update(|s| {
+            s.appends += 1;
+            s.appended_bytes += stamped.len() as u64;
+        });
         self.cache.insert(stamped.clone());
         for chunk in stamped.chunks() {
             let mut at = 0;
@@ -660,6 +671,7 @@ impl PartitionLog {
             )
         };
         self.drain_until(seq).await?;
+        self.probe.update(|s| s.syncs += 1);
         file.fdatasync().await.map_err(|e| self.poison(&path, e))?;
         let now = self.clock.now_ms();
         let mut inner = self.inner.borrow_mut();
@@ -702,6 +714,7 @@ impl PartitionLog {
             }
             let chain = self.cache.chain(offset, max_bytes);
             if !chain.is_empty() {
+                self.probe.update(|s| s.cache_reads += 1);
                 return Ok(chain);
             }
             let (file, path, seg_base, rel, pos, written) = {
@@ -751,6 +764,10 @@ impl PartitionLog {
                 Err(DiskRead::Failed(e)) => return Err(e),
                 Ok(got) => got,
             };
+            self.probe.update(|s| {
+                s.disk_reads += 1;
+                s.disk_read_bytes += got.iter().map(|b| b.len() as u64).sum::<u64>();
+            });
             // Everything read goes into the cache (the read-ahead), the
             // caller gets what fits in max_bytes, and always the first batch.
             for b in &got {

@@ -320,7 +320,7 @@ pub(crate) async fn scan(
                         Some(l) if pos + (at + l) as u64 <= end && at > 0 => {
                             need_more = Some(at);
                         }
-                        Some(l) if pos + l as u64 <= end => {
+                        Some(l) if at == 0 && pos + l as u64 <= end => {
                             // One batch larger than the window: read it alone.
                             let big = file
                                 .read_range(pos, l, chunk)

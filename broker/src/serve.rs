@@ -1,0 +1,195 @@
+//! `sluice serve`: start one pinned executor per shard, recover the data
+//! directory, wait for SIGINT/SIGTERM, shut down cleanly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glommio::Placement;
+use sluice_tuning::{host, limits};
+
+use crate::shard::{run_shard, ShardReady};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "the locked-memory limit (ulimit -l) is {limit_kib} KiB; glommio needs at least {min_kib} KiB \
+         for its io_uring buffers. Raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit) and retry"
+    )]
+    MemlockTooLow { limit_kib: u64, min_kib: u64 },
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error(
+        "data directory {0} is on a file system without O_DIRECT support (tmpfs?): \
+         sluice writes segments with direct I/O; use a directory on ext4 or xfs"
+    )]
+    NoDirectIo(PathBuf),
+    #[error("--cores {0}: must be between 1 and the {1} CPUs this process may use")]
+    Cores(usize, usize),
+    #[error("shard {shard} could not start: {error} (locked-memory limit {limit})")]
+    ShardStart {
+        shard: usize,
+        error: String,
+        limit: String,
+    },
+    #[error("{0} partition(s) could not be opened; see the log above")]
+    PartitionsFailed(usize),
+}
+
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub cores: Option<usize>,
+    pub cache_bytes_max: Option<usize>,
+}
+
+/// Partition directories under the data directory: `<topic>-<partition>`.
+pub fn partition_dirs(data_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(data_dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_partition = name.rsplit_once('-').is_some_and(|(t, p)| {
+            !t.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+        });
+        if e.file_type()?.is_dir() && is_partition {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The shard that owns a partition directory: a stable hash of its name.
+/// (Ownership recorded in topic metadata replaces this with the broker.)
+pub fn owner_shard(dir: &Path, shards: usize) -> usize {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    (crc32c::crc32c(name.as_bytes()) as usize) % shards.max(1)
+}
+
+fn check_direct_io(dir: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".sluice-direct-io-probe");
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(ServeError::NoDirectIo(dir.into())),
+        Err(e) => Err(ServeError::DataDir(dir.into(), e)),
+    }
+}
+
+fn blocked_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let cpus = host::online_cpus();
+    let shards = cfg.cores.unwrap_or(cpus);
+    if shards == 0 || shards > cpus {
+        return Err(ServeError::Cores(shards, cpus));
+    }
+    let memlock = host::raise_memlock_limit();
+    let io_memory =
+        host::io_memory_per_executor(memlock, shards).ok_or(ServeError::MemlockTooLow {
+            limit_kib: memlock.unwrap_or(0) / 1024,
+            min_kib: limits::MEMLOCK_BYTES_MIN / 1024,
+        })?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
+    check_direct_io(&cfg.data_dir)?;
+    let partitions =
+        partition_dirs(&cfg.data_dir).map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
+    let cache_bytes = cfg
+        .cache_bytes_max
+        .unwrap_or_else(|| host::cache_bytes_per_shard(host::total_memory_bytes(), shards));
+
+    // Signals are taken by this thread alone (sigwait below); shard threads
+    // inherit the blocked mask and never see them.
+    let set = blocked_signals();
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+
+    let (ready_tx, ready_rx) = flume::bounded::<ShardReady>(shards);
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+    let cpu_ids: Vec<usize> = glommio::CpuSet::online()
+        .map(|s| s.into_iter().map(|l| l.cpu).collect())
+        .unwrap_or_else(|_| (0..cpus).collect());
+    for shard in 0..shards {
+        let mine: Vec<PathBuf> = partitions
+            .iter()
+            .filter(|p| owner_shard(p, shards) == shard)
+            .cloned()
+            .collect();
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        stops.push(stop_tx);
+        let ready = ready_tx.clone();
+        let placement = match cpu_ids.get(shard) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let limit = memlock.map_or("unlimited".into(), |l| format!("{} KiB", l / 1024));
+        let h = sluice_storage::runtime::executor_builder(placement, io_memory)
+            .name(&format!("sluice-shard-{shard}"))
+            .spawn(move || run_shard(shard, mine, cache_bytes, ready, stop_rx))
+            .map_err(|e| ServeError::ShardStart {
+                shard,
+                error: e.to_string(),
+                limit,
+            })?;
+        handles.push(h);
+    }
+    drop(ready_tx);
+    let mut failed = 0;
+    let mut total = (0usize, 0u64, 0u64);
+    for r in ready_rx.iter().take(shards) {
+        failed += r.failed.len();
+        total.0 += r.partitions;
+        total.1 += r.scanned_bytes;
+        total.2 += r.truncated_bytes;
+    }
+    let line = format!(
+        "sluice: serving {} partition(s) on {shards} shard(s) from {} (recovered in {} ms, \
+         {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per shard, {} MiB cache per shard)",
+        total.0,
+        cfg.data_dir.display(),
+        started.elapsed().as_millis(),
+        total.1,
+        total.2,
+        io_memory / 1024,
+        cache_bytes >> 20,
+    );
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    if failed == 0 {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits for one of the signals blocked above.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        tracing::info!(signal = sig, "shutting down");
+    }
+    for s in &stops {
+        let _ = s.send(());
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    if failed > 0 {
+        return Err(ServeError::PartitionsFailed(failed));
+    }
+    println!("sluice: stopped cleanly");
+    Ok(())
+}
