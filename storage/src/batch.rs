@@ -347,7 +347,7 @@ pub(crate) fn check_stored(
     }
     let len = h
         .total_bytes()
-        .filter(|&l| l >= HEADER_BYTES && l <= sluice_tuning::limits::BATCH_BYTES_MAX)
+        .filter(|l| (HEADER_BYTES..=sluice_tuning::limits::BATCH_BYTES_MAX).contains(l))
         .ok_or_else(|| format!("batch length {}", h.batch_length))?;
     if h.last_offset_delta < 0 || h.base_offset < 0 {
         return Err(format!(

@@ -218,6 +218,29 @@ impl LogCache {
         out
     }
 
+    /// How far the cache runs without a gap from the batch holding `from`,
+    /// looking no further than `limit_bytes`: (first offset past the run,
+    /// bytes in it). (from, 0) when the batch holding `from` is not cached.
+    pub(crate) fn extent(&self, from: i64, limit_bytes: usize) -> (i64, usize) {
+        let e = self.entries.borrow();
+        let (mut next, mut bytes) = match e.map.range(..=from).next_back() {
+            Some((_, (_, b))) if b.last_offset() >= from => (b.next_offset(), b.len()),
+            _ => return (from, 0),
+        };
+        for (&base, (_, b)) in e.map.range(next..) {
+            if base != next || bytes >= limit_bytes {
+                break;
+            }
+            next = b.next_offset();
+            bytes += b.len();
+        }
+        (next, bytes)
+    }
+
+    pub(crate) fn budget_bytes(&self) -> usize {
+        self.shard.budget_bytes
+    }
+
     /// Drops every batch whose last offset is at or above `offset`.
     pub(crate) fn remove_from(&self, offset: i64) {
         let mut e = self.entries.borrow_mut();

@@ -89,7 +89,7 @@ impl LogConfig {
         }
         if !(limits::TAIL_BUFFER_BYTES_MIN..=limits::TAIL_BUFFER_BYTES_MAX)
             .contains(&self.tail_buffer_bytes)
-            || self.tail_buffer_bytes % align != 0
+            || !self.tail_buffer_bytes.is_multiple_of(align)
         {
             return bad(format!("tail buffer {} bytes", self.tail_buffer_bytes));
         }
@@ -97,7 +97,7 @@ impl LogConfig {
             return bad(format!("write behind {}", self.write_behind));
         }
         if self.read_chunk_bytes == 0
-            || self.read_chunk_bytes % align != 0
+            || !self.read_chunk_bytes.is_multiple_of(align)
             || self.read_ahead_bytes > limits::READ_AHEAD_BYTES_MAX
         {
             return bad("read chunk / read ahead sizes".into());

@@ -27,10 +27,7 @@ fn take(c: &'static std::thread::LocalKey<Cell<u32>>, what: &str) -> io::Result<
         0 => Ok(()),
         n => {
             c.set(n - 1);
-            Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!("injected {what} failure (EIO)"),
-            ))
+            Err(io::Error::other(format!("injected {what} failure (EIO)")))
         }
     })
 }
@@ -41,4 +38,26 @@ pub(crate) fn sync_result() -> io::Result<()> {
 
 pub(crate) fn write_result() -> io::Result<()> {
     take(&FAIL_WRITES, "write")
+}
+
+thread_local! {
+    static REFUSE_URING_READS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Makes the next `n` io_uring reads on this thread be refused as some
+/// devices refuse them (EOPNOTSUPP), exercising the blocking-pool path.
+/// The next read tries io_uring first, whatever happened before.
+pub fn refuse_next_uring_reads(n: u32) {
+    REFUSE_URING_READS.with(|c| c.set(n));
+    crate::file::reset_read_backoff();
+}
+
+pub(crate) fn uring_read_refused() -> bool {
+    REFUSE_URING_READS.with(|c| match c.get() {
+        0 => false,
+        n => {
+            c.set(n - 1);
+            true
+        }
+    })
 }

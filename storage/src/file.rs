@@ -75,6 +75,11 @@ impl DirectFile {
         self.file.truncate(len).await.map_err(glommio_io)
     }
 
+    /// Reads one aligned chunk: the runtime's buffer, not copied.
+    pub async fn read_chunk(&self, pos: u64, len: usize) -> io::Result<Chunk> {
+        read_aligned(&self.file, pos, len).await
+    }
+
     /// Reads `[pos, pos + len)` (any alignment) into one buffer, as aligned
     /// DMA reads of `chunk` bytes issued together so the device sees a deep
     /// queue. Returns fewer bytes when the file ends first.
@@ -106,38 +111,103 @@ impl DirectFile {
     }
 }
 
+/// Reads served on the blocking pool after io_uring refuses one, before
+/// io_uring is tried again.
+const POOL_READS_AFTER_REFUSAL: u32 = 256;
+
 thread_local! {
-    /// Whether this shard's io_uring serves O_DIRECT reads. Some block
-    /// devices (seen on virtio disks) fail the ring's non-blocking read
-    /// attempt with EOPNOTSUPP instead of EAGAIN; the first such failure
-    /// switches the shard to positional reads on the blocking-thread pool.
-    static URING_READS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// Some block devices (seen on virtio disks, intermittently) fail the
+    /// ring's non-blocking O_DIRECT read with EOPNOTSUPP instead of EAGAIN.
+    /// After such a refusal this shard reads on its blocking-thread pool
+    /// for a while, then tries io_uring again.
+    static POOL_READS_LEFT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static READ_PATHS: std::cell::Cell<ReadPaths> = const { std::cell::Cell::new(ReadPaths { uring: 0, pool: 0, refusals: 0 }) };
 }
 
-/// Whether O_DIRECT reads on this shard go through io_uring (`true`) or
-/// through the blocking-thread pool after io_uring refused them (`false`).
-pub fn uring_reads_enabled() -> bool {
-    URING_READS.with(|c| c.get())
+/// How this shard's segment reads were served so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPaths {
+    /// DMA reads served by io_uring.
+    pub uring: u64,
+    /// Reads served by `pread` on the blocking-thread pool.
+    pub pool: u64,
+    /// io_uring reads the device refused (EOPNOTSUPP).
+    pub refusals: u64,
 }
 
-async fn read_aligned(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Bytes> {
-    if URING_READS.with(|c| c.get()) {
-        match f.read_at_aligned(pos, len).await {
-            Ok(r) => return Ok(Bytes::copy_from_slice(&r)),
+pub(crate) fn reset_read_backoff() {
+    POOL_READS_LEFT.with(|c| c.set(0));
+}
+
+/// Counters of this shard's read paths.
+pub fn read_paths() -> ReadPaths {
+    READ_PATHS.with(|c| c.get())
+}
+
+fn count(f: impl FnOnce(&mut ReadPaths)) {
+    READ_PATHS.with(|c| {
+        let mut p = c.get();
+        f(&mut p);
+        c.set(p);
+    });
+}
+
+/// One chunk read from disk: the runtime's own buffer (io_uring) or a
+/// buffer filled on the pool. Either is copied once, into the caller's.
+pub(crate) enum Chunk {
+    Uring(glommio::io::ReadResult),
+    Pool(Bytes),
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Uring(r) => r,
+            Chunk::Pool(b) => b,
+        }
+    }
+}
+
+async fn read_aligned(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Chunk> {
+    let left = POOL_READS_LEFT.with(|c| c.get());
+    if left == 0 {
+        let r = if crate::faults::uring_read_refused() {
+            Err(glommio::GlommioError::EnhancedIoError {
+                source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+                op: "Reading",
+                path: None,
+                fd: None,
+            })
+        } else {
+            f.read_at_aligned(pos, len).await
+        };
+        match r {
+            Ok(r) => {
+                count(|p| p.uring += 1);
+                return Ok(Chunk::Uring(r));
+            }
             Err(glommio::GlommioError::EnhancedIoError { source, .. })
                 if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
             {
-                if URING_READS.with(|c| c.replace(false)) {
+                count(|p| p.refusals += 1);
+                POOL_READS_LEFT.with(|c| c.set(POOL_READS_AFTER_REFUSAL));
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
-                        "io_uring refuses O_DIRECT reads on this device (EOPNOTSUPP); \
-                         this shard reads segments on its blocking-thread pool instead"
+                        "the device refused an io_uring O_DIRECT read (EOPNOTSUPP); reads fall back \
+                         to the blocking-thread pool for a while after each refusal"
                     );
                 }
             }
             Err(e) => return Err(glommio_io(e)),
         }
+    } else {
+        POOL_READS_LEFT.with(|c| c.set(left - 1));
     }
-    pread_on_pool(f, pos, len).await
+    count(|p| p.pool += 1);
+    pread_on_pool(f, pos, len).await.map(Chunk::Pool)
 }
 
 /// An O_DIRECT `pread` on the executor's blocking-thread pool, never on the

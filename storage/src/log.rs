@@ -142,7 +142,10 @@ pub struct PartitionLog {
     open_report: OpenReport,
     me: Weak<PartitionLog>,
     probe: LogProbe,
+    streamers: RefCell<Vec<Rc<stream::Streamer>>>,
 }
+
+mod stream;
 
 fn closed<T>(_: T) -> StorageError {
     StorageError::Closed
@@ -180,10 +183,10 @@ impl PartitionLog {
         clock: Rc<dyn Clock>,
     ) -> Result<Rc<PartitionLog>> {
         cfg.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        create_dir_all(&dir)
+        let dir = dir.as_ref();
+        let dir = create_dir_all(dir)
             .await
-            .map_err(|e| StorageError::io(&dir, e))?;
+            .map_err(|e| StorageError::io(dir, e))?;
         let names = list_dir(&dir)
             .await
             .map_err(|e| StorageError::io(&dir, e))?;
@@ -257,6 +260,7 @@ impl PartitionLog {
             flush_scheduled: Cell::new(false),
             open_report: report,
             probe: LogProbe::default(),
+            streamers: RefCell::new(Vec::new()),
         });
         glommio::spawn_local(flusher(Rc::downgrade(&log))).detach();
         Ok(log)
@@ -694,13 +698,13 @@ impl PartitionLog {
     /// Served from the cache when it holds the batch, else from disk with
     /// every batch CRC-checked. Empty at the log end.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Batch>> {
-        // Index entries to step back past, when the one found does not point
-        // at the start of its batch. Reads never change the index.
-        let mut back = 0usize;
-        for _ in 0..64 {
-            let (start, end, gen) = {
+        // Disk reads that raced with a truncation are retried, a bounded
+        // number of times; waiting on a streamer is not a retry.
+        let mut attempts = 0;
+        while attempts < 64 {
+            let (start, end) = {
                 let inner = self.inner.borrow();
-                (inner.log_start, inner.next_offset, inner.generation)
+                (inner.log_start, inner.next_offset)
             };
             if offset < start || offset > end {
                 return Err(StorageError::OffsetOutOfRange {
@@ -713,12 +717,59 @@ impl PartitionLog {
                 return Ok(Vec::new());
             }
             let chain = self.cache.chain(offset, max_bytes);
-            if !chain.is_empty() {
+            if let Some(last) = chain.last() {
                 self.probe.update(|s| s.cache_reads += 1);
+                self.note_served(offset, last.next_offset());
                 return Ok(chain);
             }
+            // A streamer reading toward this offset will bring it: wait for
+            // it rather than read the same bytes twice.
+            if let Some(st) = self.streamer_ahead_of(offset) {
+                st.progress().await;
+                continue;
+            }
+            attempts += 1;
+            let window = max_bytes.max(self.cfg.borrow().read_chunk_bytes);
+            let Some(got) = self.fill_from_disk(offset, window).await? else {
+                continue; // Truncated or trimmed meanwhile: look again.
+            };
+            // The caller gets what fits in max_bytes, and always the first
+            // batch; the rest stays in the cache for the next read.
+            let mut total = 0usize;
+            let out: Vec<Batch> = got
+                .into_iter()
+                .take_while(|b| {
+                    let first = total == 0;
+                    total += b.len();
+                    first || total <= max_bytes
+                })
+                .collect();
+            if let Some(last) = out.last() {
+                self.note_served(offset, last.next_offset());
+            }
+            return Ok(out);
+        }
+        Err(StorageError::CorruptData {
+            path: self.dir.clone(),
+            position: 0,
+            reason: format!("offset {offset} could not be read consistently"),
+        })
+    }
+
+    /// Reads from disk about `window` bytes starting with the batch that
+    /// holds `offset`, checks every batch and caches them all. Returns the
+    /// batches from the one holding `offset`, or `None` when a truncation or
+    /// retention raced with the read (nothing was cached then).
+    async fn fill_from_disk(&self, offset: i64, window: usize) -> Result<Option<Vec<Batch>>> {
+        // Index entries to step back past, when the one found does not point
+        // at the start of its batch. Reads never change the index.
+        for back in 0..64 {
+            let gen = self.inner.borrow().generation;
             let (file, path, seg_base, rel, pos, written) = {
                 let inner = self.inner.borrow();
+                if offset < inner.log_start || offset >= inner.next_offset {
+                    return Ok(None);
+                }
                 let seg = inner.segments.range(..=offset).next_back().unwrap().1;
                 let (rel, pos) = seg.index.lookup_back((offset - seg.base) as u32, back);
                 (
@@ -730,9 +781,11 @@ impl PartitionLog {
                     seg.written,
                 )
             };
-            assert!(pos < written, "unwritten batches are pinned in the cache");
-            let cfg = self.config();
-            let window = max_bytes.max(cfg.read_ahead_bytes);
+            if pos >= written {
+                // Not on disk yet: it is pinned in the cache.
+                return Ok(None);
+            }
+            let chunk = self.cfg.borrow().read_chunk_bytes;
             let got = read_disk(
                 &file,
                 &path,
@@ -741,17 +794,16 @@ impl PartitionLog {
                 seg_base + i64::from(rel),
                 offset,
                 window,
-                cfg.read_chunk_bytes,
+                chunk,
             )
             .await;
             if self.inner.borrow().generation != gen {
-                continue; // Truncated or trimmed meanwhile: look again.
+                return Ok(None);
             }
             let got = match got {
                 Err(DiskRead::NotAtBatch(reason)) if pos > 0 => {
                     tracing::warn!(segment = %path.display(), entry = rel, %reason,
                         "offset index entry does not point at its batch; reading from an earlier one");
-                    back += 1;
                     continue;
                 }
                 Err(DiskRead::NotAtBatch(reason)) => {
@@ -768,27 +820,12 @@ impl PartitionLog {
                 s.disk_reads += 1;
                 s.disk_read_bytes += got.iter().map(|b| b.len() as u64).sum::<u64>();
             });
-            // Everything read goes into the cache (the read-ahead), the
-            // caller gets what fits in max_bytes, and always the first batch.
             for b in &got {
                 self.cache.insert(b.clone());
             }
-            let mut total = 0usize;
-            let out: Vec<Batch> = got
-                .into_iter()
-                .take_while(|b| {
-                    let first = total == 0;
-                    total += b.len();
-                    first || total <= max_bytes
-                })
-                .collect();
-            return Ok(out);
+            return Ok(Some(got));
         }
-        Err(StorageError::CorruptData {
-            path: self.dir.clone(),
-            position: 0,
-            reason: format!("offset {offset} could not be read consistently"),
-        })
+        Ok(None)
     }
 
     /// The first offset whose record timestamp is >= `ts` (Kafka's

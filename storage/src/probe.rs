@@ -16,6 +16,10 @@ pub struct LogStats {
     pub disk_reads: u64,
     pub disk_read_bytes: u64,
     pub cache_reads: u64,
+    /// Streamers started to read ahead of sequential readers.
+    pub streams_started: u64,
+    /// Bytes they read and cached.
+    pub streamed_bytes: u64,
 }
 
 #[derive(Default)]

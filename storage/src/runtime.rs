@@ -13,4 +13,4 @@ pub fn executor_builder(placement: Placement, io_memory_bytes: usize) -> LocalEx
         .blocking_thread_pool_placement(PoolPlacement::Unbound(limits::BLOCKING_THREADS))
 }
 
-pub use crate::file::uring_reads_enabled;
+pub use crate::file::{read_paths, ReadPaths};

@@ -250,7 +250,7 @@ pub(crate) fn cut_batch_bytes(rest: &[u8]) -> Option<usize> {
     match BatchHeader::parse(rest) {
         None => Some(HEADER_BYTES),
         Some(h) => h.total_bytes().filter(|&l| {
-            l > rest.len() && l >= HEADER_BYTES && l <= sluice_tuning::limits::BATCH_BYTES_MAX
+            l > rest.len() && (HEADER_BYTES..=sluice_tuning::limits::BATCH_BYTES_MAX).contains(&l)
         }),
     }
 }

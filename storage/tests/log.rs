@@ -469,3 +469,96 @@ fn config_limits_are_enforced() {
         );
     }
 }
+
+// Proves reads fall back to the blocking-thread pool when the device refuses
+// io_uring O_DIRECT reads, serve the same bytes, and return to io_uring later.
+#[test]
+fn refused_uring_reads_fall_back_to_the_pool() {
+    run(|| async {
+        let dir = tempdir();
+        let clock = Rc::new(ManualClock::new(1000));
+        let cache = ShardCache::new(0);
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        let mut sent = Vec::new();
+        for i in 0..300 {
+            let b = build::uniform(2, 300, i);
+            log.append(b.clone()).await.unwrap();
+            sent.push(b);
+        }
+        log.close().await.unwrap();
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        let before = sluice_storage::runtime::read_paths();
+        faults::refuse_next_uring_reads(1);
+        let all = read_all(&log, 0).await;
+        let after = sluice_storage::runtime::read_paths();
+        assert_eq!(all.len(), 300);
+        for (g, s) in all.iter().zip(&sent) {
+            assert_eq!(&g.to_vec()[61..], &s[61..]);
+        }
+        assert!(after.refusals > before.refusals, "{before:?} -> {after:?}");
+        assert!(after.pool > before.pool, "{before:?} -> {after:?}");
+        log.close().await.unwrap();
+    });
+}
+
+// Proves a sequential reader of a cold log is served by read-ahead: every
+// byte comes from disk once, almost all of it streamed ahead of the reader,
+// and the bytes are the ones appended; a truncation while streaming leaves
+// nothing stale behind.
+#[test]
+fn sequential_cold_reads_are_streamed_ahead() {
+    run(|| async {
+        let dir = tempdir();
+        let clock = Rc::new(ManualClock::new(1000));
+        let cfg = LogConfig {
+            read_ahead_bytes: 16 * 1024,
+            read_chunk_bytes: 4096,
+            segment_bytes: 64 * 1024,
+            ..small_config()
+        };
+        let cache = ShardCache::new(1 << 20);
+        let log = open(dir.path(), cfg.clone(), &cache, &clock).await;
+        let mut sent = Vec::new();
+        for i in 0..400 {
+            let b = build::uniform(3, 150, i);
+            log.append(b.clone()).await.unwrap();
+            sent.push(b);
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(dir.path(), cfg.clone(), &cache, &clock).await;
+        let mut o = 0;
+        let mut got = Vec::new();
+        loop {
+            let part = log.read(o, 2048).await.unwrap();
+            let Some(last) = part.last() else { break };
+            o = last.next_offset();
+            got.extend(part);
+        }
+        assert_eq!(got.len(), 400);
+        for (g, s) in got.iter().zip(&sent) {
+            assert_eq!(&g.to_vec()[61..], &s[61..]);
+        }
+        let st = log.stats();
+        let total: u64 = got.iter().map(|b| b.len() as u64).sum();
+        assert!(st.streams_started >= 1, "{st:?}");
+        assert!(st.streamed_bytes >= total * 3 / 4, "most bytes streamed ahead: {st:?}");
+        assert!(st.streamed_bytes + st.disk_read_bytes <= total + total / 4, "little read twice: {st:?}");
+        println!("sequential cold read: {total} bytes served, {st:?}");
+        log.close().await.unwrap();
+        drop(log);
+
+        // Truncate while a streamer runs; reads after it see only what is left.
+        let log = open(dir.path(), cfg.clone(), &cache, &clock).await;
+        log.read(0, 2048).await.unwrap();
+        let end = log.truncate_to(600).await.unwrap();
+        assert_eq!(end, 600);
+        let all = read_all(&log, 0).await;
+        assert_eq!(all.last().unwrap().next_offset(), 600);
+        assert_eq!(all.len(), 200);
+        let b = build::uniform(1, 10, 1);
+        assert_eq!(log.append(b).await.unwrap().base_offset, 600);
+        assert_eq!(read_all(&log, 590).await.last().unwrap().next_offset(), 601);
+        log.close().await.unwrap();
+    });
+}
