@@ -127,22 +127,36 @@ async fn raw_write(
     let mut pos = 0u64;
     let mut since_sync = 0u64;
     let mut inflight = std::collections::VecDeque::new();
+    // Buffers are reused once their write completes, as the log does.
+    let mut free: Vec<glommio::io::DmaBuffer> = Vec::new();
+    let recycle = |r: Rc<glommio::io::DmaBuffer>, free: &mut Vec<_>| {
+        if let Ok(b) = Rc::try_unwrap(r) {
+            free.push(b);
+        }
+    };
     while pos < total {
-        let mut buf = file.alloc_dma_buffer(buf_bytes);
-        buf.as_bytes_mut().fill(0x5a);
+        let buf = free.pop().unwrap_or_else(|| {
+            let mut b = file.alloc_dma_buffer(buf_bytes);
+            b.as_bytes_mut().fill(0x5a);
+            b
+        });
         let f = file.clone();
         let at = pos;
         inflight.push_back(glommio::spawn_local(async move {
-            f.write_rc_at(Rc::new(buf), at).await.unwrap()
+            let buf = Rc::new(buf);
+            f.write_rc_at(buf.clone(), at).await.unwrap();
+            buf
         }));
         pos += buf_bytes as u64;
         since_sync += buf_bytes as u64;
         if inflight.len() >= depth {
-            inflight.pop_front().unwrap().await;
+            let b = inflight.pop_front().unwrap().await;
+            recycle(b, &mut free);
         }
         if since_sync >= sync_bytes {
             while let Some(t) = inflight.pop_front() {
-                t.await;
+                let b = t.await;
+                recycle(b, &mut free);
             }
             file.fdatasync().await.unwrap();
             since_sync = 0;

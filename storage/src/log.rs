@@ -77,7 +77,8 @@ struct Tail {
 
 struct PendingWrite {
     seq: u64,
-    task: JoinHandle<std::io::Result<()>>,
+    /// The write's result, and its buffer back for reuse.
+    task: JoinHandle<(std::io::Result<()>, Rc<DmaBuffer>)>,
     seg_base: i64,
     end_pos: u64,
 }
@@ -107,7 +108,12 @@ struct Inner {
     /// Bumped by truncation and retention, so a disk read that raced with
     /// one does not cache or serve what was removed.
     generation: u64,
+    /// Tail buffers whose writes completed, kept for reuse.
+    free_buffers: Vec<DmaBuffer>,
 }
+
+/// Tail buffers kept for reuse per log.
+const FREE_BUFFERS_MAX: usize = 2;
 
 impl Inner {
     fn active(&self) -> &Segment {
@@ -250,6 +256,7 @@ impl PartitionLog {
                 synced_bytes: 0,
                 oldest_unsynced_ms: None,
                 generation: 0,
+                free_buffers: Vec::new(),
             }),
             append_lock: Semaphore::new(1),
             sync_lock: Semaphore::new(1),
@@ -470,7 +477,8 @@ impl PartitionLog {
                 None => break,
             }
         }
-        let mut inner = self.inner.borrow_mut();
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
         if !full && !inner.tail_dirty {
             return Ok(());
         }
@@ -492,7 +500,13 @@ impl PartitionLog {
         } else {
             len.div_ceil(ALIGN) * ALIGN
         };
-        let mut fresh = file.alloc(cap);
+        // Reuse a tail buffer whose write completed: fresh memory costs a
+        // page fault per page on first touch.
+        let mut fresh = inner
+            .free_buffers
+            .pop()
+            .filter(|b| b.len() == cap)
+            .unwrap_or_else(|| file.alloc(cap));
         if keep > 0 {
             fresh.as_bytes_mut()[..keep].copy_from_slice(&t.buf.as_bytes()[len - keep..len]);
         }
@@ -508,8 +522,11 @@ impl PartitionLog {
         inner.last_write_partial = keep > 0;
         inner.tail_dirty = false;
         let seq = inner.write_seq;
-        let task =
-            glommio::spawn_local(async move { file.write(Rc::new(old), pos).await }).detach();
+        let task = glommio::spawn_local(async move {
+            let buf = Rc::new(old);
+            (file.write(buf.clone(), pos).await, buf)
+        })
+        .detach();
         inner.pending.push_back(PendingWrite {
             seq,
             task,
@@ -530,11 +547,17 @@ impl PartitionLog {
                     _ => break,
                 }
             };
-            let res = w
-                .task
-                .await
-                .unwrap_or_else(|| Err(std::io::Error::other("write task was cancelled")));
+            let (res, buf) = match w.task.await {
+                Some((res, buf)) => (res, Some(buf)),
+                None => (Err(std::io::Error::other("write task was cancelled")), None),
+            };
             let mut inner = self.inner.borrow_mut();
+            let cap = self.cfg.borrow().tail_buffer_bytes;
+            if let Some(b) = buf.and_then(|b| Rc::try_unwrap(b).ok()) {
+                if b.len() == cap && inner.free_buffers.len() < FREE_BUFFERS_MAX {
+                    inner.free_buffers.push(b);
+                }
+            }
             if let Err(e) = res {
                 let path = inner
                     .segments

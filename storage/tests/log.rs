@@ -542,8 +542,14 @@ fn sequential_cold_reads_are_streamed_ahead() {
         let st = log.stats();
         let total: u64 = got.iter().map(|b| b.len() as u64).sum();
         assert!(st.streams_started >= 1, "{st:?}");
-        assert!(st.streamed_bytes >= total * 3 / 4, "most bytes streamed ahead: {st:?}");
-        assert!(st.streamed_bytes + st.disk_read_bytes <= total + total / 4, "little read twice: {st:?}");
+        assert!(
+            st.streamed_bytes >= total * 3 / 4,
+            "most bytes streamed ahead: {st:?}"
+        );
+        assert!(
+            st.streamed_bytes + st.disk_read_bytes <= total + total / 4,
+            "little read twice: {st:?}"
+        );
         println!("sequential cold read: {total} bytes served, {st:?}");
         log.close().await.unwrap();
         drop(log);
