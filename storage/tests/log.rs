@@ -568,3 +568,30 @@ fn sequential_cold_reads_are_streamed_ahead() {
         log.close().await.unwrap();
     });
 }
+
+// Proves a segment rolls once it is segment.ms old (by the log's clock),
+// and not before.
+#[test]
+fn segments_roll_by_age() {
+    run(|| async {
+        let dir = tempdir();
+        let clock = Rc::new(ManualClock::new(1_000_000));
+        let cache = ShardCache::new(1 << 20);
+        let cfg = LogConfig {
+            segment_ms: 1_000,
+            segment_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = open(dir.path(), cfg, &cache, &clock).await;
+        log.append(build::uniform(1, 10, 1)).await.unwrap();
+        clock.advance(999);
+        log.append(build::uniform(1, 10, 1)).await.unwrap();
+        assert_eq!(log.segments().len(), 1, "not yet segment.ms old");
+        clock.advance(1);
+        log.append(build::uniform(1, 10, 1)).await.unwrap();
+        let segs = log.segments();
+        assert_eq!(segs.len(), 2, "rolled at segment.ms");
+        assert_eq!(segs[1].base_offset, 2);
+        log.close().await.unwrap();
+    });
+}
