@@ -82,3 +82,11 @@ pub const IO_RING_DEPTH: usize = 128;
 /// reads where the device refuses io_uring O_DIRECT reads. This many reads
 /// can be in flight at once on that path.
 pub const BLOCKING_THREADS: usize = 4;
+
+/// Largest request frame the broker reads (Kafka's socket.request.max.bytes
+/// is 100 MiB); a longer length prefix closes the connection before
+/// anything is allocated.
+pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
+/// Smallest request frame: api key, api version, correlation id and the
+/// client id's length (request header v1).
+pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
