@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The system allocator, plus the guard that keeps an untrusted frame's
+/// bogus element counts from aborting the process (see `sluice_net::guard`).
+#[global_allocator]
+static ALLOC: sluice_net::guard::GuardedAlloc = sluice_net::guard::GuardedAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

@@ -4,5 +4,6 @@
 //! into requests and responses into bytes; sockets belong to the broker.
 
 pub mod frame;
+pub mod guard;
 pub mod request;
 pub mod response;

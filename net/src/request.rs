@@ -97,9 +97,11 @@ pub fn decode_request(
     let header = RequestHeader::decode(&mut buf, header_version)
         .map_err(|e| malformed(format!("header v{header_version}: {e}")))?;
     // The codecs report bad input as errors; a panic inside one is caught
-    // here so a malformed frame can never take a shard down.
+    // here, and the allocation guard keeps a bogus element count from
+    // aborting the process (see `guard`), so a malformed frame can never
+    // take a shard down.
     let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        RequestKind::decode(api_key, &mut buf, version)
+        crate::guard::decoding_untrusted(|| RequestKind::decode(api_key, &mut buf, version))
     }))
     .map_err(|_| malformed("the decoder panicked".into()))?
     .map_err(|e| malformed(e.to_string()))?;
