@@ -4,5 +4,7 @@
 //! Architecture invariant: the broker reaches segment files only through
 //! `sluice_storage::PartitionLog`.
 
+pub mod apis;
+pub mod connection;
 pub mod serve;
 pub mod shard;

@@ -31,6 +31,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Address every shard listens on (SO_REUSEPORT).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:9092")]
+    listen: std::net::SocketAddr,
     /// Directory holding one sub-directory per partition.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     data_dir: PathBuf,
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(a) => sluice_broker::serve::run(sluice_broker::serve::ServeConfig {
+            listen: a.listen,
             data_dir: a.data_dir,
             cores: a.cores,
             cache_bytes_max: a.cache_bytes_max,

@@ -32,11 +32,12 @@ pub enum ServeError {
         error: String,
         limit: String,
     },
-    #[error("{0} partition(s) could not be opened; see the log above")]
+    #[error("{0} partition(s) or listener(s) failed to open; see above")]
     PartitionsFailed(usize),
 }
 
 pub struct ServeConfig {
+    pub listen: std::net::SocketAddr,
     pub data_dir: PathBuf,
     pub cores: Option<usize>,
     pub cache_bytes_max: Option<usize>,
@@ -123,6 +124,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     // SAFETY: changes this thread's signal mask only.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
+    let listen = cfg.listen;
     let (ready_tx, ready_rx) = flume::bounded::<ShardReady>(shards);
     let mut stops = Vec::new();
     let mut handles = Vec::new();
@@ -145,7 +147,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         let limit = memlock.map_or("unlimited".into(), |l| format!("{} KiB", l / 1024));
         let h = sluice_storage::runtime::executor_builder(placement, io_memory)
             .name(&format!("sluice-shard-{shard}"))
-            .spawn(move || run_shard(shard, mine, cache_bytes, ready, stop_rx))
+            .spawn(move || run_shard(shard, mine, cache_bytes, listen, ready, stop_rx))
             .map_err(|e| ServeError::ShardStart {
                 shard,
                 error: e.to_string(),
@@ -158,12 +160,15 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let mut total = (0usize, 0u64, 0u64);
     for r in ready_rx.iter().take(shards) {
         failed += r.failed.len();
+        for (what, why) in &r.failed {
+            eprintln!("sluice: shard {}: {}: {why}", r.shard, what.display());
+        }
         total.0 += r.partitions;
         total.1 += r.scanned_bytes;
         total.2 += r.truncated_bytes;
     }
     let line = format!(
-        "sluice: serving {} partition(s) on {shards} shard(s) from {} (recovered in {} ms, \
+        "sluice: serving {} partition(s) on {shards} shard(s) at {listen} from {} (recovered in {} ms, \
          {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per shard, {} MiB cache per shard)",
         total.0,
         cfg.data_dir.display(),

@@ -22,6 +22,7 @@ pub async fn run_shard(
     shard: usize,
     partitions: Vec<PathBuf>,
     cache_bytes_max: usize,
+    listen: std::net::SocketAddr,
     ready: flume::Sender<ShardReady>,
     shutdown: flume::Receiver<()>,
 ) {
@@ -55,8 +56,27 @@ pub async fn run_shard(
             }
         }
     }
+    // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
+    // connections across them.
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let acceptor = match glommio::net::TcpListener::bind(listen) {
+        Ok(l) => Some(glommio::spawn_local(crate::connection::accept_loop(
+            shard,
+            l,
+            stop.clone(),
+        ))),
+        Err(e) => {
+            report.failed.push((
+                PathBuf::from(listen.to_string()),
+                format!("cannot listen: {e}"),
+            ));
+            None
+        }
+    };
     let _ = ready.send_async(report).await;
     let _ = shutdown.recv_async().await;
+    stop.set(true);
+    drop(acceptor);
     for log in logs {
         if let Err(e) = log.close().await {
             tracing::error!(shard, partition = %log.dir().display(), error = %e, "close failed");

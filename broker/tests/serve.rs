@@ -2,7 +2,7 @@
 //! the storage engine, reports it, and stops cleanly on SIGTERM; refuses to
 //! start with a clear message when the host cannot run it.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -41,9 +41,29 @@ fn write_partition(dir: &Path, batches: usize) {
     });
 }
 
+/// A port nobody listens on right now, on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn spawn_serve(data: &Path) -> (std::process::Child, mpsc::Receiver<String>) {
+    spawn_serve_on(data, free_port())
+}
+
+fn spawn_serve_on(data: &Path, port: u16) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--cores", "1", "--data-dir"])
+        .args([
+            "serve",
+            "--cores",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -158,4 +178,169 @@ fn serve_refuses_bad_arguments() {
     c.stderr.take().unwrap().read_to_string(&mut out).unwrap();
     assert_eq!(c.wait().unwrap().code(), Some(2));
     assert!(out.contains("--cores 0"), "{out}");
+}
+
+mod wire {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    pub fn api_versions_frame(version: i16, correlation_id: i32) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::ApiVersions as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("serve-test")))
+            .encode(
+                &mut body,
+                ApiKey::ApiVersions.request_header_version(version.min(4)),
+            )
+            .unwrap();
+        ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("serve-test"))
+            .with_client_software_version(StrBytes::from_static_str("1"))
+            .encode(&mut body, version.min(4))
+            .unwrap();
+        let mut out = BytesMut::new();
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        out.to_vec()
+    }
+
+    pub fn read_frame(c: &mut TcpStream) -> std::io::Result<Bytes> {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len)?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        c.read_exact(&mut body)?;
+        Ok(Bytes::from(body))
+    }
+
+    /// Sends ApiVersions at `version` and decodes the answer at `answer_version`.
+    pub fn api_versions(
+        c: &mut TcpStream,
+        version: i16,
+        answer_version: i16,
+        id: i32,
+    ) -> ApiVersionsResponse {
+        c.write_all(&api_versions_frame(version, id)).unwrap();
+        let mut f = read_frame(c).unwrap();
+        assert_eq!(
+            ResponseHeader::decode(&mut f, 0).unwrap().correlation_id,
+            id
+        );
+        let r = ApiVersionsResponse::decode(&mut f, answer_version).unwrap();
+        assert!(!f.has_remaining());
+        r
+    }
+}
+
+/// True when the peer closed the connection (EOF) within the read timeout.
+fn closed(c: &mut std::net::TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(c.read(&mut b), Ok(0))
+}
+
+// Proves the broker answers ApiVersions on every connection (KIP-511 for an
+// unknown version), and that a bad frame closes only its own connection.
+#[test]
+fn serve_answers_api_versions_and_closes_bad_connections() {
+    let data = tempdir();
+    let port = free_port();
+    let (mut child, rx) = spawn_serve_on(data.path(), port);
+    let mut seen = Vec::new();
+    assert!(wait_for(&rx, "sluice: serving", &mut seen), "{seen:#?}");
+    let connect = || {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let mut good = connect();
+    let r = wire::api_versions(&mut good, 3, 3, 1);
+    assert_eq!(r.error_code, 0);
+    let av = r
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 18)
+        .expect("ApiVersions listed");
+    assert_eq!((av.min_version, av.max_version), (0, 4));
+    // KIP-511: an unknown version gets a v0 answer with the ranges.
+    let r = wire::api_versions(&mut good, 99, 0, 2);
+    assert_eq!(r.error_code, 35);
+    assert!(r.api_keys.iter().any(|k| k.api_key == 18));
+
+    let bad_frames: Vec<(&str, Vec<u8>)> = vec![
+        ("negative length", (-1i32).to_be_bytes().to_vec()),
+        (
+            "length over the limit",
+            (200 * 1024 * 1024i32).to_be_bytes().to_vec(),
+        ),
+        ("length below a header", 3i32.to_be_bytes().to_vec()),
+        (
+            "unknown API key",
+            [
+                &12i32.to_be_bytes()[..],
+                &[0x03, 0xe7, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0, 0],
+            ]
+            .concat(),
+        ),
+        ("truncated body", {
+            let mut f = wire::api_versions_frame(3, 5);
+            f.truncate(f.len() - 3);
+            let len = (f.len() - 4) as i32;
+            f[..4].copy_from_slice(&len.to_be_bytes());
+            f
+        }),
+        (
+            "unsupported API",
+            [
+                &10i32.to_be_bytes()[..],
+                &[0, 0, 0, 9, 0, 0, 0, 3, 0xff, 0xff],
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, bytes) in bad_frames {
+        let mut c = connect();
+        c.write_all(&bytes).unwrap();
+        assert!(closed(&mut c), "{what}: connection closed");
+        // Every other connection is still served.
+        let r = wire::api_versions(&mut good, 0, 0, 3);
+        assert_eq!(r.error_code, 0, "{what}: other connections unaffected");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_for(&rx, "stopped cleanly", &mut seen), "{seen:#?}");
+    assert!(child.wait().unwrap().success());
+    let all = seen.join("\n");
+    assert!(
+        all.contains("connection closed"),
+        "one log line per closed connection\n{all}"
+    );
+}
+
+// Proves a port already taken is reported and the broker exits non-zero.
+#[test]
+fn serve_reports_a_listen_address_in_use() {
+    let data = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--cores",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen"), "{err}");
 }

@@ -90,3 +90,9 @@ pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 /// Smallest request frame: api key, api version, correlation id and the
 /// client id's length (request header v1).
 pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
+
+/// Open client connections per shard; past this, new connections are
+/// accepted and closed at once, with a log line.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
+/// Bytes read from a socket at once into a connection's receive buffer.
+pub const SOCKET_READ_BYTES: usize = 64 * 1024;
