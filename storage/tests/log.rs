@@ -25,9 +25,7 @@ fn edit(b: &Bytes, f: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 #[test]
 fn bad_batches_are_refused_and_nothing_is_written() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
         let cfg = LogConfig {
             batch_bytes_max: 2000,
             ..small_config()
@@ -132,9 +130,7 @@ fn bad_batches_are_refused_and_nothing_is_written() {
 #[test]
 fn group_commit_shares_syncs_between_waiters() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         let producers = 64;
         let mut tasks = Vec::new();
@@ -167,9 +163,7 @@ fn group_commit_shares_syncs_between_waiters() {
 #[test]
 fn fsync_failure_poisons_until_reopen() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         let a = log.append(build::uniform(1, 10, 1)).await.unwrap();
         log.wait_durable(a.last_offset).await.unwrap();
@@ -206,9 +200,7 @@ fn fsync_failure_poisons_until_reopen() {
 #[test]
 fn write_failure_poisons() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         let a = log.append(build::uniform(1, 10, 1)).await.unwrap();
         faults::fail_next_writes(1);
@@ -223,9 +215,7 @@ fn write_failure_poisons() {
 #[test]
 fn log_append_time_is_stamped() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(5_000));
-        let cache = ShardCache::new(0);
+        let (dir, clock, cache) = fixture(5_000, 0);
         let cfg = LogConfig {
             timestamp_type: TimestampType::LogAppendTime,
             ..small_config()
@@ -289,9 +279,7 @@ fn flush_policy_syncs_unwaited_appends() {
 #[test]
 fn hot_reads_come_from_the_cache_without_copying() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(64 << 20);
+        let (dir, clock, cache) = fixture(1000, 64 << 20);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         let mut sent = Vec::new();
         for i in 0..50 {
@@ -335,9 +323,7 @@ fn hot_reads_come_from_the_cache_without_copying() {
 #[test]
 fn cache_respects_its_budget() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(16 * 1024);
+        let (dir, clock, cache) = fixture(1000, 16 * 1024);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         for i in 0..200 {
             log.append(build::uniform(2, 200, i)).await.unwrap();
@@ -360,9 +346,7 @@ fn cache_respects_its_budget() {
 #[test]
 fn oversized_first_batch_is_returned_whole() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(0);
+        let (dir, clock, cache) = fixture(1000, 0);
         let cfg = LogConfig {
             batch_bytes_max: 1 << 20,
             ..small_config()
@@ -390,9 +374,7 @@ fn oversized_first_batch_is_returned_whole() {
 #[test]
 fn roll_and_retention_delete_files() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1_000_000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1_000_000, 1 << 20);
         let mut cfg = small_config();
         let log = open(dir.path(), cfg.clone(), &cache, &clock).await;
         for _ in 0..100 {
@@ -475,9 +457,7 @@ fn config_limits_are_enforced() {
 #[test]
 fn refused_uring_reads_fall_back_to_the_pool() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1000));
-        let cache = ShardCache::new(0);
+        let (dir, clock, cache) = fixture(1000, 0);
         let log = open(dir.path(), small_config(), &cache, &clock).await;
         let mut sent = Vec::new();
         for i in 0..300 {
@@ -574,9 +554,7 @@ fn sequential_cold_reads_are_streamed_ahead() {
 #[test]
 fn segments_roll_by_age() {
     run(|| async {
-        let dir = tempdir();
-        let clock = Rc::new(ManualClock::new(1_000_000));
-        let cache = ShardCache::new(1 << 20);
+        let (dir, clock, cache) = fixture(1_000_000, 1 << 20);
         let cfg = LogConfig {
             segment_ms: 1_000,
             segment_bytes: 1 << 20,

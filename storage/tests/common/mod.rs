@@ -136,3 +136,16 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap()
 }
+
+/// A fresh directory, a manual clock at `now_ms` and a shard cache of
+/// `cache_bytes`: what most log tests start from.
+pub fn fixture(
+    now_ms: i64,
+    cache_bytes: usize,
+) -> (tempfile::TempDir, Rc<ManualClock>, Rc<ShardCache>) {
+    (
+        tempdir(),
+        Rc::new(ManualClock::new(now_ms)),
+        ShardCache::new(cache_bytes),
+    )
+}
