@@ -3,6 +3,8 @@
 //! start with a clear message when the host cannot run it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+
+use kafka_protocol::protocol::Decodable;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -272,6 +274,17 @@ fn serve_answers_api_versions_and_closes_bad_connections() {
     let r = wire::api_versions(&mut good, 99, 0, 2);
     assert_eq!(r.error_code, 35);
     assert!(r.api_keys.iter().any(|k| k.api_key == 18));
+
+    // Pipelined: many requests in one write, answered in request order.
+    let burst: Vec<u8> = (100..150i32)
+        .flat_map(|id| wire::api_versions_frame((id % 5) as i16, id))
+        .collect();
+    good.write_all(&burst).unwrap();
+    for id in 100..150 {
+        let mut f = wire::read_frame(&mut good).unwrap();
+        let h = kafka_protocol::messages::ResponseHeader::decode(&mut f, 0).unwrap();
+        assert_eq!(h.correlation_id, id, "responses in request order");
+    }
 
     let bad_frames: Vec<(&str, Vec<u8>)> = vec![
         ("negative length", (-1i32).to_be_bytes().to_vec()),
