@@ -56,17 +56,23 @@ fn spawn_serve(data: &Path) -> (std::process::Child, mpsc::Receiver<String>) {
     spawn_serve_on(data, free_port())
 }
 
+/// `sluice serve` on one shard, listening on loopback `port`.
+fn serve_command(data: &Path, port: u16) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "serve",
+        "--cores",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data);
+    c
+}
+
 fn spawn_serve_on(data: &Path, port: u16) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--cores",
-            "1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
+    let mut child = serve_command(data, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -341,18 +347,7 @@ fn serve_reports_a_listen_address_in_use() {
     let data = tempdir();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--cores",
-            "1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let out = serve_command(data.path(), port).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen"), "{err}");

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::batch::{check_stored, BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{Result, StorageError};
-use crate::file::{read_small_file, segment_paths, write_small_file, DirectFile};
+use crate::file::{read_small_file, remove_file, segment_paths, write_small_file, DirectFile};
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 
 /// What opening a segment found and did.
@@ -55,28 +55,15 @@ impl Segment {
         let file = DirectFile::open(&log_path, true)
             .await
             .map_err(|e| StorageError::io(&log_path, e))?;
-        // A leftover file of the same name (from a truncation that did not
-        // finish) holds nothing we want.
+        // Leftover files of the same name (from a truncation that did not
+        // finish) hold nothing we want.
         file.truncate(0)
             .await
             .map_err(|e| StorageError::io(&log_path, e))?;
-        Ok(Segment {
-            base,
-            log_path,
-            index_path,
-            time_index_path,
-            file,
-            size: 0,
-            written: 0,
-            next_offset: base,
-            max_timestamp: -1,
-            first_append_ms: None,
-            index: OffsetIndex::default(),
-            time_index: TimeIndex::default(),
-            persisted: (0, 0),
-            bytes_since_index: 0,
-            interval: u64::from(interval),
-        })
+        for p in [&index_path, &time_index_path] {
+            remove_file(p).await.map_err(|e| StorageError::io(p, e))?;
+        }
+        Ok(Segment::empty(dir, base, file, interval))
     }
 
     fn rel(&self, offset: i64) -> u32 {
