@@ -52,7 +52,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_serve(data: &Path) -> (std::process::Child, mpsc::Receiver<String>) {
+/// A broker process that is killed if the test ends without stopping it,
+/// so a failing test never leaves a broker behind.
+struct Broker(std::process::Child);
+
+impl Broker {
+    fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to the child this test spawned.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_serve(data: &Path) -> (Broker, mpsc::Receiver<String>) {
     spawn_serve_on(data, free_port())
 }
 
@@ -71,7 +94,7 @@ fn serve_command(data: &Path, port: u16) -> Command {
     c
 }
 
-fn spawn_serve_on(data: &Path, port: u16) -> (std::process::Child, mpsc::Receiver<String>) {
+fn spawn_serve_on(data: &Path, port: u16) -> (Broker, mpsc::Receiver<String>) {
     let mut child = serve_command(data, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,7 +114,16 @@ fn spawn_serve_on(data: &Path, port: u16) -> (std::process::Child, mpsc::Receive
             .lines()
             .for_each(|l| drop(tx2.send(l.unwrap())))
     });
-    (child, rx)
+    (Broker(child), rx)
+}
+
+/// Reads lines until every needle has appeared (in `seen` or new lines).
+/// Stdout and stderr arrive on separate threads, so their order is not
+/// fixed: wait for each line needed, not for one that comes "last".
+fn wait_for_all(rx: &mpsc::Receiver<String>, needles: &[&str], seen: &mut Vec<String>) -> bool {
+    needles
+        .iter()
+        .all(|n| seen.iter().any(|l| l.contains(n)) || wait_for(rx, n, seen))
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> bool {
@@ -123,7 +155,16 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
     let (mut child, rx) = spawn_serve(data.path());
     let mut seen = Vec::new();
     assert!(
-        wait_for(&rx, "sluice: serving 2 partition(s)", &mut seen),
+        wait_for_all(
+            &rx,
+            &[
+                "sluice: serving 2 partition(s)",
+                "log_end=27",
+                "log_end=12",
+                "cutting 288 bytes"
+            ],
+            &mut seen
+        ),
         "{seen:#?}"
     );
     let all = seen.join("\n");
@@ -136,10 +177,9 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
         all.contains("cutting 288 bytes of torn or corrupt tail"),
         "{all}"
     );
-    // SAFETY: sends SIGTERM to the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.signal(libc::SIGTERM);
     assert!(wait_for(&rx, "stopped cleanly", &mut seen), "{seen:#?}");
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().success());
 
     // A clean restart finds the cut tail gone and nothing to repair.
     let (mut child, rx) = spawn_serve(data.path());
@@ -152,8 +192,8 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
         seen.last().unwrap().contains(" 0 bytes of torn tail cut"),
         "{seen:#?}"
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
+    child.signal(libc::SIGINT);
+    assert!(child.wait().success());
 }
 
 #[test]
@@ -331,14 +371,26 @@ fn serve_answers_api_versions_and_closes_bad_connections() {
         let r = wire::api_versions(&mut good, 0, 0, 3);
         assert_eq!(r.error_code, 0, "{what}: other connections unaffected");
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(wait_for(&rx, "stopped cleanly", &mut seen), "{seen:#?}");
-    assert!(child.wait().unwrap().success());
-    let all = seen.join("\n");
+    child.signal(libc::SIGTERM);
     assert!(
-        all.contains("connection closed"),
-        "one log line per closed connection\n{all}"
+        wait_for_all(&rx, &["stopped cleanly", "connection closed"], &mut seen),
+        "a clean stop, and a log line per closed connection: {seen:#?}"
     );
+    assert!(child.wait().success());
+    // One line for each of the six bad connections (they may arrive after
+    // the stop line: stderr is read on its own thread).
+    let count = |seen: &Vec<String>| {
+        seen.iter()
+            .filter(|l| l.contains("connection closed"))
+            .count()
+    };
+    while count(&seen) < 6 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(count(&seen), 6, "{seen:#?}");
 }
 
 // Proves a port already taken is reported and the broker exits non-zero.
