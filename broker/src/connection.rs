@@ -103,7 +103,8 @@ fn handle(req: Request) -> Result<bytes::Bytes, String> {
     let id = req.header.correlation_id;
     let body = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(apis::SUPPORTED, 0)),
-        other => return Err(format!("no handler for {:?}", other)),
+        // Name the API only: a body's Debug form can be megabytes of records.
+        _ => return Err(format!("no handler for {:?} v{}", req.api_key, req.version)),
     };
     encode_response(id, req.api_key, req.version, &body).map_err(|e| e.to_string())
 }

@@ -100,6 +100,17 @@ fn release(ptr: *mut u8) -> bool {
     }
 }
 
+/// A reserved block for a large allocation made while the thread decodes
+/// untrusted input; `None` to use the system allocator.
+fn reserve_if_untrusted(layout: Layout) -> Option<*mut u8> {
+    if layout.size() < RESERVE_BYTES_MIN || !untrusted() {
+        return None;
+    }
+    // SAFETY: `reserve` only maps fresh anonymous memory.
+    let p = unsafe { reserve(layout) };
+    (!p.is_null()).then_some(p)
+}
+
 fn is_reserved(ptr: *mut u8) -> bool {
     let table = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     table.iter().any(|e| e.0 == ptr as usize)
@@ -110,27 +121,20 @@ fn is_reserved(ptr: *mut u8) -> bool {
 // regions); `realloc` moves between the two by copying.
 unsafe impl GlobalAlloc for GuardedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= RESERVE_BYTES_MIN && untrusted() {
+        match reserve_if_untrusted(layout) {
+            Some(p) => p,
             // SAFETY: forwarded contract.
-            let p = unsafe { reserve(layout) };
-            if !p.is_null() {
-                return p;
-            }
+            None => unsafe { System.alloc(layout) },
         }
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= RESERVE_BYTES_MIN && untrusted() {
-            // SAFETY: anonymous mappings read as zero.
-            let p = unsafe { reserve(layout) };
-            if !p.is_null() {
-                return p;
-            }
+        // Anonymous mappings read as zero, so a reserved block qualifies.
+        match reserve_if_untrusted(layout) {
+            Some(p) => p,
+            // SAFETY: forwarded contract.
+            None => unsafe { System.alloc_zeroed(layout) },
         }
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

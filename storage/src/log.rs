@@ -423,7 +423,7 @@ impl PartitionLog {
         };
         if unsynced >= self.cfg.borrow().flush_interval_bytes && !self.flush_scheduled.get() {
             self.flush_scheduled.set(true);
-            let weak = self.weak_self();
+            let weak = self.me.clone();
             glommio::spawn_local(async move {
                 if let Some(log) = weak.upgrade() {
                     let _ = log.sync().await;
@@ -438,10 +438,6 @@ impl PartitionLog {
             log_append_time_ms: if lat { now } else { -1 },
             log_start_offset: log_start,
         })
-    }
-
-    fn weak_self(&self) -> Weak<PartitionLog> {
-        self.me.clone()
     }
 
     fn should_roll(&self, len: u64, h: &BatchHeader, now: i64) -> bool {
