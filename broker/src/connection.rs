@@ -1,35 +1,49 @@
-//! One client connection on a shard: read frames, decode requests, answer
-//! them in order. A frame that cannot be answered closes this connection
-//! only, with one log line.
+//! One client connection on a shard.
+//!
+//! The reader takes whole frames off one receive buffer, decodes them and
+//! runs each request's handler up to the point where it only waits (see
+//! `apis`); answers, ready or still pending, queue in request order for
+//! the writer, at most `INFLIGHT_REQUESTS_PER_CONNECTION_MAX` at a time.
+//! The writer sends each answer's chunks with vectored writes, so record
+//! bytes shared with the log go to the socket without a copy.
+//!
+//! A frame that cannot be answered ends this connection only, after the
+//! answers to the requests before it are written, with one log line.
 
 use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use glommio::task::JoinHandle;
+use kafka_protocol::messages::ApiKey;
 use sluice_net::frame::FrameDecoder;
-use sluice_net::request::{decode_request, Request, RequestError};
-use sluice_net::response::{api_versions, api_versions_unsupported, encode_response};
-use sluice_tuning::limits::{CONNECTIONS_PER_SHARD_MAX, SOCKET_READ_BYTES};
+use sluice_net::request::{decode_request, RequestError};
+use sluice_net::response::{api_versions_unsupported, ResponseChunks};
+use sluice_tuning::limits::{
+    CONNECTIONS_PER_SHARD_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX, SOCKET_READ_BYTES,
+};
 
-use crate::apis;
+use crate::apis::{self, Reply};
+use crate::shard::Shard;
 
 /// Accepts connections until `stop` is set, serving each on its own task.
-pub async fn accept_loop(shard: usize, listener: TcpListener, stop: Rc<Cell<bool>>) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
     while !stop.get() {
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(shard, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 continue;
             }
         };
         if open.get() >= CONNECTIONS_PER_SHARD_MAX {
             tracing::warn!(
-                shard,
+                shard = shard.id,
                 limit = CONNECTIONS_PER_SHARD_MAX,
                 "connection limit reached; closing a new connection"
             );
@@ -38,13 +52,14 @@ pub async fn accept_loop(shard: usize, listener: TcpListener, stop: Rc<Cell<bool
         }
         open.set(open.get() + 1);
         let open = open.clone();
+        let shard = shard.clone();
         glommio::spawn_local(async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(reason) = serve(stream).await {
-                tracing::info!(shard, %peer, %reason, "connection closed");
+            if let Err(reason) = serve(&shard, stream).await {
+                tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
             open.set(open.get() - 1);
         })
@@ -52,10 +67,46 @@ pub async fn accept_loop(shard: usize, listener: TcpListener, stop: Rc<Cell<bool
     }
 }
 
+/// An answer in the writer's queue.
+enum Pending {
+    Ready(ResponseChunks),
+    Waiting(JoinHandle<ResponseChunks>),
+}
+
 /// Serves one connection until the client closes it or sends something
 /// that cannot be answered; returns why it ended.
-async fn serve(mut stream: TcpStream) -> Result<(), String> {
+async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let writer = glommio::spawn_local(async move {
+        let mut wr = wr;
+        while let Some(p) = rx.recv().await {
+            let answer = match p {
+                Pending::Ready(a) => a,
+                Pending::Waiting(h) => match h.await {
+                    Some(a) => a,
+                    None => return Err("a request handler was cancelled".to_string()),
+                },
+            };
+            write_chunks(fd, &mut wr, answer.chunks)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        Ok(())
+    });
+    let read = read_requests(shard, &mut rd, &tx).await;
+    drop(tx);
+    let written = writer.await;
+    read.and(written)
+}
+
+async fn read_requests(
+    shard: &Rc<Shard>,
+    rd: &mut futures_lite::io::ReadHalf<TcpStream>,
+    tx: &local_channel::LocalSender<Pending>,
+) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
     loop {
@@ -63,7 +114,7 @@ async fn serve(mut stream: TcpStream) -> Result<(), String> {
         if missing > 0 {
             let have = buf.len();
             buf.resize(have + missing.max(SOCKET_READ_BYTES), 0);
-            let n = stream
+            let n = rd
                 .read(&mut buf[have..])
                 .await
                 .map_err(|e| format!("read: {e}"))?;
@@ -81,30 +132,85 @@ async fn serve(mut stream: TcpStream) -> Result<(), String> {
             .decode(&mut buf)
             .map_err(|e| e.to_string())?
             .expect("a whole frame is present");
-        let response = match decode_request(frame, apis::supported) {
-            Ok(req) => handle(req)?,
+        // The receive buffer's next part is a fresh allocation when this
+        // frame's bytes are still shared (by batches on their way to the
+        // log); `reserve` never moves bytes somebody holds.
+        let range = (
+            frame.as_ptr() as usize,
+            frame.as_ptr() as usize + frame.len(),
+        );
+        let pending = match decode_request(frame, apis::supported) {
+            Ok(req) => match apis::dispatch(shard, req, range).await {
+                Reply::Nothing => continue,
+                Reply::Now(a) => Pending::Ready(a),
+                Reply::Later(f) => Pending::Waiting(glommio::spawn_local(f).detach()),
+            },
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => api_versions_unsupported(correlation_id, apis::SUPPORTED)
-                .map_err(|e| e.to_string())?,
+            }) => Pending::Ready(ResponseChunks::single(
+                api_versions_unsupported(correlation_id, apis::SUPPORTED)
+                    .map_err(|e| e.to_string())?,
+            )),
             Err(e) => return Err(e.to_string()),
         };
-        stream
-            .write_all(&response)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        if tx.send(pending).await.is_err() {
+            return Err("the writer stopped".into());
+        }
     }
 }
 
-/// Answers one decoded request with a whole response frame.
-fn handle(req: Request) -> Result<bytes::Bytes, String> {
-    let id = req.header.correlation_id;
-    let body = match req.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(apis::SUPPORTED, 0)),
-        // Name the API only: a body's Debug form can be megabytes of records.
-        _ => return Err(format!("no handler for {:?} v{}", req.api_key, req.version)),
-    };
-    encode_response(id, req.api_key, req.version, &body).map_err(|e| e.to_string())
+/// Writes every chunk, several per system call. The socket is
+/// non-blocking: `sendmsg` takes what fits now; when nothing fits, the
+/// stream's own write waits for room.
+async fn write_chunks(
+    fd: RawFd,
+    wr: &mut futures_lite::io::WriteHalf<TcpStream>,
+    chunks: Vec<Bytes>,
+) -> std::io::Result<()> {
+    const IOV_MAX: usize = 64;
+    let mut chunks: std::collections::VecDeque<Bytes> =
+        chunks.into_iter().filter(|c| !c.is_empty()).collect();
+    while !chunks.is_empty() {
+        let iov: Vec<libc::iovec> = chunks
+            .iter()
+            .take(IOV_MAX)
+            .map(|c| libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            })
+            .collect();
+        // SAFETY: a zeroed msghdr is valid; it points at `iov`, which
+        // outlives the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        // SAFETY: `fd` is the connection's socket, open while `wr` lives;
+        // every iovec points into a chunk held by `chunks`.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let mut sent = if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+            // No room: let the stream wait for it and take the first chunk.
+            let first = chunks.pop_front().expect("not empty");
+            wr.write_all(&first).await?;
+            continue;
+        } else {
+            n as usize
+        };
+        while sent > 0 {
+            let first = chunks.front_mut().expect("sent bytes belong to chunks");
+            if sent >= first.len() {
+                sent -= first.len();
+                chunks.pop_front();
+            } else {
+                let _ = first.split_to(sent);
+                sent = 0;
+            }
+        }
+    }
+    Ok(())
 }

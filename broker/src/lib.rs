@@ -1,10 +1,15 @@
-//! The sluice broker: shards, partition ownership and (in later versions)
-//! the Kafka request handlers. `serve` starts the shards.
+//! The sluice broker: shards, partition ownership, topic metadata and the
+//! Kafka request handlers. `serve` starts the shards.
 //!
 //! Architecture invariant: the broker reaches segment files only through
 //! `sluice_storage::PartitionLog`.
 
 pub mod apis;
+pub mod config;
 pub mod connection;
+pub mod controller;
+pub mod metadata;
+pub mod producers;
 pub mod serve;
 pub mod shard;
+pub mod shard_main;

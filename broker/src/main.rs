@@ -1,7 +1,6 @@
 //! `sluice`: the broker, and (in later versions) the load generator, host
 //! tuner and admin CLI, as subcommands of one binary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,23 +25,7 @@ struct Cli {
 enum Command {
     /// Run the broker: open and recover the data directory, then serve
     /// until SIGINT or SIGTERM.
-    Serve(ServeArgs),
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address every shard listens on (SO_REUSEPORT).
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:9092")]
-    listen: std::net::SocketAddr,
-    /// Directory holding one sub-directory per partition.
-    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
-    data_dir: PathBuf,
-    /// Shards (one pinned executor each); default: every online CPU.
-    #[arg(long, env = "SLUICE_CORES")]
-    cores: Option<usize>,
-    /// Per-shard cache budget in bytes; default: a fair share of memory.
-    #[arg(long, env = "SLUICE_CACHE_BYTES_MAX")]
-    cache_bytes_max: Option<usize>,
+    Serve(sluice_broker::config::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,12 +39,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(a) => sluice_broker::serve::run(sluice_broker::serve::ServeConfig {
-            listen: a.listen,
-            data_dir: a.data_dir,
-            cores: a.cores,
-            cache_bytes_max: a.cache_bytes_max,
-        }),
+        Command::Serve(a) => match sluice_broker::config::BrokerConfig::resolve(a) {
+            Ok(cfg) => sluice_broker::serve::run(cfg),
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,10 @@ use std::time::Instant;
 use glommio::Placement;
 use sluice_tuning::{host, limits};
 
-use crate::shard::{run_shard, ShardReady};
+use crate::config::BrokerConfig;
+use crate::metadata;
+use crate::shard::Job;
+use crate::shard_main::{run_shard, ShardReady, ShardStart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -34,38 +37,8 @@ pub enum ServeError {
     },
     #[error("{0} partition(s) or listener(s) failed to open; see above")]
     PartitionsFailed(usize),
-}
-
-pub struct ServeConfig {
-    pub listen: std::net::SocketAddr,
-    pub data_dir: PathBuf,
-    pub cores: Option<usize>,
-    pub cache_bytes_max: Option<usize>,
-}
-
-/// Partition directories under the data directory: `<topic>-<partition>`.
-pub fn partition_dirs(data_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(data_dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let is_partition = name.rsplit_once('-').is_some_and(|(t, p)| {
-            !t.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
-        });
-        if e.file_type()?.is_dir() && is_partition {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The shard that owns a partition directory: a stable hash of its name.
-/// (Ownership recorded in topic metadata replaces this with the broker.)
-pub fn owner_shard(dir: &Path, shards: usize) -> usize {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    (crc32c::crc32c(name.as_bytes()) as usize) % shards.max(1)
+    #[error("{0}")]
+    Metadata(#[from] metadata::MetaError),
 }
 
 fn check_direct_io(dir: &Path) -> Result<(), ServeError> {
@@ -96,7 +69,7 @@ fn blocked_signals() -> libc::sigset_t {
     }
 }
 
-pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     let started = Instant::now();
     let cpus = host::online_cpus();
     let shards = cfg.cores.unwrap_or(cpus);
@@ -112,8 +85,13 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
     check_direct_io(&cfg.data_dir)?;
-    let partitions =
-        partition_dirs(&cfg.data_dir).map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
+    // The metadata names every partition and its owner shard; a data
+    // directory from before metadata existed is adopted as it is.
+    let (snap, changed) = metadata::load_or_adopt(&cfg.data_dir, shards)?;
+    if changed {
+        metadata::store(&cfg.data_dir, &snap)?;
+    }
+    let snap = std::sync::Arc::new(snap);
     let cache_bytes = cfg
         .cache_bytes_max
         .unwrap_or_else(|| host::cache_bytes_per_shard(host::total_memory_bytes(), shards));
@@ -125,18 +103,22 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     let listen = cfg.listen;
+    let data_dir = cfg.data_dir.clone();
+    let cfg = std::sync::Arc::new(cfg);
     let (ready_tx, ready_rx) = flume::bounded::<ShardReady>(shards);
+    let mut inboxes = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = flume::bounded::<Job>(limits::SHARD_INBOX_DEPTH);
+        peers.push(tx);
+        inboxes.push(rx);
+    }
     let mut stops = Vec::new();
     let mut handles = Vec::new();
     let cpu_ids: Vec<usize> = glommio::CpuSet::online()
         .map(|s| s.into_iter().map(|l| l.cpu).collect())
         .unwrap_or_else(|_| (0..cpus).collect());
-    for shard in 0..shards {
-        let mine: Vec<PathBuf> = partitions
-            .iter()
-            .filter(|p| owner_shard(p, shards) == shard)
-            .cloned()
-            .collect();
+    for (shard, inbox) in inboxes.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         stops.push(stop_tx);
         let ready = ready_tx.clone();
@@ -145,9 +127,19 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
             None => Placement::Unbound,
         };
         let limit = memlock.map_or("unlimited".into(), |l| format!("{} KiB", l / 1024));
+        let start = ShardStart {
+            shard,
+            cfg: cfg.clone(),
+            peers: peers.clone(),
+            inbox,
+            snap: snap.clone(),
+            cache_bytes_max: cache_bytes,
+            ready,
+            shutdown: stop_rx,
+        };
         let h = sluice_storage::runtime::executor_builder(placement, io_memory)
             .name(&format!("sluice-shard-{shard}"))
-            .spawn(move || run_shard(shard, mine, cache_bytes, listen, ready, stop_rx))
+            .spawn(move || run_shard(start))
             .map_err(|e| ServeError::ShardStart {
                 shard,
                 error: e.to_string(),
@@ -155,6 +147,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
             })?;
         handles.push(h);
     }
+    drop(peers);
     drop(ready_tx);
     let mut failed = 0;
     let mut total = (0usize, 0u64, 0u64);
@@ -168,10 +161,12 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         total.2 += r.truncated_bytes;
     }
     let line = format!(
-        "sluice: serving {} partition(s) on {shards} shard(s) at {listen} from {} (recovered in {} ms, \
-         {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per shard, {} MiB cache per shard)",
+        "sluice: serving {} partition(s) of {} topic(s) on {shards} shard(s) at {listen} from {} \
+         (recovered in {} ms, {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per \
+         shard, {} MiB cache per shard)",
         total.0,
-        cfg.data_dir.display(),
+        snap.topics.len(),
+        data_dir.display(),
         started.elapsed().as_millis(),
         total.1,
         total.2,

@@ -1,85 +1,339 @@
-//! One shard: a pinned glommio executor that owns a set of partitions.
+//! One shard: a pinned glommio executor that owns a set of partitions
+//! outright, holds the current metadata snapshot, and runs work other
+//! shards send it.
+//!
+//! Shards share nothing mutable. Work crosses shards as a [`Job`] over a
+//! bounded channel: a closure (it may carry `Bytes` of a receive buffer,
+//! which travel without being copied) that the target runs with its own
+//! `Rc<Shard>`. Jobs run one at a time, in arrival order, so appends
+//! forwarded from one connection keep their order; a job that has to wait
+//! (for durability, for new data) spawns that wait as its own task.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use sluice_storage::{LogConfig, PartitionLog, ShardCache, SystemClock};
+use sluice_storage::{PartitionLog, ShardCache, SystemClock};
 
-/// What a shard reports once its partitions are open.
-#[derive(Debug)]
-pub struct ShardReady {
-    pub shard: usize,
-    pub partitions: usize,
-    pub scanned_bytes: u64,
-    pub truncated_bytes: u64,
-    pub rebuilt_indexes: usize,
-    pub failed: Vec<(PathBuf, String)>,
+use crate::config::BrokerConfig;
+use crate::controller::Controller;
+use crate::metadata::{partition_dir, SharedSnapshot};
+use crate::producers::ProducerTable;
+
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Work sent to a shard.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalFuture<()> + Send>;
+
+/// The shard went away (the broker is stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardGone;
+
+/// Wakes every task waiting for a change (new data in a partition).
+/// Waiters that give up deregister, so an idle partition polled for hours
+/// holds no stale wakers.
+#[derive(Default)]
+pub struct Notify {
+    generation: Cell<u64>,
+    next_key: Cell<u64>,
+    waiters: RefCell<BTreeMap<u64, Waker>>,
 }
 
-/// Opens (recovering) every partition this shard owns, reports, waits for
-/// shutdown, then closes them cleanly.
-pub async fn run_shard(
-    shard: usize,
-    partitions: Vec<PathBuf>,
-    cache_bytes_max: usize,
-    listen: std::net::SocketAddr,
-    ready: flume::Sender<ShardReady>,
-    shutdown: flume::Receiver<()>,
-) {
-    let cache = ShardCache::new(cache_bytes_max);
-    let mut logs: Vec<Rc<PartitionLog>> = Vec::new();
-    let mut report = ShardReady {
-        shard,
-        partitions: 0,
-        scanned_bytes: 0,
-        truncated_bytes: 0,
-        rebuilt_indexes: 0,
-        failed: Vec::new(),
-    };
-    for dir in partitions {
-        match PartitionLog::open(&dir, LogConfig::default(), &cache, Rc::new(SystemClock)).await {
-            Ok(log) => {
-                let r = log.open_report();
-                tracing::info!(shard, partition = %dir.display(), segments = r.segments,
-                    log_start = log.log_start_offset(), log_end = log.log_end_offset(),
-                    scanned_bytes = r.scanned_bytes, truncated_bytes = r.truncated_bytes,
-                    "partition recovered");
-                report.partitions += 1;
-                report.scanned_bytes += r.scanned_bytes;
-                report.truncated_bytes += r.truncated_bytes;
-                report.rebuilt_indexes += r.rebuilt_indexes;
-                logs.push(log);
+impl Notify {
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+    /// Resolves once the generation differs from `seen`.
+    pub fn changed(self: &Rc<Self>, seen: u64) -> Changed {
+        Changed {
+            notify: self.clone(),
+            seen,
+            key: None,
+        }
+    }
+}
+
+pub struct Changed {
+    notify: Rc<Notify>,
+    seen: u64,
+    key: Option<u64>,
+}
+
+impl Future for Changed {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notify.generation.get() != self.seen {
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let k = self.notify.next_key.get();
+                self.notify.next_key.set(k + 1);
+                self.key = Some(k);
+                k
             }
-            Err(e) => {
-                tracing::error!(shard, partition = %dir.display(), error = %e, "partition failed to open");
-                report.failed.push((dir, e.to_string()));
+        };
+        self.notify
+            .waiters
+            .borrow_mut()
+            .insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Changed {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.notify.waiters.borrow_mut().remove(&k);
+        }
+    }
+}
+
+/// A partition on its owner shard.
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: Rc<PartitionLog>,
+    /// Notified after every append.
+    pub appended: Rc<Notify>,
+    pub producers: RefCell<ProducerTable>,
+}
+
+/// Counters a test or an operator can read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Produce batches appended on this shard that arrived on another.
+    pub forwarded_batches: u64,
+    /// Of those, batches whose bytes were not where the receiving shard's
+    /// receive buffer put them (a copy happened on the way). Always 0.
+    pub forwarded_batches_copied: u64,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub cfg: Arc<BrokerConfig>,
+    peers: Vec<flume::Sender<Job>>,
+    meta: RefCell<SharedSnapshot>,
+    partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    cache: Rc<ShardCache>,
+    pub controller: Option<Controller>,
+    pub stats: Cell<ShardStats>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        cfg: Arc<BrokerConfig>,
+        peers: Vec<flume::Sender<Job>>,
+        meta: SharedSnapshot,
+        cache_bytes_max: usize,
+    ) -> Rc<Shard> {
+        let controller = (id == 0).then(|| Controller::new(meta.clone()));
+        Rc::new(Shard {
+            id,
+            shards: peers.len(),
+            cfg,
+            peers,
+            meta: RefCell::new(meta),
+            partitions: RefCell::new(HashMap::new()),
+            cache: ShardCache::new(cache_bytes_max),
+            controller,
+            stats: Cell::new(ShardStats::default()),
+        })
+    }
+
+    pub fn meta(&self) -> SharedSnapshot {
+        self.meta.borrow().clone()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn note(&self, f: impl FnOnce(&mut ShardStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Runs `f` on shard `target` (in its job order) and returns its result.
+    /// On this shard it runs directly.
+    pub async fn call<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.send(
+            target,
+            Box::new(move |s| {
+                Box::pin(async move {
+                    let _ = tx.send_async(f(s).await).await;
+                })
+            }),
+        )
+        .await?;
+        rx.recv_async().await.map_err(|_| ShardGone)
+    }
+
+    /// Queues a job on shard `target` (waits while its inbox is full).
+    pub async fn send(&self, target: usize, job: Job) -> Result<(), ShardGone> {
+        self.peers[target]
+            .send_async(job)
+            .await
+            .map_err(|_| ShardGone)
+    }
+
+    /// Runs jobs from other shards, one at a time, until every sender is
+    /// gone.
+    pub async fn run_inbox(self: Rc<Self>, inbox: flume::Receiver<Job>) {
+        while let Ok(job) = inbox.recv_async().await {
+            job(self.clone()).await;
+        }
+    }
+
+    /// Makes this shard's partitions match `snap`: opens partitions it now
+    /// owns (after removing any leftover directory of a `fresh` one, a
+    /// partition created just now), closes and deletes the data of
+    /// partitions that no longer exist, applies changed topic configs, and
+    /// takes `snap` as its view. Returns the partitions that failed to open.
+    pub async fn apply(
+        self: &Rc<Self>,
+        snap: SharedSnapshot,
+        fresh: &HashSet<(String, i32)>,
+    ) -> Vec<(PathBuf, String)> {
+        let data_dir = self.cfg.data_dir.clone();
+        let mut failed = Vec::new();
+        // Deleted partitions (or recreated topics: a new id) first, so a new
+        // topic of the same name never finds the old data.
+        let old: Vec<((String, i32), Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let old_meta = self.meta();
+        for ((topic, index), p) in old {
+            let keep = snap.owner(&topic, index) == Some(self.id)
+                && snap.topic(&topic).map(|t| &t.id) == old_meta.topic(&topic).map(|t| &t.id);
+            if keep {
+                continue;
+            }
+            self.partitions.borrow_mut().remove(&(topic.clone(), index));
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(shard = self.id, topic, index, error = %e, "close of deleted partition failed");
+            }
+            p.appended.notify_all();
+            let dir = p.log.dir().to_path_buf();
+            if snap.topic(&topic).is_none() || fresh.contains(&(topic.clone(), index)) {
+                remove_dir(dir).await;
+            }
+        }
+        // New partitions, and config changes of kept ones.
+        for t in snap.topics.values() {
+            let cfg = t.log_config();
+            for (i, &owner) in t.owners.iter().enumerate() {
+                if owner != self.id {
+                    continue;
+                }
+                let index = i as i32;
+                if let Some(p) = self.partition(&t.name, index) {
+                    let changed = old_meta.topic(&t.name).map(|o| &o.configs) != Some(&t.configs);
+                    if changed {
+                        if let Err(e) = p.log.set_config(cfg.clone()) {
+                            tracing::error!(shard = self.id, topic = t.name, index, error = %e, "config not applied");
+                        }
+                    }
+                    continue;
+                }
+                let dir = partition_dir(&data_dir, &t.name, i);
+                if fresh.contains(&(t.name.clone(), index)) {
+                    remove_dir(dir.clone()).await;
+                }
+                match PartitionLog::open(&dir, cfg.clone(), &self.cache, Rc::new(SystemClock)).await
+                {
+                    Ok(log) => {
+                        log.set_high_watermark(log.log_end_offset());
+                        let r = log.open_report();
+                        tracing::info!(shard = self.id, partition = %dir.display(), segments = r.segments,
+                            log_start = log.log_start_offset(), log_end = log.log_end_offset(),
+                            scanned_bytes = r.scanned_bytes, truncated_bytes = r.truncated_bytes,
+                            "partition opened");
+                        let producers = crate::producers::recover(&log).await;
+                        self.partitions.borrow_mut().insert(
+                            (t.name.clone(), index),
+                            Rc::new(Partition {
+                                topic: t.name.clone(),
+                                index,
+                                log,
+                                appended: Rc::new(Notify::default()),
+                                producers: RefCell::new(producers),
+                            }),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = self.id, partition = %dir.display(), error = %e, "partition failed to open");
+                        failed.push((dir, e.to_string()));
+                    }
+                }
+            }
+        }
+        *self.meta.borrow_mut() = snap;
+        failed
+    }
+
+    /// Every partition this shard owns.
+    pub fn owned(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Closes every partition cleanly (shutdown).
+    pub async fn close_all(&self) {
+        let parts: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in parts {
+            crate::producers::checkpoint(&p).await;
+            if let Err(e) = p.log.close().await {
+                tracing::error!(shard = self.id, partition = %p.log.dir().display(), error = %e, "close failed");
             }
         }
     }
-    // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
-    // connections across them.
-    let stop = Rc::new(std::cell::Cell::new(false));
-    let acceptor = match glommio::net::TcpListener::bind(listen) {
-        Ok(l) => Some(glommio::spawn_local(crate::connection::accept_loop(
-            shard,
-            l,
-            stop.clone(),
-        ))),
-        Err(e) => {
-            report.failed.push((
-                PathBuf::from(listen.to_string()),
-                format!("cannot listen: {e}"),
-            ));
-            None
-        }
-    };
-    let _ = ready.send_async(report).await;
-    let _ = shutdown.recv_async().await;
-    stop.set(true);
-    drop(acceptor);
-    for log in logs {
-        if let Err(e) = log.close().await {
-            tracing::error!(shard, partition = %log.dir().display(), error = %e, "close failed");
-        }
+}
+
+async fn remove_dir(dir: PathBuf) {
+    let shown = dir.display().to_string();
+    let r = glommio::executor()
+        .spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(dir = shown, error = %e, "could not delete partition data");
     }
 }

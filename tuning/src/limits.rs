@@ -96,3 +96,31 @@ pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 /// Bytes read from a socket at once into a connection's receive buffer.
 pub const SOCKET_READ_BYTES: usize = 64 * 1024;
+
+/// Requests read from one connection and not yet answered; past this the
+/// connection is not read until the oldest answer is written.
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
+/// Messages queued to one shard from the others (forwarded requests,
+/// metadata updates) before a sender waits.
+pub const SHARD_INBOX_DEPTH: usize = 1024;
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+/// Topics one broker holds.
+pub const TOPICS_MAX: usize = 10_000;
+/// Bytes of records one fetch answer carries at most, whatever the client
+/// asks (the first batch is still returned whole when it is larger: KIP-74).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest long-poll a fetch may ask for.
+pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
+/// Producer ids the controller reserves durably at once; a restart skips
+/// the unused rest of a block, so ids are never handed out twice.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Recent batches remembered per idempotent producer and partition, to
+/// answer a retried batch with its first offsets (Kafka keeps 5).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+/// Idempotent producers remembered per partition; the least recently seen
+/// is forgotten past this.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// How often each shard runs its housekeeping: retention passes and
+/// producer-state checkpoints of the partitions it owns.
+pub const HOUSEKEEPING_INTERVAL_MS: u64 = 10_000;

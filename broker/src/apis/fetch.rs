@@ -1,0 +1,284 @@
+//! Fetch: read each partition on its owner shard, long-poll until
+//! `min_bytes` are there or `max_wait_ms` passes (woken by appends), and
+//! answer with the batches as `Bytes` shared with the log: record bytes go
+//! from the log (or its cache) to the socket without being copied into the
+//! response buffer.
+//!
+//! Fetch sessions (KIP-227) are not kept: every answer is a full one with
+//! session id 0, which clients accept.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+use sluice_net::response::{records_placeholder, RECORDS_PLACEHOLDER_BYTES_MAX};
+use sluice_storage::StorageError;
+use sluice_tuning::limits;
+
+use super::{Ctx, Reply};
+use crate::shard::Shard;
+
+#[derive(Debug, Clone)]
+struct Want {
+    slot: usize,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Got {
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// The partition's append count when it was read: a wait for more
+    /// data waits for it to change.
+    generation: u64,
+}
+
+pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FetchRequest) -> Reply {
+    let shard = shard.clone();
+    Reply::Later(Box::pin(async move { fetch(&shard, ctx, req).await }))
+}
+
+async fn fetch(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: FetchRequest,
+) -> sluice_net::response::ResponseChunks {
+    let started = Instant::now();
+    let wait =
+        Duration::from_millis((req.max_wait_ms.max(0) as u64).min(limits::FETCH_WAIT_MS_MAX));
+    let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let meta = shard.meta();
+    let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    let mut wants: Vec<Vec<Want>> = (0..shard.shards).map(|_| Vec::new()).collect();
+    let mut results: Vec<Got> = Vec::new();
+    for t in &req.topics {
+        let topic = t.topic.0.to_string();
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let slot = results.len();
+            results.push(Got {
+                error: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            });
+            parts.push(p.partition);
+            if let Some(owner) = meta.owner(&topic, p.partition) {
+                wants[owner].push(Want {
+                    slot,
+                    topic: topic.clone(),
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: (p.partition_max_bytes.max(0) as usize)
+                        .min(RECORDS_PLACEHOLDER_BYTES_MAX),
+                });
+            }
+        }
+        layout.push((t.topic.clone(), parts));
+    }
+    loop {
+        // Read everything asked for, each owner its share.
+        let mut total = 0usize;
+        let mut any_error = false;
+        for (owner, w) in wants.iter().enumerate() {
+            if w.is_empty() {
+                continue;
+            }
+            let w = w.clone();
+            let got = shard
+                .call(
+                    owner,
+                    move |s| async move { read_local(&s, w, max_bytes).await },
+                )
+                .await
+                .unwrap_or_default();
+            for (slot, g) in got {
+                any_error |= g.error != 0;
+                total += g.bytes;
+                results[slot] = g;
+            }
+        }
+        let remaining = wait.saturating_sub(started.elapsed());
+        if total >= min_bytes.max(1) || any_error || remaining.is_zero() {
+            break;
+        }
+        // Wait for an append to any of the partitions, or the deadline.
+        let (tx, rx) = flume::bounded::<()>(shard.shards);
+        for (owner, w) in wants.iter().enumerate() {
+            if w.is_empty() {
+                continue;
+            }
+            let w: Vec<(String, i32, u64)> = w
+                .iter()
+                .map(|w| (w.topic.clone(), w.partition, results[w.slot].generation))
+                .collect();
+            let tx = tx.clone();
+            let _ = shard
+                .call(owner, move |s| async move {
+                    glommio::spawn_local(async move {
+                        wait_for_data(&s, w, remaining).await;
+                        let _ = tx.try_send(());
+                    })
+                    .detach();
+                })
+                .await;
+        }
+        drop(tx);
+        // Woken or not, read again: past the deadline that last read
+        // finds anything that arrived meanwhile, and then the loop ends.
+        futures_lite::future::or(
+            async {
+                let _ = rx.recv_async().await;
+            },
+            glommio::timer::sleep(remaining),
+        )
+        .await;
+    }
+    // Trim to max_bytes in answer order; the first non-empty record set is
+    // kept whole even when larger (KIP-74), or consumers would stall.
+    let mut budget = max_bytes;
+    let mut first = true;
+    for g in results.iter_mut() {
+        if g.bytes == 0 {
+            continue;
+        }
+        if !first && g.bytes > budget {
+            g.chunks.clear();
+            g.bytes = 0;
+            continue;
+        }
+        budget = budget.saturating_sub(g.bytes);
+        first = false;
+    }
+    let mut records = Vec::new();
+    let mut it = results.into_iter();
+    let responses = layout
+        .into_iter()
+        .map(|(name, parts)| {
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|index| {
+                            let g = it.next().expect("one result per partition");
+                            let placeholder = records_placeholder(g.bytes);
+                            records.push(g.chunks);
+                            PartitionData::default()
+                                .with_partition_index(index)
+                                .with_error_code(g.error)
+                                .with_high_watermark(g.high_watermark)
+                                .with_last_stable_offset(g.high_watermark)
+                                .with_log_start_offset(g.log_start_offset)
+                                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                                .with_aborted_transactions(Some(Vec::new()))
+                                .with_records(Some(placeholder))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let body = FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses);
+    ctx.answer_with_records(&body, records)
+}
+
+/// Reads on the owner shard. A partition's reads stop at `max_bytes` of
+/// the whole request, across this owner's partitions.
+async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
+    let mut out = Vec::with_capacity(wants.len());
+    let mut budget = max_bytes;
+    for w in wants {
+        let Some(p) = shard.partition(&w.topic, w.partition) else {
+            out.push((
+                w.slot,
+                Got {
+                    error: ResponseError::NotLeaderOrFollower.code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                },
+            ));
+            continue;
+        };
+        let generation = p.appended.generation();
+        let hw = p.log.high_watermark();
+        let start = p.log.log_start_offset();
+        let mut g = Got {
+            generation,
+            error: 0,
+            high_watermark: hw,
+            log_start_offset: start,
+            ..Default::default()
+        };
+        if w.offset < start || w.offset > hw {
+            g.error = ResponseError::OffsetOutOfRange.code();
+        } else if w.offset < hw && w.max_bytes > 0 {
+            // The first batch comes whole even when over the limits (KIP-74).
+            let limit = w.max_bytes.min(budget).max(1);
+            match p.log.read(w.offset, limit).await {
+                Ok(batches) => {
+                    for b in batches {
+                        if b.base_offset() >= hw {
+                            break;
+                        }
+                        if g.bytes + b.len() > RECORDS_PLACEHOLDER_BYTES_MAX {
+                            break;
+                        }
+                        g.bytes += b.len();
+                        for c in b.chunks() {
+                            g.chunks.push(c.clone());
+                        }
+                    }
+                }
+                Err(StorageError::OffsetOutOfRange { .. }) => {
+                    g.error = ResponseError::OffsetOutOfRange.code();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shard.id, topic = w.topic, partition = w.partition,
+                        offset = w.offset, error = %e, "fetch read failed");
+                    g.error = e.kafka_code();
+                }
+            }
+        }
+        budget = budget.saturating_sub(g.bytes);
+        out.push((w.slot, g));
+    }
+    out
+}
+
+/// On the owner shard: returns once any of the partitions took an append
+/// since it was read (its generation moved), or is gone, or `timeout`
+/// passes.
+async fn wait_for_data(shard: &Rc<Shard>, wants: Vec<(String, i32, u64)>, timeout: Duration) {
+    let mut waits = Vec::with_capacity(wants.len());
+    for (topic, partition, seen) in &wants {
+        match shard.partition(topic, *partition) {
+            Some(p) => waits.push(p.appended.changed(*seen)),
+            None => return,
+        }
+    }
+    let any = futures_lite::future::poll_fn(|cx| {
+        for w in waits.iter_mut() {
+            if Pin::new(w).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    });
+    futures_lite::future::or(any, glommio::timer::sleep(timeout)).await;
+}

@@ -1,0 +1,110 @@
+//! ListOffsets: the log start offset (earliest, -2), the high watermark
+//! (latest, -1), or the first offset whose timestamp is at or after a time.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::shard::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    error: i16,
+    timestamp: i64,
+    offset: i64,
+}
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> ResponseChunks {
+    let meta = shard.meta();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let found = match meta.owner(&topic, p.partition_index) {
+                None => Found {
+                    error: ResponseError::UnknownTopicOrPartition.code(),
+                    timestamp: -1,
+                    offset: -1,
+                },
+                Some(owner) => {
+                    let (topic, index, ts) = (topic.clone(), p.partition_index, p.timestamp);
+                    shard
+                        .call(owner, move |s| async move {
+                            lookup(&s, &topic, index, ts).await
+                        })
+                        .await
+                        .unwrap_or(Found {
+                            error: ResponseError::NotLeaderOrFollower.code(),
+                            timestamp: -1,
+                            offset: -1,
+                        })
+                }
+            };
+            parts.push(
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(found.error)
+                    .with_timestamp(found.timestamp)
+                    .with_offset(found.offset)
+                    .with_leader_epoch(0),
+            );
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
+    }
+    ctx.answer(ResponseKind::ListOffsets(
+        ListOffsetsResponse::default().with_topics(topics),
+    ))
+}
+
+async fn lookup(shard: &Rc<Shard>, topic: &str, index: i32, ts: i64) -> Found {
+    let Some(p) = shard.partition(topic, index) else {
+        return Found {
+            error: ResponseError::NotLeaderOrFollower.code(),
+            timestamp: -1,
+            offset: -1,
+        };
+    };
+    let ok = |offset| Found {
+        error: 0,
+        timestamp: -1,
+        offset,
+    };
+    match ts {
+        LATEST => ok(p.log.high_watermark()),
+        EARLIEST => ok(p.log.log_start_offset()),
+        ts if ts < 0 => Found {
+            error: ResponseError::InvalidRequest.code(),
+            timestamp: -1,
+            offset: -1,
+        },
+        ts => match p.log.offset_for_timestamp(ts).await {
+            // The record's own timestamp is not kept by the time index;
+            // clients use the offset.
+            Ok(Some(offset)) if offset < p.log.high_watermark() => Found {
+                error: 0,
+                timestamp: ts,
+                offset,
+            },
+            Ok(_) => ok(-1),
+            Err(e) => Found {
+                error: e.kafka_code(),
+                timestamp: -1,
+                offset: -1,
+            },
+        },
+    }
+}

@@ -1,0 +1,129 @@
+//! Metadata: this broker (as controller, and leader of every partition),
+//! and the topics asked for (all of them when none are named), creating
+//! unknown ones when auto-creation is on and the client allows it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{on_controller, Ctx};
+use crate::controller::NewTopic;
+use crate::metadata::TopicMeta;
+use crate::shard::Shard;
+use sluice_net::response::ResponseChunks;
+
+/// "Not requested" for authorized-operations fields.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> ResponseChunks {
+    let node = BrokerId(shard.cfg.node_id);
+    let meta = shard.meta();
+    // v0 asks for every topic with an empty list; later versions with null.
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
+        Some(t) if !(t.is_empty() && ctx.version == 0) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let auto_create =
+        shard.cfg.auto_create_topics && (ctx.version < 4 || req.allow_auto_topic_creation);
+    let mut topics: Vec<MetadataResponseTopic> = Vec::new();
+    match wanted {
+        None => {
+            for t in meta.topics.values() {
+                topics.push(topic_entry(node, t));
+            }
+        }
+        Some(wanted) => {
+            // Create the missing topics first, in one controller change.
+            let missing: Vec<NewTopic> = wanted
+                .iter()
+                .filter_map(|(n, _)| n.as_ref())
+                .filter(|n| meta.topic(n).is_none())
+                .map(|n| NewTopic {
+                    name: n.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
+                .collect();
+            let mut refused = std::collections::HashMap::new();
+            if auto_create && !missing.is_empty() {
+                let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+                let results = on_controller(shard, move |s| async move {
+                    let c = s.controller.as_ref().expect("shard 0 is the controller");
+                    c.create_topics(&s, missing, false).await
+                })
+                .await
+                .unwrap_or_default();
+                for (name, r) in names.into_iter().zip(results) {
+                    if let Err(e) = r {
+                        // Raced with another creation: it exists now.
+                        if e.code != ResponseError::TopicAlreadyExists.code() {
+                            refused.insert(name, e.code);
+                        }
+                    }
+                }
+            }
+            let meta = shard.meta();
+            for (name, id) in wanted {
+                let found = match &name {
+                    Some(n) => meta.topic(n),
+                    None => meta.topic_by_id(id),
+                };
+                topics.push(match found {
+                    Some(t) => topic_entry(node, t),
+                    None => {
+                        let code = name
+                            .as_ref()
+                            .and_then(|n| refused.get(n).copied())
+                            .unwrap_or(ResponseError::UnknownTopicOrPartition.code());
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+                            .with_topic_id(id)
+                            .with_topic_authorized_operations(OPERATIONS_OMITTED)
+                    }
+                });
+            }
+        }
+    }
+    let body = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(StrBytes::from_string(shard.cfg.advertised_host.clone()))
+            .with_port(i32::from(shard.cfg.advertised_port))])
+        .with_cluster_id(Some(StrBytes::from_string(meta.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED);
+    ctx.answer(ResponseKind::Metadata(body))
+}
+
+fn topic_entry(node: BrokerId, t: &TopicMeta) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(t.uuid())
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_partitions(
+            (0..t.owners.len() as i32)
+                .map(|i| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(i)
+                        .with_leader_id(node)
+                        .with_leader_epoch(0)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node])
+                })
+                .collect(),
+        )
+}

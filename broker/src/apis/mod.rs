@@ -1,0 +1,143 @@
+//! The Kafka APIs this broker serves, one file per API, and the dispatch
+//! from a decoded request to its handler.
+//!
+//! A handler runs in two phases. What must happen in request order (an
+//! append, a metadata change) runs before the handler returns; what only
+//! waits (for durability, for new data to fetch) is returned as a
+//! [`Reply::Later`] future, so later requests on the connection proceed
+//! while it waits and answers still go out in request order.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use sluice_net::request::Request;
+use sluice_net::response::{encode_response, encode_response_chunks, ResponseChunks};
+
+use crate::shard::{LocalFuture, Shard};
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+/// (API, lowest version, highest version) served. The ceilings are the
+/// last versions that name topics by name (newer Produce and Fetch
+/// versions name them by id only).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+/// The served version range of `api_key`, if it is served at all.
+pub fn supported(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|s| s.0 == api_key)
+        .map(|s| (s.1, s.2))
+}
+
+/// What a handler answers.
+pub enum Reply {
+    /// No answer at all (acks=0 produce).
+    Nothing,
+    Now(ResponseChunks),
+    /// An answer that is still being waited for.
+    Later(LocalFuture<ResponseChunks>),
+}
+
+/// The request's identity, for building its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+impl Ctx {
+    /// Encodes an answer whose body carries no record sets.
+    pub fn answer(&self, body: ResponseKind) -> ResponseChunks {
+        // Every field a handler sets is valid at the version it was asked
+        // in; failing to encode is a bug in the handler.
+        let b = encode_response(self.correlation_id, self.api_key, self.version, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        ResponseChunks::single(b)
+    }
+
+    /// Encodes an answer whose body carries record-set placeholders
+    /// standing for `records`, in encoding order.
+    pub fn answer_with_records<E: kafka_protocol::protocol::Encodable>(
+        &self,
+        body: &E,
+        records: Vec<Vec<bytes::Bytes>>,
+    ) -> ResponseChunks {
+        encode_response_chunks(
+            self.correlation_id,
+            self.api_key,
+            self.version,
+            body,
+            records,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Runs the handler for a decoded request. `frame` is the address range of
+/// the frame it was decoded from (to count copies of record bytes).
+pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize)) -> Reply {
+    let ctx = Ctx {
+        api_key: req.api_key,
+        version: req.version,
+        correlation_id: req.header.correlation_id,
+    };
+    match req.body {
+        RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle(ctx)),
+        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shard, ctx, r).await),
+        RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame).await,
+        RequestKind::Fetch(r) => fetch::handle(shard, ctx, r),
+        RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shard, ctx, r).await),
+        RequestKind::CreateTopics(r) => Reply::Now(create_topics::handle(shard, ctx, r).await),
+        RequestKind::DeleteTopics(r) => Reply::Now(delete_topics::handle(shard, ctx, r).await),
+        RequestKind::CreatePartitions(r) => {
+            Reply::Now(create_partitions::handle(shard, ctx, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => Reply::Now(describe_configs::handle(shard, ctx, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            Reply::Now(incremental_alter_configs::handle(shard, ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shard, ctx, r).await),
+        // `decode_request` only yields the APIs listed in SUPPORTED.
+        _ => unreachable!("no handler for a served API: {:?}", ctx.api_key),
+    }
+}
+
+/// Runs `f` on the controller shard.
+pub async fn on_controller<R, F, Fut>(shard: &Rc<Shard>, f: F) -> Option<R>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+{
+    shard.call(0, f).await.ok()
+}
+
+/// A message for an optional error-message field: `None` on success.
+pub fn message(m: &Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
+    m.as_ref()
+        .map(|m| kafka_protocol::protocol::StrBytes::from_string(m.clone()))
+}

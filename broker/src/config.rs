@@ -1,0 +1,251 @@
+//! The broker's configuration: command-line flags, `SLUICE_*` environment
+//! variables and an optional TOML file (`--config FILE`), in that order of
+//! precedence, over defaults that start a working broker with nothing set.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use sluice_tuning::limits;
+
+/// Settings as they come from the command line or the environment: every
+/// one optional, so the file and the defaults can fill the rest.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flags, with
+    /// `_` or `-`); flags and SLUICE_* variables override it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address every shard listens on (SO_REUSEPORT). Default 0.0.0.0:9092.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HOST:PORT clients are told to connect to. Default: the listen
+    /// address, with this host's name when it listens on 0.0.0.0.
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Directory holding the topic metadata and one directory per partition.
+    /// Default ./sluice-data.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shards (one pinned executor each); default: every online CPU.
+    #[arg(long, env = "SLUICE_CORES")]
+    pub cores: Option<usize>,
+    /// This broker's node id in Metadata answers. Default 0.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create a topic when a client asks for metadata of one that does not
+    /// exist. Default true.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic, or of one created without a
+    /// count. Default 1.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Per-shard cache budget in bytes; default: a fair share of memory.
+    #[arg(long, env = "SLUICE_CACHE_BYTES_MAX")]
+    pub cache_bytes_max: Option<usize>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    #[serde(alias = "advertised_listener")]
+    advertised_listener: Option<String>,
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+    cores: Option<usize>,
+    #[serde(alias = "node_id")]
+    node_id: Option<i32>,
+    #[serde(alias = "auto_create_topics")]
+    auto_create_topics: Option<bool>,
+    #[serde(alias = "default_partitions")]
+    default_partitions: Option<u32>,
+    #[serde(alias = "cache_bytes_max")]
+    cache_bytes_max: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("--advertised-listener {0:?}: expected HOST:PORT")]
+    Advertised(String),
+    #[error("--default-partitions {0}: must be between 1 and {1}")]
+    DefaultPartitions(u32, u32),
+    #[error("--node-id {0}: must not be negative")]
+    NodeId(i32),
+}
+
+/// The resolved configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub cores: Option<usize>,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub cache_bytes_max: Option<usize>,
+}
+
+impl BrokerConfig {
+    /// Defaults for every setting, listening on `listen`.
+    pub fn with_defaults(listen: SocketAddr, data_dir: &Path) -> BrokerConfig {
+        let (advertised_host, advertised_port) = default_advertised(listen);
+        BrokerConfig {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: data_dir.to_path_buf(),
+            cores: None,
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            cache_bytes_max: None,
+        }
+    }
+
+    /// Flags and environment over the file over the defaults.
+    pub fn resolve(args: ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9092));
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./sluice-data"));
+        let mut cfg = BrokerConfig::with_defaults(listen, &data_dir);
+        if let Some(a) = args.advertised_listener.or(file.advertised_listener) {
+            let (host, port) = a
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| ConfigError::Advertised(a.clone()))?;
+            cfg.advertised_host = host.to_string();
+            cfg.advertised_port = port;
+        }
+        cfg.cores = args.cores.or(file.cores);
+        cfg.node_id = args.node_id.or(file.node_id).unwrap_or(0);
+        if cfg.node_id < 0 {
+            return Err(ConfigError::NodeId(cfg.node_id));
+        }
+        cfg.auto_create_topics = args
+            .auto_create_topics
+            .or(file.auto_create_topics)
+            .unwrap_or(true);
+        cfg.default_partitions = args
+            .default_partitions
+            .or(file.default_partitions)
+            .unwrap_or(1);
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&cfg.default_partitions) {
+            return Err(ConfigError::DefaultPartitions(
+                cfg.default_partitions,
+                limits::PARTITIONS_PER_TOPIC_MAX,
+            ));
+        }
+        cfg.cache_bytes_max = args.cache_bytes_max.or(file.cache_bytes_max);
+        Ok(cfg)
+    }
+}
+
+/// The listen address, with a concrete host when it listens on every
+/// interface: this host's name when it resolves, else loopback.
+fn default_advertised(listen: SocketAddr) -> (String, u16) {
+    if !listen.ip().is_unspecified() {
+        return (listen.ip().to_string(), listen.port());
+    }
+    let host = hostname()
+        .filter(|h| (h.as_str(), listen.port()).to_socket_addrs().is_ok())
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    (host, listen.port())
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let s = std::str::from_utf8(&buf[..end]).ok()?.to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file fills what flags leave unset; flags win where both are set.
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sluice.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9999\"\nnode-id = 7\ndefault_partitions = 4\nauto-create-topics = false\n",
+        )
+        .unwrap();
+        let cfg = BrokerConfig::resolve(ServeArgs {
+            config: Some(f.clone()),
+            node_id: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            (cfg.advertised_host.as_str(), cfg.advertised_port),
+            ("127.0.0.1", 9999)
+        );
+        assert_eq!(cfg.node_id, 3);
+        assert_eq!(cfg.default_partitions, 4);
+        assert!(!cfg.auto_create_topics);
+        assert_eq!(cfg.data_dir, PathBuf::from("./sluice-data"));
+
+        std::fs::write(&f, "no-such-key = 1\n").unwrap();
+        let e = BrokerConfig::resolve(ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("no-such-key"), "{e}");
+    }
+
+    /// The advertised listener is parsed as HOST:PORT and refused otherwise;
+    /// 0.0.0.0 is never advertised.
+    #[test]
+    fn advertised_listener() {
+        let cfg = BrokerConfig::resolve(ServeArgs {
+            advertised_listener: Some("broker-1.example:19092".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.advertised_host, "broker-1.example");
+        assert_eq!(cfg.advertised_port, 19092);
+        for bad in ["nohost", ":9092", "h:notaport"] {
+            assert!(BrokerConfig::resolve(ServeArgs {
+                advertised_listener: Some(bad.into()),
+                ..Default::default()
+            })
+            .is_err());
+        }
+        let cfg = BrokerConfig::resolve(ServeArgs::default()).unwrap();
+        assert_ne!(cfg.advertised_host, "0.0.0.0");
+        assert_eq!(cfg.advertised_port, 9092);
+    }
+}

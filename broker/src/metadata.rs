@@ -1,0 +1,405 @@
+//! Topic metadata: names, ids, partition counts, owner shards and topic
+//! configs. The controller (shard 0) owns the authoritative copy and stores
+//! it durably in `<data-dir>/sluice-meta.json` (written to a temporary file,
+//! synced, renamed, directory synced); every shard holds an immutable
+//! `Arc<Snapshot>` it is sent after each change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sluice_storage::{LogConfig, TimestampType};
+
+/// The file holding the metadata, under the data directory.
+pub const META_FILE: &str = "sluice-meta.json";
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Kafka topic id (a UUID), as 32 hex digits.
+    pub id: String,
+    /// Owner shard of each partition, by partition index.
+    pub owners: Vec<usize>,
+    /// Topic configs set explicitly (Kafka names); the rest are defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    pub fn uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(&self.id).unwrap_or_default()
+    }
+    /// The log configuration these topic configs give.
+    pub fn log_config(&self) -> LogConfig {
+        log_config(&self.configs).expect("stored configs were validated")
+    }
+}
+
+/// Every topic, plus the controller's producer-id reservation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Bumped by every change.
+    pub version: u64,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this may have been handed out.
+    pub producer_ids_reserved: i64,
+    /// Kafka cluster id, chosen when the data directory is first used.
+    #[serde(default)]
+    pub cluster_id: String,
+}
+
+impl Snapshot {
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.uuid() == id)
+    }
+    /// The owner shard of a partition, if it exists.
+    pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.owners.get(p).copied())
+    }
+    /// Partitions each shard owns.
+    pub fn load(&self, shards: usize) -> Vec<usize> {
+        let mut n = vec![0; shards];
+        for t in self.topics.values() {
+            for &o in &t.owners {
+                if o < shards {
+                    n[o] += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The directory of a partition's log.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: usize) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata file {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("metadata file {0} is damaged: {1}")]
+    Parse(PathBuf, String),
+}
+
+/// Loads the metadata, or `None` when there is no metadata file yet.
+pub fn load(data_dir: &Path) -> Result<Option<Snapshot>, MetaError> {
+    let path = data_dir.join(META_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| MetaError::Parse(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MetaError::Io(path, e)),
+    }
+}
+
+/// Stores the metadata durably: a crash leaves either the old file or the
+/// new one, never a mix. Blocking: run it off the shard threads.
+pub fn store(data_dir: &Path, snap: &Snapshot) -> Result<(), MetaError> {
+    use std::io::Write;
+    let path = data_dir.join(META_FILE);
+    let tmp = data_dir.join(format!("{META_FILE}.tmp"));
+    let io = |e| MetaError::Io(path.clone(), e);
+    let body = serde_json::to_vec_pretty(snap).expect("metadata serializes");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+/// Why a topic name or config was refused, as Kafka answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(e: kafka_protocol::ResponseError, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: e.code(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
+/// or `..`.
+pub fn check_topic_name(name: &str) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            kafka_protocol::ResponseError::InvalidTopicException,
+            format!("invalid topic name {name:?}: use 1 to 249 of [a-zA-Z0-9._-]"),
+        ))
+    }
+}
+
+/// The topic configs the log honours, with their defaults.
+pub fn config_defaults() -> Vec<(&'static str, String)> {
+    let d = LogConfig::default();
+    vec![
+        ("cleanup.policy", "delete".into()),
+        ("max.message.bytes", d.batch_bytes_max.to_string()),
+        ("message.timestamp.type", "CreateTime".into()),
+        ("retention.bytes", d.retention_bytes.to_string()),
+        ("retention.ms", d.retention_ms.to_string()),
+        ("segment.bytes", d.segment_bytes.to_string()),
+        ("segment.ms", d.segment_ms.to_string()),
+    ]
+}
+
+/// The log configuration for a set of topic configs, or why they are
+/// refused (unknown name, bad value, out of limits).
+pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Refusal> {
+    use kafka_protocol::ResponseError::InvalidConfig;
+    let mut cfg = LogConfig::default();
+    for (k, v) in configs {
+        let int = || {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| Refusal::new(InvalidConfig, format!("{k}={v}: not an integer")))
+        };
+        match k.as_str() {
+            "retention.ms" => cfg.retention_ms = int()?,
+            "retention.bytes" => cfg.retention_bytes = int()?,
+            "segment.bytes" => cfg.segment_bytes = int()?.max(0) as u64,
+            "segment.ms" => cfg.segment_ms = int()?,
+            "max.message.bytes" => cfg.batch_bytes_max = int()?.max(0) as usize,
+            "message.timestamp.type" => {
+                cfg.timestamp_type = match v.as_str() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => {
+                        return Err(Refusal::new(
+                            InvalidConfig,
+                            format!("{k}={v}: expected CreateTime or LogAppendTime"),
+                        ))
+                    }
+                }
+            }
+            "cleanup.policy" => {
+                if v != "delete" {
+                    return Err(Refusal::new(
+                        InvalidConfig,
+                        format!("{k}={v}: only cleanup.policy=delete is supported (compaction is not built yet)"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(Refusal::new(
+                    InvalidConfig,
+                    format!("unknown or unsupported topic config {k:?}"),
+                ))
+            }
+        }
+    }
+    cfg.validate()
+        .map_err(|e| Refusal::new(InvalidConfig, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// A fresh random topic id.
+pub fn new_topic_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    assert_eq!(n, 16, "getrandom failed");
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
+/// Picks owner shards for `count` new partitions: each goes to the shard
+/// owning the fewest partitions so far (lowest index on ties).
+pub fn assign_owners(snap: &Snapshot, shards: usize, count: usize) -> Vec<usize> {
+    let mut load = snap.load(shards);
+    (0..count)
+        .map(|_| {
+            let (s, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, n)| (*n, i))
+                .expect("at least one shard");
+            load[s] += 1;
+            s
+        })
+        .collect()
+}
+
+/// Partition directories under the data directory (`<topic>-<partition>`),
+/// as (topic, partition).
+pub fn partition_dirs(data_dir: &Path) -> std::io::Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(data_dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((t, p)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(p) = p.parse::<usize>() else { continue };
+        if e.file_type()?.is_dir() && check_topic_name(t).is_ok() {
+            out.push((t.to_string(), p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The metadata to start with: the stored file, or, on a data directory
+/// written before metadata existed, one adopting every partition directory
+/// found (so no data is ever orphaned). Partitions whose owner is beyond
+/// the current shard count are reassigned.
+pub fn load_or_adopt(data_dir: &Path, shards: usize) -> Result<(Snapshot, bool), MetaError> {
+    let io = |e| MetaError::Io(data_dir.to_path_buf(), e);
+    let (mut snap, mut changed) = match load(data_dir)? {
+        Some(s) => (s, false),
+        None => {
+            let mut snap = Snapshot::default();
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for (t, p) in partition_dirs(data_dir).map_err(io)? {
+                let c = counts.entry(t).or_default();
+                *c = (*c).max(p + 1);
+            }
+            for (name, count) in counts {
+                let owners = assign_owners(&snap, shards, count);
+                snap.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        name,
+                        id: new_topic_id(),
+                        owners,
+                        configs: BTreeMap::new(),
+                    },
+                );
+            }
+            (snap, true)
+        }
+    };
+    if snap.cluster_id.is_empty() {
+        snap.cluster_id = new_topic_id();
+        changed = true;
+    }
+    // Fewer shards than when the partitions were created: move the
+    // partitions of vanished shards to the least loaded ones.
+    let names: Vec<String> = snap.topics.keys().cloned().collect();
+    for name in names {
+        for p in 0..snap.topics[&name].owners.len() {
+            if snap.topics[&name].owners[p] >= shards {
+                let o = assign_owners(&snap, shards, 1)[0];
+                snap.topics.get_mut(&name).unwrap().owners[p] = o;
+                changed = true;
+            }
+        }
+    }
+    Ok((snap, changed))
+}
+
+/// Shared, immutable view handed to every shard.
+pub type SharedSnapshot = Arc<Snapshot>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored metadata reads back identical; a damaged file is an error,
+    /// not an empty broker.
+    #[test]
+    fn store_load_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        let mut s = Snapshot {
+            version: 3,
+            producer_ids_reserved: 2000,
+            ..Default::default()
+        };
+        s.topics.insert(
+            "orders".into(),
+            TopicMeta {
+                name: "orders".into(),
+                id: new_topic_id(),
+                owners: vec![0, 1, 0],
+                configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            },
+        );
+        store(dir.path(), &s).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(s));
+        std::fs::write(dir.path().join(META_FILE), b"{\"version\": 3, \"top").unwrap();
+        assert!(matches!(load(dir.path()), Err(MetaError::Parse(..))));
+    }
+
+    /// Directories from before metadata existed are adopted as topics.
+    #[test]
+    fn adopts_partition_dirs_without_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a-0", "a-2", "b-c-0", "not_a_partition", "x-y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let (s, changed) = load_or_adopt(dir.path(), 2).unwrap();
+        assert!(changed);
+        assert_eq!(s.topics["a"].owners.len(), 3);
+        assert_eq!(s.topics["b-c"].owners.len(), 1);
+        assert_eq!(s.topics.len(), 2);
+        assert_eq!(s.load(2), vec![2, 2]);
+    }
+
+    /// Configs map onto the log's; unknown names and bad values are refused.
+    #[test]
+    fn topic_configs() {
+        let c = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
+        assert_eq!(
+            log_config(&c("retention.ms", "5000")).unwrap().retention_ms,
+            5000
+        );
+        assert_eq!(
+            log_config(&c("message.timestamp.type", "LogAppendTime"))
+                .unwrap()
+                .timestamp_type,
+            TimestampType::LogAppendTime
+        );
+        for (k, v) in [
+            ("retention.ms", "soon"),
+            ("segment.bytes", "1"),
+            ("cleanup.policy", "compact"),
+            ("no.such.config", "1"),
+            ("message.timestamp.type", "Now"),
+        ] {
+            assert!(log_config(&c(k, v)).is_err(), "{k}={v}");
+        }
+        assert!(check_topic_name("ok.topic_name-1").is_ok());
+        for bad in ["", ".", "..", "a/b", "spaces here", &"x".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// New partitions go to the least loaded shards.
+    #[test]
+    fn owners_balance() {
+        let s = Snapshot::default();
+        assert_eq!(assign_owners(&s, 3, 5), vec![0, 1, 2, 0, 1]);
+    }
+}

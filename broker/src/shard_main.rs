@@ -1,0 +1,123 @@
+//! A shard's life: build its state, open the partitions it owns, listen,
+//! report ready, do housekeeping until told to stop, then close every
+//! partition cleanly.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_tuning::limits;
+
+use crate::config::BrokerConfig;
+use crate::metadata::Snapshot;
+use crate::shard::{Job, Shard};
+
+/// What a shard reports once its partitions are open.
+#[derive(Debug)]
+pub struct ShardReady {
+    pub shard: usize,
+    pub partitions: usize,
+    pub scanned_bytes: u64,
+    pub truncated_bytes: u64,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Everything a shard starts with.
+pub struct ShardStart {
+    pub shard: usize,
+    pub cfg: Arc<BrokerConfig>,
+    pub peers: Vec<flume::Sender<Job>>,
+    pub inbox: flume::Receiver<Job>,
+    pub snap: Arc<Snapshot>,
+    pub cache_bytes_max: usize,
+    pub ready: flume::Sender<ShardReady>,
+    pub shutdown: flume::Receiver<()>,
+}
+
+pub async fn run_shard(start: ShardStart) {
+    let id = start.shard;
+    let shard = Shard::new(
+        id,
+        start.cfg.clone(),
+        start.peers,
+        start.snap.clone(),
+        start.cache_bytes_max,
+    );
+    let inbox = glommio::spawn_local(shard.clone().run_inbox(start.inbox)).detach();
+    let failed = shard.apply(start.snap, &Default::default()).await;
+    let owned = shard.owned();
+    let mut report = ShardReady {
+        shard: id,
+        partitions: owned.len(),
+        scanned_bytes: owned
+            .iter()
+            .map(|p| p.log.open_report().scanned_bytes)
+            .sum(),
+        truncated_bytes: owned
+            .iter()
+            .map(|p| p.log.open_report().truncated_bytes)
+            .sum(),
+        failed,
+    };
+    drop(owned);
+    // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
+    // connections across them.
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let acceptor = match glommio::net::TcpListener::bind(start.cfg.listen) {
+        Ok(l) => Some(
+            glommio::spawn_local(crate::connection::accept_loop(
+                shard.clone(),
+                l,
+                stop.clone(),
+            ))
+            .detach(),
+        ),
+        Err(e) => {
+            report.failed.push((
+                PathBuf::from(start.cfg.listen.to_string()),
+                format!("cannot listen: {e}"),
+            ));
+            None
+        }
+    };
+    let housekeeping = glommio::spawn_local(housekeeping(shard.clone())).detach();
+    let _ = start.ready.send_async(report).await;
+    let _ = start.shutdown.recv_async().await;
+    stop.set(true);
+    if let Some(a) = acceptor {
+        a.cancel();
+    }
+    housekeeping.cancel();
+    shard.close_all().await;
+    let s = shard.stats.get();
+    tracing::info!(
+        shard = id,
+        forwarded_batches = s.forwarded_batches,
+        forwarded_batches_copied = s.forwarded_batches_copied,
+        "shard stopped"
+    );
+    inbox.cancel();
+}
+
+/// Retention passes and producer-state checkpoints, every
+/// `HOUSEKEEPING_INTERVAL_MS`.
+async fn housekeeping(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(limits::HOUSEKEEPING_INTERVAL_MS)).await;
+        for p in shard.owned() {
+            match p.log.apply_retention().await {
+                Ok(r) if r.deleted_segments > 0 => {
+                    tracing::info!(shard = shard.id, partition = %p.log.dir().display(),
+                        deleted_segments = r.deleted_segments, deleted_bytes = r.deleted_bytes,
+                        log_start = r.log_start_offset, "retention");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(shard = shard.id, partition = %p.log.dir().display(), error = %e, "retention failed")
+                }
+            }
+            crate::producers::checkpoint(&p).await;
+        }
+    }
+}
