@@ -34,7 +34,7 @@ pub struct ServeArgs {
     pub node_id: Option<i32>,
     /// Create a topic when a client asks for metadata of one that does not
     /// exist. Default true.
-    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", action = clap::ArgAction::Set)]
     pub auto_create_topics: Option<bool>,
     /// Partitions of an auto-created topic, or of one created without a
     /// count. Default 1.

@@ -139,6 +139,7 @@ async fn read_requests(
             frame.as_ptr() as usize,
             frame.as_ptr() as usize + frame.len(),
         );
+        let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
             Ok(req) => match apis::dispatch(shard, req, range).await {
                 Reply::Nothing => continue,
@@ -153,6 +154,26 @@ async fn read_requests(
                 api_versions_unsupported(correlation_id, apis::SUPPORTED)
                     .map_err(|e| e.to_string())?,
             )),
+            // An API this broker does not serve, at a version its codec
+            // knows: answer with an error where the response has a place
+            // for one.
+            Err(
+                e @ RequestError::UnsupportedVersion {
+                    api_key, version, ..
+                },
+            ) if api_key.valid_versions().min <= version
+                && version <= api_key.valid_versions().max
+                && apis::supported(api_key).is_none() =>
+            {
+                let any = |k: ApiKey| Some((k.valid_versions().min, k.valid_versions().max));
+                match decode_request(copy, any)
+                    .ok()
+                    .and_then(apis::unsupported::answer)
+                {
+                    Some(a) => Pending::Ready(a),
+                    None => return Err(e.to_string()),
+                }
+            }
             Err(e) => return Err(e.to_string()),
         };
         if tx.send(pending).await.is_err() {

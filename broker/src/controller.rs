@@ -32,6 +32,8 @@ pub struct NewTopic {
 pub enum ConfigOp {
     Set(String, String),
     Delete(String),
+    /// Back to every default (AlterConfigs replaces the whole set).
+    Clear,
 }
 
 pub struct Controller {
@@ -251,6 +253,7 @@ impl Controller {
                     ConfigOp::Delete(k) => {
                         configs.remove(&k);
                     }
+                    ConfigOp::Clear => configs.clear(),
                 }
             }
             match metadata::log_config(&configs) {

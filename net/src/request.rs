@@ -6,7 +6,7 @@
 //! error response; a frame too short for a header, or an API key no codec
 //! knows, cannot be answered (there is no response schema to answer in).
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
@@ -105,12 +105,9 @@ pub fn decode_request(
     }))
     .map_err(|_| malformed("the decoder panicked".into()))?
     .map_err(|e| malformed(e.to_string()))?;
-    if buf.has_remaining() {
-        return Err(malformed(format!(
-            "{} bytes after the body",
-            buf.remaining()
-        )));
-    }
+    // Bytes after the body are ignored, as Kafka brokers do: librdkafka
+    // 2.x sends a few (an empty tagged-field section it writes twice) in
+    // Metadata v12 requests.
     Ok(Request {
         api_key,
         version,

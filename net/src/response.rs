@@ -217,8 +217,8 @@ impl kafka_protocol::protocol::buf::ByteBufMut for ChunkBuf {
 }
 
 /// A whole response frame, length prefix included, as chunks. `records`
-/// holds, in encoding order, the chunks of each record set the body
-/// carries as a [`records_placeholder`].
+/// holds, in encoding order, the chunks of each non-empty record set the
+/// body carries as a [`records_placeholder`].
 pub fn encode_response_chunks<E: Encodable>(
     correlation_id: i32,
     api_key: ApiKey,

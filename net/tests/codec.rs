@@ -174,3 +174,61 @@ fn framed_stream_decodes() {
     }
     assert_eq!(ids, vec![0, 1, 2]);
 }
+
+// A fetch answer's record sets are spliced in as the log's own chunks: the
+// frame reads back as the codec would have written it with the bytes
+// inline, and no record byte was copied into the encoded fields.
+#[test]
+fn fetch_answer_carries_record_chunks_without_copying() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_net::response::{encode_response, encode_response_chunks, records_placeholder};
+
+    let sets: Vec<Vec<Bytes>> = vec![
+        vec![],
+        vec![Bytes::from(vec![1u8; 61]), Bytes::from(vec![2u8; 1000])],
+        vec![],
+        vec![Bytes::from(vec![3u8; 61]), Bytes::from(vec![4u8; 7])],
+    ];
+    for version in [4i16, 11, 12] {
+        let body = |real: bool| {
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    sets.iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            let len = s.iter().map(|c| c.len()).sum();
+                            let rec = if real {
+                                Bytes::from(s.concat())
+                            } else {
+                                records_placeholder(len)
+                            };
+                            PartitionData::default()
+                                .with_partition_index(i as i32)
+                                .with_records(Some(rec))
+                        })
+                        .collect(),
+                )])
+        };
+        let nonempty: Vec<Vec<Bytes>> = sets.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let chunks =
+            encode_response_chunks(7, ApiKey::Fetch, version, &body(false), nonempty).unwrap();
+        let flat: Vec<u8> = chunks
+            .chunks
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        let expect =
+            encode_response(7, ApiKey::Fetch, version, &ResponseKind::Fetch(body(true))).unwrap();
+        assert_eq!(flat, expect.to_vec(), "v{version}");
+        for s in sets.iter().flatten() {
+            assert!(
+                chunks.chunks.iter().any(|c| c.as_ptr() == s.as_ptr()),
+                "v{version}: a record chunk was copied"
+            );
+        }
+    }
+}

@@ -176,7 +176,10 @@ async fn fetch(
                         .map(|index| {
                             let g = it.next().expect("one result per partition");
                             let placeholder = records_placeholder(g.bytes);
-                            records.push(g.chunks);
+                            // The encoder meets only non-empty placeholders.
+                            if g.bytes > 0 {
+                                records.push(g.chunks);
+                            }
                             PartitionData::default()
                                 .with_partition_index(index)
                                 .with_error_code(g.error)

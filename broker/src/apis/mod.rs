@@ -15,6 +15,7 @@ use sluice_net::response::{encode_response, encode_response_chunks, ResponseChun
 
 use crate::shard::{LocalFuture, Shard};
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -26,6 +27,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+pub mod unsupported;
 
 /// (API, lowest version, highest version) served. The ceilings are the
 /// last versions that name topics by name (newer Produce and Fetch
@@ -40,6 +42,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
@@ -117,6 +120,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize)) ->
             Reply::Now(create_partitions::handle(shard, ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => Reply::Now(describe_configs::handle(shard, ctx, r)),
+        RequestKind::AlterConfigs(r) => Reply::Now(alter_configs::handle(shard, ctx, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::Now(incremental_alter_configs::handle(shard, ctx, r).await)
         }

@@ -1,0 +1,145 @@
+//! Running the real `sluice` binary from tests: a child process that is
+//! killed when the test ends, its output lines on a channel.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sluice-broker-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// A port nobody listens on right now, on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker process that is killed if the test ends without stopping it,
+/// so a failing test never leaves a broker behind.
+pub struct Broker {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Broker {
+    /// `sluice serve` on `cores` shards on a free loopback port, with
+    /// `extra` arguments; returns once it serves.
+    pub fn start(data: &Path, cores: usize, extra: &[&str]) -> Broker {
+        Broker::start_on(data, cores, free_port(), extra)
+    }
+
+    pub fn start_on(data: &Path, cores: usize, port: u16, extra: &[&str]) -> Broker {
+        let mut b = Broker::spawn(data, cores, port, extra);
+        assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+        b
+    }
+
+    pub fn spawn(data: &Path, cores: usize, port: u16, extra: &[&str]) -> Broker {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--cores", &cores.to_string(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .for_each(|l| drop(tx.send(l.unwrap_or_default())))
+        });
+        std::thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .for_each(|l| drop(tx2.send(l.unwrap_or_default())))
+        });
+        Broker {
+            child,
+            port,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to the child this test spawned.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, and wait for a clean stop.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        assert!(self.wait_for("stopped cleanly"), "{:#?}", self.seen);
+        assert!(self.child.wait().unwrap().success());
+    }
+
+    /// kill -9: no clean shutdown at all.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Reads lines until one contains `needle` (or 60 s pass).
+    pub fn wait_for(&mut self, needle: &str) -> bool {
+        if self.seen.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Every line read so far, plus whatever arrives within `d`.
+    pub fn drain(&mut self, d: Duration) -> String {
+        while let Ok(line) = self.lines.recv_timeout(d) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.drain(Duration::from_millis(200));
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- broker log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
