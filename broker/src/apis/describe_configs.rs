@@ -53,8 +53,10 @@ pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeConfigsRequest) -> Respo
                                 r.resource_name.as_str()
                             ))));
                     };
+                    // Null (or, as Kafka also reads it, empty) asks for all.
                     let keys: Option<Vec<String>> = r
                         .configuration_keys
+                        .filter(|k| !k.is_empty())
                         .map(|k| k.iter().map(|k| k.to_string()).collect());
                     let configs = config_defaults()
                         .into_iter()

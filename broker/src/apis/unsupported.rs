@@ -11,7 +11,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_net::request::Request;
-use sluice_net::response::ResponseChunks;
+use sluice_net::response::{encode_response, ResponseChunks};
 
 use super::Ctx;
 
@@ -28,26 +28,31 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
                 RequestKind::FindCoordinator(r) => {
                     let code = ResponseError::CoordinatorNotAvailable.code();
                     let message = StrBytes::from_static_str("consumer groups are not served by this broker yet");
-                    let keys = if ctx.version >= 4 { r.coordinator_keys } else { vec![r.key] };
-                    ResponseKind::FindCoordinator(
-                        FindCoordinatorResponse::default()
-                            .with_error_code(code)
-                            .with_error_message(Some(message.clone()))
-                            .with_node_id(BrokerId(-1))
-                            .with_port(-1)
-                            .with_coordinators(
-                                keys.into_iter()
-                                    .map(|k| {
-                                        Coordinator::default()
-                                            .with_key(k)
-                                            .with_node_id(BrokerId(-1))
-                                            .with_port(-1)
-                                            .with_error_code(code)
-                                            .with_error_message(Some(message.clone()))
-                                    })
-                                    .collect(),
-                            ),
-                    )
+                    let out = FindCoordinatorResponse::default();
+                    // v4 answers per key; earlier versions have one answer.
+                    let out = if ctx.version >= 4 {
+                        out.with_coordinators(
+                            r.coordinator_keys
+                                .into_iter()
+                                .map(|k| {
+                                    Coordinator::default()
+                                        .with_key(k)
+                                        .with_node_id(BrokerId(-1))
+                                        .with_port(-1)
+                                        .with_error_code(code)
+                                        .with_error_message(Some(message.clone()))
+                                })
+                                .collect(),
+                        )
+                    } else {
+                        let out = out.with_error_code(code).with_node_id(BrokerId(-1)).with_port(-1);
+                        if ctx.version >= 1 {
+                            out.with_error_message(Some(message))
+                        } else {
+                            out
+                        }
+                    };
+                    ResponseKind::FindCoordinator(out)
                 }
                 $(RequestKind::$kind(_) => {
                     ResponseKind::$kind($resp::default().with_error_code(unsupported))
@@ -73,5 +78,9 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
         DescribeAcls => DescribeAclsResponse,
     };
-    Some(ctx.answer(body))
+    // A response whose error field does not exist at this version does
+    // not encode: then there is no way to answer, and the caller closes.
+    encode_response(ctx.correlation_id, ctx.api_key, ctx.version, &body)
+        .ok()
+        .map(ResponseChunks::single)
 }

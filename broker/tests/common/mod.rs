@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod wire;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 pub fn tempdir() -> tempfile::TempDir {
