@@ -1,0 +1,326 @@
+//! Produce benchmark: the broker against its own storage path, in the same
+//! run. Until the load generator exists, a small pipelined producer here
+//! sends 1 KiB records in 16 KiB and 1 MiB batches with acks=all to a
+//! `sluice serve` on one shard (pinned to CPU 0), and the storage engine
+//! appends the same batches to a log on an executor pinned to CPU 0 with
+//! the same durability cadence (a durable wait every `in_flight` batches,
+//! which is what acks=all with that many requests in flight amounts to).
+//! The ratio broker/storage is what the network, decoding and routing
+//! layers leave of the storage path's throughput.
+//!
+//! Needs the release binary: `cargo build --release -p sluice-broker`, then
+//! `cargo bench -p sluice-bench --bench produce`. SLUICE_BENCH_MIB
+//! (default 512), SLUICE_BENCH_REPEATS (default 5), SLUICE_BENCH_DIR.
+//! Writes `target/bench/produce.json`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use glommio::Placement;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_storage::batch::build;
+use sluice_storage::{LogConfig, PartitionLog, ShardCache, SystemClock};
+use sluice_tuning::{host, limits};
+
+const RECORD_BYTES: usize = 1024;
+const TOPIC: &str = "bench";
+
+fn batches(batch_bytes: usize) -> Vec<Bytes> {
+    let per = (batch_bytes / (RECORD_BYTES + 12)).max(1);
+    (0..8)
+        .map(|i| build::uniform(per, RECORD_BYTES, 1_700_000_000_000 + i))
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The storage path: append, with a durable wait every `sync_every`.
+fn storage_append(dir: PathBuf, total: u64, batch_bytes: usize, sync_every: usize) -> f64 {
+    let io_memory =
+        host::io_memory_per_executor(host::raise_memlock_limit(), 1).expect("locked-memory limit");
+    sluice_storage::runtime::executor_builder(Placement::Fixed(0), io_memory)
+        .spawn(move || async move {
+            let cfg = LogConfig {
+                segment_bytes: limits::SEGMENT_BYTES_MAX,
+                ..LogConfig::default()
+            };
+            let cache = ShardCache::new(256 << 20);
+            let log = PartitionLog::open(&dir, cfg, &cache, Rc::new(SystemClock))
+                .await
+                .unwrap();
+            let set = batches(batch_bytes);
+            let started = Instant::now();
+            let (mut written, mut i) = (0u64, 0usize);
+            while written < total {
+                let b = set[i % set.len()].clone();
+                written += b.len() as u64;
+                let info = log.append(b).await.unwrap();
+                i += 1;
+                if i.is_multiple_of(sync_every) {
+                    log.wait_durable(info.last_offset).await.unwrap();
+                }
+            }
+            log.sync().await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            log.close().await.unwrap();
+            written as f64 / secs
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(id)
+        .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
+        .encode(&mut b, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut b, version).unwrap();
+    let len = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.to_vec()
+}
+
+fn read_frame(s: &mut TcpStream) -> Bytes {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Bytes::from(body)
+}
+
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The broker path: `total` bytes of batches, `in_flight` acks=all
+/// requests outstanding; returns bytes per second.
+fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -> f64 {
+    const VERSION: i16 = 9;
+    let mut frames: Vec<Vec<u8>> = batches(batch_bytes)
+        .into_iter()
+        .map(|b| {
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(b)),
+                    ])]);
+            frame(ApiKey::Produce, VERSION, 0, &req)
+        })
+        .collect();
+    let record_bytes = batches(batch_bytes)[0].len() as u64;
+    let count = total.div_ceil(record_bytes) as usize;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut r = s.try_clone().unwrap();
+    let (permit_tx, permit_rx) = std::sync::mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        permit_tx.send(()).unwrap();
+    }
+    let started = Instant::now();
+    let reader = std::thread::spawn(move || {
+        pin_this_thread(1);
+        for i in 0..count {
+            let mut f = read_frame(&mut r);
+            let h =
+                ResponseHeader::decode(&mut f, ApiKey::Produce.response_header_version(VERSION))
+                    .unwrap();
+            assert_eq!(h.correlation_id, i as i32);
+            let resp = ProduceResponse::decode(&mut f, VERSION).unwrap();
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0, "produce failed: {p:?}");
+            let _ = permit_tx.send(());
+        }
+    });
+    pin_this_thread(1);
+    for i in 0..count {
+        permit_rx.recv().unwrap();
+        let n = frames.len();
+        let f = &mut frames[i % n];
+        f[8..12].copy_from_slice(&(i as i32).to_be_bytes());
+        s.write_all(f).unwrap();
+    }
+    reader.join().unwrap();
+    (count as u64 * record_bytes) as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: signals the child this process started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(bin: &Path, data: &Path, port: u16) -> Served {
+    let _ = std::fs::remove_dir_all(data);
+    let mut child = Command::new(bin)
+        .args(["serve", "--cores", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&line).contains("serving"),
+        "broker did not start"
+    );
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.bytes"))
+                    .with_value(Some(StrBytes::from_string(
+                        limits::SEGMENT_BYTES_MAX.to_string(),
+                    ))),
+            ])]);
+    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &req))
+        .unwrap();
+    let mut f = read_frame(&mut s);
+    ResponseHeader::decode(&mut f, ApiKey::CreateTopics.response_header_version(7)).unwrap();
+    let r = CreateTopicsResponse::decode(&mut f, 7).unwrap();
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    Served(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let total_mib = env("SLUICE_BENCH_MIB", if quick { 16 } else { 512 });
+    let repeats = env("SLUICE_BENCH_REPEATS", if quick { 1 } else { 5 }) as usize;
+    let dir = std::env::var("SLUICE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-produce"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The broker binary sits next to this benchmark's directory
+    // (target/<profile>/deps/produce-* -> target/<profile>/sluice).
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = std::env::var("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| profile_dir.join("sluice"));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p sluice-broker), or set SLUICE_BIN",
+        bin.display()
+    );
+    let total = total_mib << 20;
+    let mut json = Vec::new();
+    println!(
+        "produce benchmark: {total_mib} MiB per case, median of {repeats}, broker {}",
+        bin.display()
+    );
+    for (batch_bytes, in_flight) in [(16 * 1024, 64), (1 << 20, 4)] {
+        let (mut s, mut b) = (Vec::new(), Vec::new());
+        for round in 0..repeats {
+            // Alternate which goes first, so neither always meets a disk
+            // still busy with the other's writes.
+            let run_storage = |s: &mut Vec<f64>| {
+                let d = dir.join("storage");
+                let _ = std::fs::remove_dir_all(&d);
+                s.push(storage_append(d, total, batch_bytes, in_flight));
+            };
+            let run_broker = |b: &mut Vec<f64>| {
+                let port = free_port();
+                let _served = serve(&bin, &dir.join("broker"), port);
+                b.push(broker_produce(port, total, batch_bytes, in_flight));
+            };
+            if round % 2 == 0 {
+                run_storage(&mut s);
+                run_broker(&mut b);
+            } else {
+                run_broker(&mut b);
+                run_storage(&mut s);
+            }
+        }
+        let per_round: Vec<String> = s
+            .iter()
+            .zip(&b)
+            .map(|(s, b)| format!("{:.2}", b / s))
+            .collect();
+        let (s, b) = (median(s), median(b));
+        let name = format!(
+            "{} KiB batches, acks=all, {in_flight} in flight",
+            batch_bytes / 1024
+        );
+        println!(
+            "  {name:<40} broker {:>6.0} MiB/s   storage {:>6.0} MiB/s   broker/storage {:.2}   (per round {})",
+            b / (1 << 20) as f64,
+            s / (1 << 20) as f64,
+            b / s,
+            per_round.join(" ")
+        );
+        json.push(format!(
+            "{{\"case\":\"{name}\",\"broker_bytes_per_sec\":{b:.0},\"storage_bytes_per_sec\":{s:.0},\"ratio\":{:.3}}}",
+            b / s
+        ));
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(
+        out.join(if quick {
+            "produce-smoke.json"
+        } else {
+            "produce.json"
+        }),
+        format!(
+            "{{\"mib\":{total_mib},\"repeats\":{repeats},\"cases\":[{}]}}\n",
+            json.join(",")
+        ),
+    );
+}
