@@ -2,11 +2,13 @@
 //! run. Until the load generator exists, a small pipelined producer here
 //! sends 1 KiB records in 16 KiB and 1 MiB batches with acks=all to a
 //! `sluice serve` on one shard (pinned to CPU 0), and the storage engine
-//! appends the same batches to a log on an executor pinned to CPU 0 with
-//! the same durability cadence (a durable wait every `in_flight` batches,
-//! which is what acks=all with that many requests in flight amounts to).
-//! The ratio broker/storage is what the network, decoding and routing
-//! layers leave of the storage path's throughput.
+//! appends the same batches to a log on an executor pinned to CPU 0 with a
+//! durable wait every N batches, as the storage benchmark does. The ratio
+//! broker/storage is what the network, decoding and routing layers leave
+//! of the storage path's throughput when both pay the same number of
+//! fsyncs per byte: a closed-loop client with 2N requests in flight gets
+//! groups of about N per sync (see the cases below); N in flight, which
+//! halves the bytes per fsync, is reported too.
 //!
 //! Needs the release binary: `cargo build --release -p sluice-broker`, then
 //! `cargo bench -p sluice-bench --bench produce`. SLUICE_BENCH_MIB
@@ -95,7 +97,7 @@ fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> 
     b.to_vec()
 }
 
-fn read_frame(s: &mut TcpStream) -> Bytes {
+fn read_frame(s: &mut impl Read) -> Bytes {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -113,8 +115,13 @@ fn pin_this_thread(cpu: usize) {
 }
 
 /// The broker path: `total` bytes of batches, `in_flight` acks=all
-/// requests outstanding; returns bytes per second.
+/// requests outstanding; returns bytes per second. The client is one
+/// thread on the other CPU with a non-blocking socket and `poll`: it
+/// writes every request the window allows as soon as the socket takes
+/// them and parses answers out of large reads, so it measures the broker
+/// rather than itself.
 fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -> f64 {
+    use std::os::fd::AsRawFd;
     const VERSION: i16 = 9;
     let mut frames: Vec<Vec<u8>> = batches(batch_bytes)
         .into_iter()
@@ -136,35 +143,76 @@ fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -
     let count = total.div_ceil(record_bytes) as usize;
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_nodelay(true).unwrap();
-    let mut r = s.try_clone().unwrap();
-    let (permit_tx, permit_rx) = std::sync::mpsc::sync_channel::<()>(in_flight);
-    for _ in 0..in_flight {
-        permit_tx.send(()).unwrap();
-    }
-    let started = Instant::now();
-    let reader = std::thread::spawn(move || {
-        pin_this_thread(1);
-        for i in 0..count {
-            let mut f = read_frame(&mut r);
-            let h =
-                ResponseHeader::decode(&mut f, ApiKey::Produce.response_header_version(VERSION))
-                    .unwrap();
-            assert_eq!(h.correlation_id, i as i32);
-            let resp = ProduceResponse::decode(&mut f, VERSION).unwrap();
-            let p = &resp.responses[0].partition_responses[0];
-            assert_eq!(p.error_code, 0, "produce failed: {p:?}");
-            let _ = permit_tx.send(());
-        }
-    });
+    s.set_nonblocking(true).unwrap();
     pin_this_thread(1);
-    for i in 0..count {
-        permit_rx.recv().unwrap();
-        let n = frames.len();
-        let f = &mut frames[i % n];
-        f[8..12].copy_from_slice(&(i as i32).to_be_bytes());
-        s.write_all(f).unwrap();
+    let hv = ApiKey::Produce.response_header_version(VERSION);
+    let (mut sent, mut answered) = (0usize, 0usize);
+    let mut out: Vec<u8> = Vec::with_capacity(in_flight * frames[0].len());
+    let mut out_pos = 0usize;
+    let mut inbuf: Vec<u8> = vec![0; 1 << 20];
+    let (mut in_start, mut in_end) = (0usize, 0usize);
+    let started = Instant::now();
+    while answered < count {
+        // Queue every request the window allows.
+        while sent < count && sent < answered + in_flight {
+            let n = frames.len();
+            let f = &mut frames[sent % n];
+            f[8..12].copy_from_slice(&(sent as i32).to_be_bytes());
+            out.extend_from_slice(f);
+            sent += 1;
+        }
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN
+                | if out_pos < out.len() {
+                    libc::POLLOUT
+                } else {
+                    0
+                },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 30_000) };
+        if pfd.revents & libc::POLLOUT != 0 {
+            match s.write(&out[out_pos..]) {
+                Ok(n) => out_pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+            if out_pos == out.len() {
+                out.clear();
+                out_pos = 0;
+            }
+        }
+        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if in_start > 0 {
+                inbuf.copy_within(in_start..in_end, 0);
+                in_end -= in_start;
+                in_start = 0;
+            }
+            match s.read(&mut inbuf[in_end..]) {
+                Ok(0) => panic!("the broker closed the connection"),
+                Ok(n) => in_end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            while in_end - in_start >= 4 {
+                let len =
+                    i32::from_be_bytes(inbuf[in_start..in_start + 4].try_into().unwrap()) as usize;
+                if in_end - in_start < 4 + len {
+                    break;
+                }
+                let mut f = Bytes::copy_from_slice(&inbuf[in_start + 4..in_start + 4 + len]);
+                in_start += 4 + len;
+                let h = ResponseHeader::decode(&mut f, hv).unwrap();
+                assert_eq!(h.correlation_id, answered as i32);
+                let resp = ProduceResponse::decode(&mut f, VERSION).unwrap();
+                let p = &resp.responses[0].partition_responses[0];
+                assert_eq!(p.error_code, 0, "produce failed: {p:?}");
+                answered += 1;
+            }
+        }
     }
-    reader.join().unwrap();
     (count as u64 * record_bytes) as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -185,7 +233,10 @@ fn serve(bin: &Path, data: &Path, port: u16) -> Served {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data)
-        .env("SLUICE_LOG", "warn")
+        .env(
+            "SLUICE_LOG",
+            std::env::var("SLUICE_BENCH_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -265,7 +316,18 @@ fn main() {
         "produce benchmark: {total_mib} MiB per case, median of {repeats}, broker {}",
         bin.display()
     );
-    for (batch_bytes, in_flight) in [(16 * 1024, 64), (1 << 20, 4)] {
+    // (batch bytes, storage: durable wait every N batches, broker: requests
+    // in flight). A client that keeps W acks=all requests in flight gets
+    // its answers in two alternating groups of about W/2 (those that
+    // arrived during one sync are covered by the next), so a window of 2N
+    // gives the broker the storage path's bytes per fsync; a window of N
+    // gives it half as many bytes per fsync.
+    for (batch_bytes, sync_every, in_flight) in [
+        (16 * 1024, 64, 128),
+        (16 * 1024, 64, 64),
+        (1 << 20, 4, 8),
+        (1 << 20, 4, 4),
+    ] {
         let (mut s, mut b) = (Vec::new(), Vec::new());
         for round in 0..repeats {
             // Alternate which goes first, so neither always meets a disk
@@ -273,7 +335,7 @@ fn main() {
             let run_storage = |s: &mut Vec<f64>| {
                 let d = dir.join("storage");
                 let _ = std::fs::remove_dir_all(&d);
-                s.push(storage_append(d, total, batch_bytes, in_flight));
+                s.push(storage_append(d, total, batch_bytes, sync_every));
             };
             let run_broker = |b: &mut Vec<f64>| {
                 let port = free_port();
@@ -295,7 +357,7 @@ fn main() {
             .collect();
         let (s, b) = (median(s), median(b));
         let name = format!(
-            "{} KiB batches, acks=all, {in_flight} in flight",
+            "{} KiB batches, acks=all, {in_flight} in flight / durable every {sync_every}",
             batch_bytes / 1024
         );
         println!(

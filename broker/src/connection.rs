@@ -24,11 +24,12 @@ use sluice_net::frame::FrameDecoder;
 use sluice_net::request::{decode_request, RequestError};
 use sluice_net::response::{api_versions_unsupported, ResponseChunks};
 use sluice_tuning::limits::{
-    CONNECTIONS_PER_SHARD_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX, SOCKET_READ_BYTES,
+    CONNECTIONS_PER_SHARD_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX, SOCKET_READ_BYTES,
 };
 
 use crate::apis::{self, Reply};
-use crate::shard::Shard;
+use crate::shard::{Notify, Shard};
 
 /// Accepts connections until `stop` is set, serving each on its own task.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
@@ -67,10 +68,19 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
     }
 }
 
-/// An answer in the writer's queue.
+/// An answer in the writer's queue, with the size of its request.
 enum Pending {
-    Ready(ResponseChunks),
-    Waiting(JoinHandle<ResponseChunks>),
+    Ready(ResponseChunks, usize),
+    Waiting(JoinHandle<ResponseChunks>, usize),
+}
+
+/// Bytes of requests read and not yet answered on one connection.
+#[derive(Default)]
+struct InFlight {
+    bytes: Cell<usize>,
+    answered: Rc<Notify>,
+    /// The writer stopped (the connection is going away).
+    writer_gone: Cell<bool>,
 }
 
 /// Serves one connection until the client closes it or sends something
@@ -80,36 +90,61 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
     let fd = stream.as_raw_fd();
     let (mut rd, wr) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let inflight = Rc::new(InFlight::default());
+    let done = inflight.clone();
     let writer = glommio::spawn_local(async move {
-        let mut wr = wr;
-        while let Some(p) = rx.recv().await {
-            let answer = match p {
-                Pending::Ready(a) => a,
-                Pending::Waiting(h) => match h.await {
-                    Some(a) => a,
-                    None => return Err("a request handler was cancelled".to_string()),
-                },
-            };
-            write_chunks(fd, &mut wr, answer.chunks)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-        }
-        Ok(())
+        let r = write_answers(fd, wr, rx, &done).await;
+        done.writer_gone.set(true);
+        done.answered.notify_all();
+        r
     });
-    let read = read_requests(shard, &mut rd, &tx).await;
+    let read = read_requests(shard, &mut rd, &tx, &inflight).await;
     drop(tx);
     let written = writer.await;
     read.and(written)
+}
+
+/// Writes answers in request order until the reader is done.
+async fn write_answers(
+    fd: RawFd,
+    mut wr: futures_lite::io::WriteHalf<TcpStream>,
+    rx: local_channel::LocalReceiver<Pending>,
+    inflight: &InFlight,
+) -> Result<(), String> {
+    while let Some(p) = rx.recv().await {
+        let (answer, bytes) = match p {
+            Pending::Ready(a, bytes) => (a, bytes),
+            Pending::Waiting(h, bytes) => match h.await {
+                Some(a) => (a, bytes),
+                None => return Err("a request handler was cancelled".to_string()),
+            },
+        };
+        write_chunks(fd, &mut wr, answer.chunks)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        inflight.bytes.set(inflight.bytes.get() - bytes);
+        inflight.answered.notify_all();
+    }
+    Ok(())
 }
 
 async fn read_requests(
     shard: &Rc<Shard>,
     rd: &mut futures_lite::io::ReadHalf<TcpStream>,
     tx: &local_channel::LocalSender<Pending>,
+    inflight: &InFlight,
 ) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
     loop {
+        // Past the byte limit, read nothing more until answers go out.
+        while inflight.bytes.get() > INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX {
+            if inflight.writer_gone.get() {
+                return Err("the writer stopped".into());
+            }
+            let seen = inflight.answered.generation();
+            inflight.answered.changed(seen).await;
+        }
         let missing = decoder.missing(&buf).map_err(|e| e.to_string())?;
         if missing > 0 {
             let have = buf.len();
@@ -139,21 +174,25 @@ async fn read_requests(
             frame.as_ptr() as usize,
             frame.as_ptr() as usize + frame.len(),
         );
+        let size = frame.len();
         let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
             Ok(req) => match apis::dispatch(shard, req, range).await {
                 Reply::Nothing => continue,
-                Reply::Now(a) => Pending::Ready(a),
-                Reply::Later(f) => Pending::Waiting(glommio::spawn_local(f).detach()),
+                Reply::Now(a) => Pending::Ready(a, size),
+                Reply::Later(f) => Pending::Waiting(glommio::spawn_local(f).detach(), size),
             },
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => Pending::Ready(ResponseChunks::single(
-                api_versions_unsupported(correlation_id, apis::SUPPORTED)
-                    .map_err(|e| e.to_string())?,
-            )),
+            }) => Pending::Ready(
+                ResponseChunks::single(
+                    api_versions_unsupported(correlation_id, apis::SUPPORTED)
+                        .map_err(|e| e.to_string())?,
+                ),
+                size,
+            ),
             // An API this broker does not serve, at a version its codec
             // knows: answer with an error where the response has a place
             // for one.
@@ -170,12 +209,13 @@ async fn read_requests(
                     .ok()
                     .and_then(apis::unsupported::answer)
                 {
-                    Some(a) => Pending::Ready(a),
+                    Some(a) => Pending::Ready(a, size),
                     None => return Err(e.to_string()),
                 }
             }
             Err(e) => return Err(e.to_string()),
         };
+        inflight.bytes.set(inflight.bytes.get() + size);
         if tx.send(pending).await.is_err() {
             return Err("the writer stopped".into());
         }

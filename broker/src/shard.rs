@@ -317,6 +317,10 @@ impl Shard {
             .map(|(_, p)| p)
             .collect();
         for p in parts {
+            let st = p.log.stats();
+            tracing::info!(shard = self.id, partition = %p.log.dir().display(), appends = st.appends,
+                appended_bytes = st.appended_bytes, syncs = st.syncs, writes = st.writes,
+                disk_reads = st.disk_reads, cache_reads = st.cache_reads, "partition closing");
             crate::producers::checkpoint(&p).await;
             if let Err(e) = p.log.close().await {
                 tracing::error!(shard = self.id, partition = %p.log.dir().display(), error = %e, "close failed");

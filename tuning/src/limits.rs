@@ -98,8 +98,13 @@ pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 pub const SOCKET_READ_BYTES: usize = 64 * 1024;
 
 /// Requests read from one connection and not yet answered; past this the
-/// connection is not read until the oldest answer is written.
-pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
+/// connection is not read until the oldest answer is written. (Producers
+/// pipeline deeply: librdkafka allows a million in flight by default.)
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 128;
+/// Bytes of request frames read from one connection and not yet answered;
+/// past this the connection is not read (a single larger frame is still
+/// read: it is bounded by `FRAME_BYTES_MAX`).
+pub const INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 64 * 1024 * 1024;
 /// Messages queued to one shard from the others (forwarded requests,
 /// metadata updates) before a sender waits.
 pub const SHARD_INBOX_DEPTH: usize = 1024;
