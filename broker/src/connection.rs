@@ -119,6 +119,9 @@ async fn write_answers(
                 None => return Err("a request handler was cancelled".to_string()),
             },
         };
+        if answer.chunks.is_empty() {
+            return Err("an answer could not be encoded (see the error above)".into());
+        }
         write_chunks(fd, &mut wr, answer.chunks)
             .await
             .map_err(|e| format!("write: {e}"))?;

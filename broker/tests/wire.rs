@@ -544,3 +544,141 @@ fn unserved_apis_get_an_answer_or_a_close() {
     let log = b.drain(Duration::from_millis(100));
     assert!(!log.contains("panicked"), "{log}");
 }
+
+// Every served API at every served version, as clients old and new send
+// them: each gets an answer that decodes at that version, and the broker
+// stays up. (A field set that a version lacks makes the codec refuse to
+// encode; this is where that shows.)
+#[test]
+fn every_served_api_at_every_version() {
+    let data = tempdir();
+    let port = free_port();
+    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
+    let mut w = Wire::connect(port);
+    create_topic(&mut w, "vers", 2);
+    assert_eq!(
+        produce(
+            &mut w,
+            "vers",
+            0,
+            sluice_storage::batch::build::uniform(3, 10, 1_700_000_000_000)
+        ),
+        (0, 0)
+    );
+    let versions: ApiVersionsResponse =
+        w.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let mut checked = 0;
+    for k in &versions.api_keys {
+        let api = ApiKey::try_from(k.api_key).unwrap();
+        for version in k.min_version..=k.max_version {
+            let topic = format!("vers-{}-{version}", k.api_key);
+            let body: RequestKind = match api {
+                ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+                ApiKey::Metadata => {
+                    RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default().with_name(Some(name("vers"))),
+                ])))
+                }
+                ApiKey::Produce => RequestKind::Produce(produce_request(
+                    "vers",
+                    0,
+                    -1,
+                    sluice_storage::batch::build::uniform(1, 10, 1_700_000_000_000),
+                )),
+                ApiKey::Fetch => RequestKind::Fetch(fetch_request("vers", 0, 0, 0, 1 << 20)),
+                ApiKey::ListOffsets => RequestKind::ListOffsets(
+                    ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                            .with_name(name("vers"))
+                            .with_partitions(vec![
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_timestamp(-1),
+                            ])]),
+                ),
+                ApiKey::CreateTopics => {
+                    RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(name(&topic))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ]))
+                }
+                ApiKey::DeleteTopics => {
+                    if version >= 6 {
+                        RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topics(vec![
+                                delete_topics_request::DeleteTopicState::default()
+                                    .with_name(Some(name("no-such"))),
+                            ]))
+                    } else {
+                        RequestKind::DeleteTopics(
+                            DeleteTopicsRequest::default().with_topic_names(vec![name("no-such")]),
+                        )
+                    }
+                }
+                ApiKey::InitProducerId => RequestKind::InitProducerId(
+                    InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(1000),
+                ),
+                ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+                    DescribeConfigsRequest::default().with_resources(vec![
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("vers"))
+                            .with_configuration_keys(None),
+                    ]),
+                ),
+                ApiKey::AlterConfigs => {
+                    RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("no-such")),
+                ]))
+                }
+                ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+                    IncrementalAlterConfigsRequest::default().with_resources(vec![
+                        incremental_alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("no-such")),
+                    ]),
+                ),
+                ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+                    CreatePartitionsRequest::default().with_topics(vec![
+                        create_partitions_request::CreatePartitionsTopic::default()
+                            .with_name(name("no-such"))
+                            .with_count(3),
+                    ]),
+                ),
+                other => panic!("no request template for {other:?}: add one"),
+            };
+            let mut enc = bytes::BytesMut::new();
+            body.encode(&mut enc, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version} request: {e}"));
+            let mut frame = bytes::BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(77)
+                .with_client_id(Some(StrBytes::from_static_str("versions")))
+                .encode(&mut frame, api.request_header_version(version))
+                .unwrap();
+            frame.extend_from_slice(&enc);
+            let mut c = Wire::connect(port);
+            c.s.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+            c.s.write_all(&frame).unwrap();
+            let (id, mut bytes) = c
+                .recv_raw(api, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
+            assert_eq!(id, 77);
+            ResponseKind::decode(api, &mut bytes, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version} answer does not decode: {e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked}");
+    b.stop();
+    let log = b.drain(Duration::from_millis(100));
+    assert!(!log.contains("panicked"), "{log}");
+}

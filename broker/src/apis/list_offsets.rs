@@ -56,7 +56,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> Res
                     .with_error_code(found.error)
                     .with_timestamp(found.timestamp)
                     .with_offset(found.offset)
-                    .with_leader_epoch(0),
+                    // The field exists from v4; unknown (-1) before.
+                    .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 }),
             );
         }
         topics.push(

@@ -75,11 +75,10 @@ pub struct Ctx {
 impl Ctx {
     /// Encodes an answer whose body carries no record sets.
     pub fn answer(&self, body: ResponseKind) -> ResponseChunks {
-        // Every field a handler sets is valid at the version it was asked
-        // in; failing to encode is a bug in the handler.
-        let b = encode_response(self.correlation_id, self.api_key, self.version, &body)
-            .unwrap_or_else(|e| panic!("{e}"));
-        ResponseChunks::single(b)
+        match encode_response(self.correlation_id, self.api_key, self.version, &body) {
+            Ok(b) => ResponseChunks::single(b),
+            Err(e) => self.unanswerable(e),
+        }
     }
 
     /// Encodes an answer whose body carries record-set placeholders
@@ -96,7 +95,15 @@ impl Ctx {
             body,
             records,
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| self.unanswerable(e))
+    }
+
+    /// A handler set a field its version lacks (a bug): the codec refuses
+    /// to encode. The connection is closed (an empty answer tells the
+    /// writer so) and the shard keeps serving every other one.
+    fn unanswerable(&self, e: sluice_net::response::EncodeError) -> ResponseChunks {
+        tracing::error!(correlation_id = self.correlation_id, error = %e, "answer cannot be encoded; closing the connection");
+        ResponseChunks::default()
     }
 }
 
