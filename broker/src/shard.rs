@@ -156,6 +156,14 @@ impl Shard {
         })
     }
 
+    /// The controller; only shard 0 has one, and only work sent to shard 0
+    /// asks for it.
+    pub fn controller(&self) -> &Controller {
+        self.controller
+            .as_ref()
+            .expect("controller work runs on shard 0")
+    }
+
     pub fn meta(&self) -> SharedSnapshot {
         self.meta.borrow().clone()
     }

@@ -2,27 +2,21 @@
 //! the storage engine, reports it, and stops cleanly on SIGTERM; refuses to
 //! start with a clear message when the host cannot run it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 
 use kafka_protocol::protocol::Decodable;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use glommio::Placement;
 use sluice_storage::batch::build;
 use sluice_storage::{LogConfig, PartitionLog, ShardCache, SystemClock};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod common;
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sluice-serve-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
+use common::{free_port, tempdir, Broker, BIN};
 
 /// Writes `batches` batches of 3 records into `<dir>/<name>` and leaves the
 /// last few bytes of the active segment torn, as a crash would.
@@ -43,42 +37,6 @@ fn write_partition(dir: &Path, batches: usize) {
     });
 }
 
-/// A port nobody listens on right now, on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker process that is killed if the test ends without stopping it,
-/// so a failing test never leaves a broker behind.
-struct Broker(std::process::Child);
-
-impl Broker {
-    fn signal(&self, sig: i32) {
-        // SAFETY: sends a signal to the child this test spawned.
-        unsafe { libc::kill(self.0.id() as i32, sig) };
-    }
-    fn wait(&mut self) -> std::process::ExitStatus {
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_serve(data: &Path) -> (Broker, mpsc::Receiver<String>) {
-    spawn_serve_on(data, free_port())
-}
-
 /// `sluice serve` on one shard, listening on loopback `port`.
 fn serve_command(data: &Path, port: u16) -> Command {
     let mut c = Command::new(BIN);
@@ -94,46 +52,8 @@ fn serve_command(data: &Path, port: u16) -> Command {
     c
 }
 
-fn spawn_serve_on(data: &Path, port: u16) -> (Broker, mpsc::Receiver<String>) {
-    let mut child = serve_command(data, port)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        BufReader::new(out)
-            .lines()
-            .for_each(|l| drop(tx.send(l.unwrap())))
-    });
-    std::thread::spawn(move || {
-        BufReader::new(err)
-            .lines()
-            .for_each(|l| drop(tx2.send(l.unwrap())))
-    });
-    (Broker(child), rx)
-}
-
-/// Reads lines until every needle has appeared (in `seen` or new lines).
-/// Stdout and stderr arrive on separate threads, so their order is not
-/// fixed: wait for each line needed, not for one that comes "last".
-fn wait_for_all(rx: &mpsc::Receiver<String>, needles: &[&str], seen: &mut Vec<String>) -> bool {
-    needles
-        .iter()
-        .all(|n| seen.iter().any(|l| l.contains(n)) || wait_for(rx, n, seen))
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> bool {
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-        seen.push(line.clone());
-        if line.contains(needle) {
-            return true;
-        }
-    }
-    false
+fn spawn_serve(data: &Path) -> Broker {
+    Broker::spawn(data, 1, free_port(), &[])
 }
 
 #[test]
@@ -152,22 +72,18 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
         .unwrap();
     std::fs::create_dir(data.path().join("not a partition")).unwrap();
 
-    let (mut child, rx) = spawn_serve(data.path());
-    let mut seen = Vec::new();
+    let mut b = spawn_serve(data.path());
     assert!(
-        wait_for_all(
-            &rx,
-            &[
-                "sluice: serving 2 partition(s)",
-                "log_end=27",
-                "log_end=12",
-                "cutting 288 bytes"
-            ],
-            &mut seen
-        ),
-        "{seen:#?}"
+        b.wait_for_all(&[
+            "sluice: serving 2 partition(s)",
+            "log_end=27",
+            "log_end=12",
+            "cutting 288 bytes"
+        ]),
+        "{:#?}",
+        b.seen
     );
-    let all = seen.join("\n");
+    let all = b.seen.join("\n");
     assert!(
         all.contains("log_end=27"),
         "torn batch cut: 9 whole batches of 3 remain\n{all}"
@@ -177,23 +93,18 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
         all.contains("cutting 288 bytes of torn or corrupt tail"),
         "{all}"
     );
-    child.signal(libc::SIGTERM);
-    assert!(wait_for(&rx, "stopped cleanly", &mut seen), "{seen:#?}");
-    assert!(child.wait().success());
+    b.stop();
 
     // A clean restart finds the cut tail gone and nothing to repair.
-    let (mut child, rx) = spawn_serve(data.path());
-    let mut seen = Vec::new();
+    let mut b = spawn_serve(data.path());
+    assert!(b.wait_for("bytes of torn tail cut"), "{:#?}", b.seen);
     assert!(
-        wait_for(&rx, "bytes of torn tail cut", &mut seen),
-        "{seen:#?}"
+        b.seen.last().unwrap().contains(" 0 bytes of torn tail cut"),
+        "{:#?}",
+        b.seen
     );
-    assert!(
-        seen.last().unwrap().contains(" 0 bytes of torn tail cut"),
-        "{seen:#?}"
-    );
-    child.signal(libc::SIGINT);
-    assert!(child.wait().success());
+    b.signal(libc::SIGINT);
+    assert!(b.child.wait().unwrap().success());
 }
 
 #[test]
@@ -299,9 +210,7 @@ fn closed(c: &mut std::net::TcpStream) -> bool {
 fn serve_answers_api_versions_and_closes_bad_connections() {
     let data = tempdir();
     let port = free_port();
-    let (mut child, rx) = spawn_serve_on(data.path(), port);
-    let mut seen = Vec::new();
-    assert!(wait_for(&rx, "sluice: serving", &mut seen), "{seen:#?}");
+    let mut b = Broker::start_on(data.path(), 1, port, &[]);
     let connect = || {
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -371,12 +280,13 @@ fn serve_answers_api_versions_and_closes_bad_connections() {
         let r = wire::api_versions(&mut good, 0, 0, 3);
         assert_eq!(r.error_code, 0, "{what}: other connections unaffected");
     }
-    child.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
     assert!(
-        wait_for_all(&rx, &["stopped cleanly", "connection closed"], &mut seen),
-        "a clean stop, and a log line per closed connection: {seen:#?}"
+        b.wait_for_all(&["stopped cleanly", "connection closed"]),
+        "a clean stop, and a log line per closed connection: {:#?}",
+        b.seen
     );
-    assert!(child.wait().success());
+    assert!(b.child.wait().unwrap().success());
     // One line for each of the six bad connections (they may arrive after
     // the stop line: stderr is read on its own thread).
     let count = |seen: &Vec<String>| {
@@ -384,13 +294,13 @@ fn serve_answers_api_versions_and_closes_bad_connections() {
             .filter(|l| l.contains("connection closed"))
             .count()
     };
-    while count(&seen) < 6 {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => seen.push(line),
+    while count(&b.seen) < 6 {
+        match b.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => b.seen.push(line),
             Err(_) => break,
         }
     }
-    assert_eq!(count(&seen), 6, "{seen:#?}");
+    assert_eq!(count(&b.seen), 6, "{:#?}", b.seen);
 }
 
 // Proves a port already taken is reported and the broker exits non-zero.

@@ -16,6 +16,16 @@ use kafka_protocol::ResponseError;
 
 const SHARDS: usize = 2;
 
+/// A broker on two shards with one topic, and a connection to it.
+fn start_with_topic(topic: &str, partitions: i32) -> (tempfile::TempDir, Broker, u16, Wire) {
+    let data = tempdir();
+    let port = free_port();
+    let b = Broker::start_on(data.path(), SHARDS, port, &[]);
+    let mut w = Wire::connect(port);
+    create_topic(&mut w, topic, partitions);
+    (data, b, port, w)
+}
+
 fn init_producer_id(w: &mut Wire) -> i64 {
     let r: InitProducerIdResponse = w.call(
         ApiKey::InitProducerId,
@@ -35,11 +45,7 @@ fn init_producer_id(w: &mut Wire) -> i64 {
 // ids are never handed out twice, across restarts too.
 #[test]
 fn idempotent_retries_are_not_written_twice() {
-    let data = tempdir();
-    let port = free_port();
-    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "idem", 2);
+    let (data, mut b, port, mut w) = start_with_topic("idem", 2);
     let pid = init_producer_id(&mut w);
     let other = init_producer_id(&mut w);
     assert_ne!(pid, other);
@@ -120,11 +126,7 @@ fn records_of(r: &FetchResponse) -> (i16, i64, usize) {
 // end are out of range; a first batch over the size limit comes whole.
 #[test]
 fn fetch_long_poll_and_limits() {
-    let data = tempdir();
-    let port = free_port();
-    let _b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "poll", 2);
+    let (_data, _b, port, mut w) = start_with_topic("poll", 2);
     for p in 0..2 {
         // Nothing there and no wait: an empty answer.
         let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("poll", p, 0, 0, 1 << 20));
@@ -164,11 +166,7 @@ fn fetch_long_poll_and_limits() {
 // one connection are all answered, in order.
 #[test]
 fn acks_zero_and_pipelining() {
-    let data = tempdir();
-    let port = free_port();
-    let _b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "pipe", 4);
+    let (_data, _b, _, mut w) = start_with_topic("pipe", 4);
     let batch = sluice_storage::batch::build::uniform(2, 10, 1_700_000_000_000);
     w.send(ApiKey::Produce, 9, &produce_request("pipe", 1, 0, batch));
     let id = w.send(
@@ -267,11 +265,7 @@ fn describe(w: &mut Wire, topic: &str) -> Vec<(String, String, i8)> {
 // config's value and whether it was set on the topic or is the default.
 #[test]
 fn incremental_alter_configs() {
-    let data = tempdir();
-    let port = free_port();
-    let _b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "cfg", 1);
+    let (_data, _b, _, mut w) = start_with_topic("cfg", 1);
     let alter = |w: &mut Wire, ops: Vec<(&str, i8, Option<&str>)>| -> i16 {
         let r: IncrementalAlterConfigsResponse = w.call(
             ApiKey::IncrementalAlterConfigs,
@@ -365,11 +359,7 @@ fn still_serves(port: u16, n: &mut i64) {
 // written for a bad batch, and afterwards a normal client is served.
 #[test]
 fn bad_input_is_refused_and_the_broker_keeps_serving() {
-    let data = tempdir();
-    let port = free_port();
-    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "bad", 1);
+    let (_data, mut b, port, mut w) = start_with_topic("bad", 1);
     let mut n = 0;
     still_serves(port, &mut n);
 
@@ -501,11 +491,7 @@ fn unserved_apis_get_an_answer_or_a_close() {
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsRequest,
     };
-    let data = tempdir();
-    let port = free_port();
-    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "bad", 1);
+    let (_data, mut b, port, _w) = start_with_topic("bad", 1);
     let (mut answered, mut closed) = (0, 0);
     for (api, body) in requests {
         let range = api.valid_versions();
@@ -551,11 +537,7 @@ fn unserved_apis_get_an_answer_or_a_close() {
 // encode; this is where that shows.)
 #[test]
 fn every_served_api_at_every_version() {
-    let data = tempdir();
-    let port = free_port();
-    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "vers", 2);
+    let (_data, mut b, port, mut w) = start_with_topic("vers", 2);
     assert_eq!(
         produce(
             &mut w,
@@ -586,17 +568,9 @@ fn every_served_api_at_every_version() {
                     sluice_storage::batch::build::uniform(1, 10, 1_700_000_000_000),
                 )),
                 ApiKey::Fetch => RequestKind::Fetch(fetch_request("vers", 0, 0, 0, 1 << 20)),
-                ApiKey::ListOffsets => RequestKind::ListOffsets(
-                    ListOffsetsRequest::default()
-                        .with_replica_id(BrokerId(-1))
-                        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                            .with_name(name("vers"))
-                            .with_partitions(vec![
-                                list_offsets_request::ListOffsetsPartition::default()
-                                    .with_partition_index(0)
-                                    .with_timestamp(-1),
-                            ])]),
-                ),
+                ApiKey::ListOffsets => {
+                    RequestKind::ListOffsets(list_offsets_request("vers", 0, -1))
+                }
                 ApiKey::CreateTopics => {
                     RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
                     create_topics_request::CreatableTopic::default()
@@ -696,11 +670,7 @@ fn fetched_bytes(r: &FetchResponse) -> bytes::Bytes {
 // epoch the broker writes into its header.
 #[test]
 fn batches_are_served_as_they_were_sent() {
-    let data = tempdir();
-    let port = free_port();
-    let _b = Broker::start_on(data.path(), SHARDS, port, &[]);
-    let mut w = Wire::connect(port);
-    create_topic(&mut w, "exact", 1);
+    let (_data, _b, _, mut w) = start_with_topic("exact", 1);
     // A gzip batch: attributes say gzip; the records are opaque bytes to
     // the broker, which only needs the header.
     let mut gz = sluice_storage::batch::build::uniform(4, 50, 1_700_000_000_000).to_vec();
@@ -777,22 +747,7 @@ fn retention_deletes_old_segments() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let earliest = |w: &mut Wire| -> i64 {
-        let r: ListOffsetsResponse = w.call(
-            ApiKey::ListOffsets,
-            6,
-            &ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                    .with_name(name("aged"))
-                    .with_partitions(vec![
-                        list_offsets_request::ListOffsetsPartition::default()
-                            .with_partition_index(0)
-                            .with_timestamp(-2),
-                    ])]),
-        );
-        r.topics[0].partitions[0].offset
-    };
+    let earliest = |w: &mut Wire| list_offset(w, "aged", 0, -2);
     assert_eq!(earliest(&mut w), 0);
     // Housekeeping runs every 10 s; give it three rounds.
     let deadline = std::time::Instant::now() + Duration::from_secs(35);

@@ -6,36 +6,25 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
-use super::{on_controller, Ctx};
-use crate::metadata::Refusal;
+use super::{on_controller_each, Ctx};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: CreatePartitionsRequest) -> ResponseChunks {
     let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
-    let changes: Vec<(String, i32)> = req
+    let items = req
         .topics
         .iter()
-        .map(|t| (t.name.0.to_string(), t.count))
+        .map(|t| Ok((t.name.0.to_string(), t.count)))
         .collect();
-    let n = changes.len();
     let validate_only = req.validate_only;
-    let results = on_controller(shard, move |s| async move {
-        let c = s.controller.as_ref().expect("shard 0 is the controller");
-        c.create_partitions(&s, changes, validate_only).await
+    let results = on_controller_each(shard, items, move |s, changes| async move {
+        s.controller()
+            .create_partitions(&s, changes, validate_only)
+            .await
     })
-    .await
-    .unwrap_or_else(|| {
-        vec![
-            Err(Refusal::new(
-                ResponseError::NotController,
-                "the broker is stopping"
-            ));
-            n
-        ]
-    });
+    .await;
     let results = names
         .into_iter()
         .zip(results)

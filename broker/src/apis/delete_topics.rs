@@ -9,11 +9,9 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
-use super::{on_controller, Ctx};
-use crate::metadata::Refusal;
+use super::{on_controller_each, Ctx};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteTopicsRequest) -> ResponseChunks {
@@ -40,22 +38,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteTopicsRequest) -> Re
                 .unwrap_or_default(),
         })
         .collect();
-    let n = names.len();
-    let to_delete = names.clone();
-    let results = on_controller(shard, move |s| async move {
-        let c = s.controller.as_ref().expect("shard 0 is the controller");
-        c.delete_topics(&s, to_delete).await
+    let items = names.iter().map(|n| Ok(n.clone())).collect();
+    let results = on_controller_each(shard, items, |s, names| async move {
+        s.controller().delete_topics(&s, names).await
     })
-    .await
-    .unwrap_or_else(|| {
-        vec![
-            Err(Refusal::new(
-                ResponseError::NotController,
-                "the broker is stopping"
-            ));
-            n
-        ]
-    });
+    .await;
     let responses = asked
         .into_iter()
         .zip(names)

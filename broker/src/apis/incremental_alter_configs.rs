@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::describe_configs::RESOURCE_TOPIC;
-use super::{on_controller, Ctx};
+use super::{on_controller_each, Ctx};
 use crate::controller::ConfigOp;
 use crate::metadata::Refusal;
 use crate::shard::Shard;
@@ -26,82 +26,73 @@ pub async fn handle(
     ctx: Ctx,
     req: IncrementalAlterConfigsRequest,
 ) -> ResponseChunks {
-    let mut early: Vec<Option<Refusal>> = Vec::new();
-    let mut changes = Vec::new();
-    let resources: Vec<(i8, StrBytes)> = req
+    let resources: Vec<_> = req
         .resources
         .iter()
         .map(|r| (r.resource_type, r.resource_name.clone()))
         .collect();
-    for r in req.resources {
-        if r.resource_type != RESOURCE_TOPIC {
-            early.push(Some(Refusal::new(
-                ResponseError::InvalidRequest,
-                "only topic configs can be altered",
-            )));
-            continue;
-        }
-        let mut ops = Vec::new();
-        let mut bad = None;
-        for c in r.configs {
-            match (c.config_operation, c.value) {
-                (OP_SET, Some(v)) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
-                (OP_DELETE, _) => ops.push(ConfigOp::Delete(c.name.to_string())),
-                (op, _) => {
-                    bad = Some(Refusal::new(
+    let items = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            if r.resource_type != RESOURCE_TOPIC {
+                return Err(Refusal::new(
+                    ResponseError::InvalidRequest,
+                    "only topic configs can be altered",
+                ));
+            }
+            let ops = r
+                .configs
+                .into_iter()
+                .map(|c| match (c.config_operation, c.value) {
+                    (OP_SET, Some(v)) => Ok(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                    (OP_DELETE, _) => Ok(ConfigOp::Delete(c.name.to_string())),
+                    (op, _) => Err(Refusal::new(
                         ResponseError::InvalidRequest,
                         format!(
                             "config operation {op} on {:?} is not supported (use SET or DELETE)",
                             c.name.as_str()
                         ),
-                    ))
-                }
-            }
-        }
-        if let Some(b) = bad {
-            early.push(Some(b));
-            continue;
-        }
-        early.push(None);
-        changes.push((r.resource_name.to_string(), ops));
-    }
-    let n = changes.len();
-    let validate_only = req.validate_only;
-    let results = on_controller(shard, move |s| async move {
-        let c = s.controller.as_ref().expect("shard 0 is the controller");
-        c.alter_configs(&s, changes, validate_only).await
-    })
-    .await
-    .unwrap_or_else(|| {
-        vec![
-            Err(Refusal::new(
-                ResponseError::NotController,
-                "the broker is stopping"
-            ));
-            n
-        ]
-    });
-    let mut results = results.into_iter();
-    let responses = resources
-        .into_iter()
-        .zip(early)
-        .map(|((kind, name), early)| {
-            let r = match early {
-                Some(e) => Err(e),
-                None => results.next().expect("one result per resource"),
-            };
-            let out = AlterConfigsResourceResponse::default()
-                .with_resource_type(kind)
-                .with_resource_name(name);
-            match r {
-                Ok(()) => out,
-                Err(e) => out
-                    .with_error_code(e.code)
-                    .with_error_message(Some(StrBytes::from_string(e.message))),
-            }
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((r.resource_name.to_string(), ops))
         })
         .collect();
+    let validate_only = req.validate_only;
+    let results = on_controller_each(shard, items, move |s, changes| async move {
+        s.controller()
+            .alter_configs(&s, changes, validate_only)
+            .await
+    })
+    .await;
     ctx.answer(ResponseKind::IncrementalAlterConfigs(
-        IncrementalAlterConfigsResponse::default().with_responses(responses),
+        IncrementalAlterConfigsResponse::default().with_responses(
+            resource_outcomes(resources, results)
+                .map(|(kind, name, code, message)| {
+                    AlterConfigsResourceResponse::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(name)
+                        .with_error_code(code)
+                        .with_error_message(message)
+                })
+                .collect(),
+        ),
     ))
+}
+
+/// (resource type, name, error code, message) per config resource:
+/// AlterConfigs and IncrementalAlterConfigs answer in the same shape, with
+/// types of their own.
+pub fn resource_outcomes(
+    resources: Vec<(i8, StrBytes)>,
+    results: Vec<Result<(), Refusal>>,
+) -> impl Iterator<Item = (i8, StrBytes, i16, Option<StrBytes>)> {
+    resources
+        .into_iter()
+        .zip(results)
+        .map(|((kind, name), r)| match r {
+            Ok(()) => (kind, name, 0, None),
+            Err(e) => (kind, name, e.code, Some(StrBytes::from_string(e.message))),
+        })
 }

@@ -20,8 +20,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: InitProducerIdRequest) -> 
         out.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else {
         let id = on_controller(shard, |s| async move {
-            let c = s.controller.as_ref().expect("shard 0 is the controller");
-            c.allocate_producer_id(&s).await.map_err(|e| e.code)
+            s.controller()
+                .allocate_producer_id(&s)
+                .await
+                .map_err(|e| e.code)
         })
         .await
         .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));

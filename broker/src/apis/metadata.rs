@@ -60,8 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
             if auto_create && !missing.is_empty() {
                 let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
                 let results = on_controller(shard, move |s| async move {
-                    let c = s.controller.as_ref().expect("shard 0 is the controller");
-                    c.create_topics(&s, missing, false).await
+                    s.controller().create_topics(&s, missing, false).await
                 })
                 .await
                 .unwrap_or_default();

@@ -13,6 +13,9 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use sluice_net::request::Request;
 use sluice_net::response::{encode_response, encode_response_chunks, ResponseChunks};
 
+use kafka_protocol::ResponseError;
+
+use crate::metadata::Refusal;
 use crate::shard::{LocalFuture, Shard};
 
 mod alter_configs;
@@ -137,7 +140,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize)) ->
     }
 }
 
-/// Runs `f` on the controller shard.
+/// Runs `f` on the controller shard; `None` when the broker is stopping.
 pub async fn on_controller<R, F, Fut>(shard: &Rc<Shard>, f: F) -> Option<R>
 where
     R: Send + 'static,
@@ -147,8 +150,51 @@ where
     shard.call(0, f).await.ok()
 }
 
-/// A message for an optional error-message field: `None` on success.
-pub fn message(m: &Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
-    m.as_ref()
-        .map(|m| kafka_protocol::protocol::StrBytes::from_string(m.clone()))
+/// Admin requests name several items (topics, resources); some are refused
+/// before the controller sees them. Runs `f` on the controller for the
+/// `Ok` items and returns one result per item, in order: the early
+/// refusals, and the controller's answers for the rest (NOT_CONTROLLER
+/// while the broker is stopping).
+pub async fn on_controller_each<T, R, F, Fut>(
+    shard: &Rc<Shard>,
+    items: Vec<Result<T, Refusal>>,
+    f: F,
+) -> Vec<Result<R, Refusal>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>, Vec<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Result<R, Refusal>>> + 'static,
+{
+    let mut refused = Vec::with_capacity(items.len());
+    let mut todo = Vec::new();
+    for item in items {
+        match item {
+            Ok(t) => {
+                refused.push(None);
+                todo.push(t);
+            }
+            Err(e) => refused.push(Some(e)),
+        }
+    }
+    let n = todo.len();
+    let answers = if n == 0 {
+        Vec::new()
+    } else {
+        on_controller(shard, move |s| f(s, todo))
+            .await
+            .unwrap_or_else(|| {
+                let stopping = Refusal::new(ResponseError::NotController, "the broker is stopping");
+                (0..n).map(|_| Err(stopping.clone())).collect()
+            })
+    };
+    assert_eq!(answers.len(), n, "one controller answer per item");
+    let mut answers = answers.into_iter();
+    refused
+        .into_iter()
+        .map(|r| match r {
+            Some(e) => Err(e),
+            None => answers.next().expect("counted above"),
+        })
+        .collect()
 }

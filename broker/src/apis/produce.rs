@@ -43,13 +43,19 @@ struct Outcome {
 
 impl Outcome {
     fn error(e: ResponseError, message: impl Into<String>) -> Outcome {
+        Outcome::failed(e.code(), message)
+    }
+    fn failed(code: i16, message: impl Into<String>) -> Outcome {
         Outcome {
-            error: e.code(),
+            error: code,
             message: Some(message.into()),
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
         }
+    }
+    fn storage(e: sluice_storage::StorageError) -> Outcome {
+        Outcome::failed(e.kafka_code(), e.to_string())
     }
 }
 
@@ -225,15 +231,7 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
     let batches = match batch::split_batches(&records) {
         Ok(b) if !b.is_empty() => b,
         Ok(_) => return Outcome::error(ResponseError::InvalidRecord, "no record batch"),
-        Err(e) => {
-            return Outcome {
-                error: e.kafka_code(),
-                message: Some(e.to_string()),
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: -1,
-            }
-        }
+        Err(e) => return Outcome::storage(e),
     };
     // The log validates every batch it appends (CRC included); with more
     // than one batch, all are validated first so none is written when one
@@ -249,15 +247,7 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
         };
         match h {
             Ok(h) => headers.push(h),
-            Err(e) => {
-                return Outcome {
-                    error: e.kafka_code(),
-                    message: Some(e.to_string()),
-                    base_offset: -1,
-                    log_append_time_ms: -1,
-                    log_start_offset: -1,
-                }
-            }
+            Err(e) => return Outcome::storage(e),
         }
     }
     let mut first: Option<Outcome> = None;
@@ -297,13 +287,7 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
                         log_start_offset: info.log_start_offset,
                     }
                 }
-                Err(e) => Outcome {
-                    error: e.kafka_code(),
-                    message: Some(e.to_string()),
-                    base_offset: -1,
-                    log_append_time_ms: -1,
-                    log_start_offset: -1,
-                },
+                Err(e) => Outcome::storage(e),
             },
         };
         if o.error != 0 {

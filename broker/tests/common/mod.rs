@@ -120,6 +120,13 @@ impl Broker {
         false
     }
 
+    /// Reads lines until every needle has appeared. Stdout and stderr
+    /// arrive on separate threads, so their order is not fixed: wait for
+    /// each line needed, not for one that comes "last".
+    pub fn wait_for_all(&mut self, needles: &[&str]) -> bool {
+        needles.iter().all(|n| self.wait_for(n))
+    }
+
     /// Every line read so far, plus whatever arrives within `d`.
     pub fn drain(&mut self, d: Duration) -> String {
         while let Ok(line) = self.lines.recv_timeout(d) {

@@ -149,23 +149,32 @@ pub fn fetch_request(
                 .with_partition_max_bytes(partition_max_bytes)])])
 }
 
-pub fn latest_offset(w: &mut Wire, topic: &str, partition: i32) -> i64 {
+/// ListOffsets for one partition at `timestamp` (-1 latest, -2 earliest).
+pub fn list_offset(w: &mut Wire, topic: &str, partition: i32, timestamp: i64) -> i64 {
     let r: ListOffsetsResponse = w.call(
         ApiKey::ListOffsets,
         6,
-        &ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_timestamp(-1),
-                ])]),
+        &list_offsets_request(topic, partition, timestamp),
     );
     let p = &r.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
     p.offset
+}
+
+pub fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp),
+            ])])
+}
+
+pub fn latest_offset(w: &mut Wire, topic: &str, partition: i32) -> i64 {
+    list_offset(w, topic, partition, -1)
 }
 
 /// An uncompressed batch of `count` records, marked with a producer id,
