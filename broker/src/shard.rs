@@ -278,6 +278,12 @@ impl Shard {
                 let dir = partition_dir(&data_dir, &t.name, i);
                 if fresh.contains(&(t.name.clone(), index)) {
                     remove_dir(dir.clone()).await;
+                } else if !exists(dir.clone()).await {
+                    // The metadata names this partition but its data is gone
+                    // (deleted by hand, or another disk): it starts empty,
+                    // and an operator should know.
+                    tracing::warn!(shard = self.id, partition = %dir.display(),
+                        "partition directory missing; the partition starts empty");
                 }
                 match PartitionLog::open(&dir, cfg.clone(), &self.cache, Rc::new(SystemClock)).await
                 {
@@ -335,6 +341,12 @@ impl Shard {
             }
         }
     }
+}
+
+async fn exists(dir: PathBuf) -> bool {
+    glommio::executor()
+        .spawn_blocking(move || dir.exists())
+        .await
 }
 
 async fn remove_dir(dir: PathBuf) {

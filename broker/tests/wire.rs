@@ -766,3 +766,22 @@ fn retention_deletes_old_segments() {
     );
     assert_eq!(records_of(&r).0, 0);
 }
+
+// A partition whose directory vanished while the broker was down is
+// reported at start-up and served empty, instead of failing the broker.
+#[test]
+fn a_missing_partition_directory_is_reported() {
+    let (data, mut b, port, mut w) = start_with_topic("lost", 2);
+    let batch = sluice_storage::batch::build::uniform(2, 10, 1_700_000_000_000);
+    for p in 0..2 {
+        assert_eq!(produce(&mut w, "lost", p, batch.clone()), (0, 0));
+    }
+    drop(w);
+    b.stop();
+    std::fs::remove_dir_all(data.path().join("lost-1")).unwrap();
+    let mut b = Broker::start_on(data.path(), SHARDS, port, &[]);
+    assert!(b.wait_for("partition directory missing"), "{:#?}", b.seen);
+    let mut w = Wire::connect(port);
+    assert_eq!(latest_offset(&mut w, "lost", 0), 2);
+    assert_eq!(latest_offset(&mut w, "lost", 1), 0);
+}
