@@ -79,12 +79,14 @@ impl ProducerTable {
             return SeqCheck::Append;
         }
         let Some(e) = self.producers.get(&h.producer_id) else {
-            // A producer this partition has not seen (new, or older than
-            // what the table remembers): only a first batch is in order.
+            // A producer this partition has not seen: a first batch starts
+            // it; anything later means its state was forgotten (evicted, or
+            // its batches are gone), which Kafka answers with
+            // UNKNOWN_PRODUCER_ID so the client can reset its sequence.
             return if h.base_sequence == 0 {
                 SeqCheck::Append
             } else {
-                SeqCheck::Refuse(ResponseError::OutOfOrderSequenceNumber.code())
+                SeqCheck::Refuse(ResponseError::UnknownProducerId.code())
             };
         };
         if h.producer_epoch < e.epoch {
@@ -265,7 +267,10 @@ mod tests {
     fn sequence_rules() {
         let mut t = ProducerTable::default();
         let ooo = ResponseError::OutOfOrderSequenceNumber.code();
-        assert_eq!(t.check(&header(7, 0, 5, 1)), SeqCheck::Refuse(ooo));
+        assert_eq!(
+            t.check(&header(7, 0, 5, 1)),
+            SeqCheck::Refuse(ResponseError::UnknownProducerId.code())
+        );
         let mut offset = 0;
         for i in 0..8 {
             let h = header(7, 0, i * 10, 10);

@@ -68,7 +68,7 @@ fn idempotent_retries_are_not_written_twice() {
         let (code, _) = produce(&mut w, "idem", p, idempotent_batch(2, other, 0, 4));
         assert_eq!(
             code,
-            ResponseError::OutOfOrderSequenceNumber.code(),
+            ResponseError::UnknownProducerId.code(),
             "unknown producer mid-sequence"
         );
         assert_eq!(latest_offset(&mut w, "idem", p), 5);

@@ -257,8 +257,12 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
             SeqCheck::Refuse(code) => Outcome {
                 error: code,
                 message: Some(format!(
-                    "producer {} epoch {} sequence {} is out of order",
-                    h.producer_id, h.producer_epoch, h.base_sequence
+                    "producer {} epoch {} sequence {} refused: {}",
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    ResponseError::try_from_code(code)
+                        .map_or("error".to_string(), |e| format!("{e:?}"))
                 )),
                 base_offset: -1,
                 log_append_time_ms: -1,
