@@ -59,7 +59,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(reason) = serve(&shard, stream).await {
+            if let Err(reason) = serve(&shard, stream, &peer).await {
                 tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
             open.set(open.get() - 1);
@@ -85,7 +85,7 @@ struct InFlight {
 
 /// Serves one connection until the client closes it or sends something
 /// that cannot be answered; returns why it ended.
-async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
+async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut rd, wr) = futures_lite::io::split(stream);
@@ -98,7 +98,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
         done.answered.notify_all();
         r
     });
-    let read = read_requests(shard, &mut rd, &tx, &inflight).await;
+    let read = read_requests(shard, &mut rd, &tx, &inflight, peer).await;
     drop(tx);
     let written = writer.await;
     read.and(written)
@@ -136,6 +136,7 @@ async fn read_requests(
     rd: &mut futures_lite::io::ReadHalf<TcpStream>,
     tx: &local_channel::LocalSender<Pending>,
     inflight: &InFlight,
+    peer: &str,
 ) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
@@ -180,7 +181,7 @@ async fn read_requests(
         let size = frame.len();
         let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
-            Ok(req) => match apis::dispatch(shard, req, range).await {
+            Ok(req) => match apis::dispatch(shard, req, range, peer).await {
                 Reply::Nothing => continue,
                 Reply::Now(a) => Pending::Ready(a, size),
                 Reply::Later(f) => Pending::Waiting(glommio::spawn_local(f).detach(), size),

@@ -8,6 +8,7 @@ pub mod apis;
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod groups;
 pub mod metadata;
 pub mod producers;
 pub mod serve;

@@ -22,6 +22,7 @@ use sluice_storage::{PartitionLog, ShardCache, SystemClock};
 
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
+use crate::groups::Coordinator;
 use crate::metadata::{partition_dir, SharedSnapshot};
 use crate::producers::ProducerTable;
 
@@ -131,6 +132,7 @@ pub struct Shard {
     partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     cache: Rc<ShardCache>,
     pub controller: Option<Controller>,
+    coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     pub stats: Cell<ShardStats>,
 }
 
@@ -152,8 +154,25 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             cache: ShardCache::new(cache_bytes_max),
             controller,
+            coordinator: std::cell::OnceCell::new(),
             stats: Cell::new(ShardStats::default()),
         })
+    }
+
+    /// Opens this shard's group coordinator (its offsets log is replayed).
+    pub async fn open_coordinator(&self) -> Result<Rc<Coordinator>, sluice_storage::StorageError> {
+        let dir = crate::groups::offsets_dir(&self.cfg.data_dir, self.id);
+        let store = crate::groups::offsets::OffsetStore::open(&dir, &self.cache).await?;
+        let c = Rc::new(Coordinator::new(store));
+        assert!(self.coordinator.set(c.clone()).is_ok(), "opened once");
+        Ok(c)
+    }
+
+    /// The coordinator of the groups that hash to this shard.
+    pub fn coordinator(&self) -> &Rc<Coordinator> {
+        self.coordinator
+            .get()
+            .expect("the coordinator opens before the shard listens")
     }
 
     /// The controller; only shard 0 has one, and only work sent to shard 0
@@ -322,8 +341,13 @@ impl Shard {
         self.partitions.borrow().values().cloned().collect()
     }
 
-    /// Closes every partition cleanly (shutdown).
+    /// Closes every partition, and the offsets log, cleanly (shutdown).
     pub async fn close_all(&self) {
+        if let Some(c) = self.coordinator.get() {
+            if let Err(e) = c.offsets.close().await {
+                tracing::error!(shard = self.id, error = %e, "offsets log close failed");
+            }
+        }
         let parts: Vec<Rc<Partition>> = self
             .partitions
             .borrow_mut()

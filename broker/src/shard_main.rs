@@ -45,7 +45,17 @@ pub async fn run_shard(start: ShardStart) {
         start.cache_bytes_max,
     );
     let inbox = glommio::spawn_local(shard.clone().run_inbox(start.inbox)).detach();
-    let failed = shard.apply(start.snap, &Default::default()).await;
+    let mut failed = shard.apply(start.snap, &Default::default()).await;
+    let ticks = match shard.open_coordinator().await {
+        Ok(c) => Some(glommio::spawn_local(c.run_ticks()).detach()),
+        Err(e) => {
+            failed.push((
+                crate::groups::offsets_dir(&start.cfg.data_dir, id),
+                e.to_string(),
+            ));
+            None
+        }
+    };
     let owned = shard.owned();
     let mut report = ShardReady {
         shard: id,
@@ -89,6 +99,9 @@ pub async fn run_shard(start: ShardStart) {
         a.cancel();
     }
     housekeeping.cancel();
+    if let Some(t) = ticks {
+        t.cancel();
+    }
     shard.close_all().await;
     let s = shard.stats.get();
     tracing::info!(

@@ -437,16 +437,12 @@ fn bad_input_is_refused_and_the_broker_keeps_serving() {
         "nothing written by refused batches"
     );
     // An API this broker does not serve gets an error answer.
-    let r: FindCoordinatorResponse = w.call(
-        ApiKey::FindCoordinator,
-        4,
-        &FindCoordinatorRequest::default()
-            .with_coordinator_keys(vec![StrBytes::from_static_str("g")]),
+    let r: DescribeClusterResponse = w.call(
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
     );
-    assert_eq!(
-        r.coordinators[0].error_code,
-        ResponseError::CoordinatorNotAvailable.code()
-    );
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
     still_serves(port, &mut n);
 
     // One log line per closed connection, and no panic.
@@ -467,15 +463,6 @@ fn unserved_apis_get_an_answer_or_a_close() {
         };
     }
     let requests = defaults! {
-        FindCoordinator => FindCoordinatorRequest,
-        JoinGroup => JoinGroupRequest,
-        SyncGroup => SyncGroupRequest,
-        Heartbeat => HeartbeatRequest,
-        LeaveGroup => LeaveGroupRequest,
-        OffsetCommit => OffsetCommitRequest,
-        OffsetFetch => OffsetFetchRequest,
-        ListGroups => ListGroupsRequest,
-        DescribeGroups => DescribeGroupsRequest,
         DeleteGroups => DeleteGroupsRequest,
         OffsetDelete => OffsetDeleteRequest,
         SaslHandshake => SaslHandshakeRequest,
@@ -624,6 +611,91 @@ fn every_served_api_at_every_version() {
                             .with_name(name("no-such"))
                             .with_count(3),
                     ]),
+                ),
+                ApiKey::FindCoordinator => RequestKind::FindCoordinator(
+                    FindCoordinatorRequest::default()
+                        .with_key(if version < 4 {
+                            StrBytes::from_static_str("g")
+                        } else {
+                            StrBytes::default()
+                        })
+                        .with_coordinator_keys(if version >= 4 {
+                            vec![StrBytes::from_static_str("g")]
+                        } else {
+                            vec![]
+                        }),
+                ),
+                ApiKey::JoinGroup => RequestKind::JoinGroup(
+                    JoinGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(format!("g{version}"))))
+                        .with_session_timeout_ms(10_000)
+                        .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+                        .with_protocol_type(StrBytes::from_static_str("consumer"))
+                        .with_group_instance_id(None)
+                        .with_protocols(vec![
+                            join_group_request::JoinGroupRequestProtocol::default()
+                                .with_name(StrBytes::from_static_str("range"))
+                                .with_metadata(bytes::Bytes::from_static(b"m")),
+                        ]),
+                ),
+                ApiKey::SyncGroup => RequestKind::SyncGroup(
+                    SyncGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_group_instance_id(None),
+                ),
+                ApiKey::Heartbeat => RequestKind::Heartbeat(
+                    HeartbeatRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_group_instance_id(None),
+                ),
+                ApiKey::LeaveGroup => RequestKind::LeaveGroup(if version >= 3 {
+                    LeaveGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_members(vec![leave_group_request::MemberIdentity::default()
+                            .with_member_id(StrBytes::from_static_str("m"))
+                            .with_group_instance_id(None)])
+                } else {
+                    LeaveGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_member_id(StrBytes::from_static_str("m"))
+                }),
+                ApiKey::OffsetCommit => {
+                    RequestKind::OffsetCommit(
+                        OffsetCommitRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(format!("oc{version}"))))
+                            .with_generation_id_or_member_epoch(-1)
+                            .with_group_instance_id(None)
+                            .with_topics(vec![
+                                offset_commit_request::OffsetCommitRequestTopic::default()
+                                    .with_name(name("vers"))
+                                    .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(2)
+                                    .with_committed_leader_epoch(if version >= 6 { 0 } else { -1 }),
+                            ]),
+                            ]),
+                    )
+                }
+                ApiKey::OffsetFetch => RequestKind::OffsetFetch(if version >= 8 {
+                    OffsetFetchRequest::default().with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("oc2")))
+                            .with_topics(None),
+                    ])
+                } else {
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("oc2")))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopic::default()
+                                .with_name(name("vers"))
+                                .with_partition_indexes(vec![0, 1]),
+                        ]))
+                }),
+                ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+                ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+                    DescribeGroupsRequest::default()
+                        .with_groups(vec![GroupId(StrBytes::from_static_str("g0"))]),
                 ),
                 other => panic!("no request template for {other:?}: add one"),
             };

@@ -167,6 +167,47 @@ pub fn walk_records(
     Ok(())
 }
 
+/// Calls `on_record(key, value)` for each record of an uncompressed batch
+/// body (the bytes after the header), in order. Headers are skipped.
+pub fn read_records<'a>(
+    body: &'a [u8],
+    record_count: i32,
+    mut on_record: impl FnMut(Option<&'a [u8]>, &'a [u8]),
+) -> Result<()> {
+    let mut pos = 0usize;
+    for n in 0..record_count {
+        let bad = |what: &str| StorageError::InvalidRecord(format!("record {n}: {what}"));
+        let len = read_varlong(body, &mut pos).ok_or_else(|| bad("truncated length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| bad("length runs past the batch"))?;
+        let rec = &body[..end];
+        let mut p = pos + 1; // attributes
+        read_varlong(rec, &mut p).ok_or_else(|| bad("truncated timestamp"))?;
+        read_varlong(rec, &mut p).ok_or_else(|| bad("truncated offset delta"))?;
+        let field = |p: &mut usize| -> Result<Option<&'a [u8]>> {
+            let l = read_varlong(rec, p).ok_or_else(|| bad("truncated field length"))?;
+            if l < 0 {
+                return Ok(None);
+            }
+            let e = p
+                .checked_add(l as usize)
+                .filter(|&e| e <= rec.len())
+                .ok_or_else(|| bad("field runs past the record"))?;
+            let f = &body[*p..e];
+            *p = e;
+            Ok(Some(f))
+        };
+        let key = field(&mut p)?;
+        let value = field(&mut p)?.unwrap_or_default();
+        on_record(key, value);
+        pos = end;
+    }
+    Ok(())
+}
+
 /// Validates one batch exactly as a producer sent it. Nothing about the
 /// offsets or epoch it carries is trusted: the log overwrites them.
 pub fn validate(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
@@ -497,6 +538,42 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::build::*;
+
+    /// Keys and values read back as they were built.
+    #[test]
+    fn read_records_gives_keys_and_values() {
+        let b = batch(&[
+            Record {
+                key: Some(b"k1"),
+                value: b"v1",
+                timestamp: 5,
+            },
+            Record {
+                key: None,
+                value: b"",
+                timestamp: 6,
+            },
+            Record {
+                key: Some(b""),
+                value: b"third value",
+                timestamp: 7,
+            },
+        ]);
+        let mut got = Vec::new();
+        super::read_records(&b[super::HEADER_BYTES..], 3, |k, v| {
+            got.push((k.map(|k| k.to_vec()), v.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (Some(b"k1".to_vec()), b"v1".to_vec()),
+                (None, vec![]),
+                (Some(vec![]), b"third value".to_vec())
+            ]
+        );
+        assert!(super::read_records(&b[super::HEADER_BYTES..b.len() - 3], 3, |_, _| {}).is_err());
+    }
     use super::*;
 
     // Proves a batch built by the test builder passes validation and that a

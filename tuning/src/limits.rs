@@ -129,3 +129,10 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// How often each shard runs its housekeeping: retention passes and
 /// producer-state checkpoints of the partitions it owns.
 pub const HOUSEKEEPING_INTERVAL_MS: u64 = 10_000;
+/// How often each coordinator checks its groups' session and rebalance
+/// timeouts.
+pub const GROUP_TICK_MS: u64 = 100;
+/// Session timeouts a group member may ask for (Kafka's
+/// group.min/max.session.timeout.ms).
+pub const GROUP_SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
+pub const GROUP_SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;

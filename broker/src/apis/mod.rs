@@ -24,12 +24,21 @@ mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 pub mod unsupported;
 
 /// (API, lowest version, highest version) served. The ceilings are the
@@ -39,6 +48,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -112,13 +130,29 @@ impl Ctx {
 
 /// Runs the handler for a decoded request. `frame` is the address range of
 /// the frame it was decoded from (to count copies of record bytes).
-pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize)) -> Reply {
+pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), peer: &str) -> Reply {
     let ctx = Ctx {
         api_key: req.api_key,
         version: req.version,
         correlation_id: req.header.correlation_id,
     };
     match req.body {
+        RequestKind::FindCoordinator(r) => Reply::Now(find_coordinator::handle(shard, ctx, r)),
+        RequestKind::JoinGroup(r) => {
+            let client = req
+                .header
+                .client_id
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            join_group::handle(shard, ctx, r, client, format!("/{peer}")).await
+        }
+        RequestKind::SyncGroup(r) => sync_group::handle(shard, ctx, r).await,
+        RequestKind::Heartbeat(r) => Reply::Now(heartbeat::handle(shard, ctx, r).await),
+        RequestKind::LeaveGroup(r) => Reply::Now(leave_group::handle(shard, ctx, r).await),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(shard, ctx, r).await,
+        RequestKind::OffsetFetch(r) => Reply::Now(offset_fetch::handle(shard, ctx, r).await),
+        RequestKind::ListGroups(r) => Reply::Now(list_groups::handle(shard, ctx, r).await),
+        RequestKind::DescribeGroups(r) => Reply::Now(describe_groups::handle(shard, ctx, r).await),
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle(ctx)),
         RequestKind::Metadata(r) => Reply::Now(metadata::handle(shard, ctx, r).await),
         RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame).await,

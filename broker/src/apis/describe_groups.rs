@@ -1,0 +1,62 @@
+//! DescribeGroups: state, protocol, and each member's id, client, host,
+//! metadata and assignment. An unknown group is described as Dead, as
+//! Kafka does.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::groups::coordinator_shard;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeGroupsRequest) -> ResponseChunks {
+    let s = StrBytes::from_string;
+    let mut out = Vec::new();
+    for id in req.groups {
+        let group = id.0.to_string();
+        let owner = coordinator_shard(&group, shard.shards);
+        let view = shard
+            .call(
+                owner,
+                move |sh| async move { sh.coordinator().describe(&group) },
+            )
+            .await;
+        let d = DescribedGroup::default()
+            .with_group_id(id)
+            .with_authorized_operations(i32::MIN);
+        out.push(match view {
+            Err(_) => d.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+            Ok(None) => d.with_group_state(StrBytes::from_static_str("Dead")),
+            Ok(Some(v)) => d
+                .with_group_state(StrBytes::from_static_str(v.state))
+                .with_protocol_type(s(v.protocol_type))
+                .with_protocol_data(s(v.protocol))
+                .with_members(
+                    v.members
+                        .into_iter()
+                        .map(|m| {
+                            let dm = DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment);
+                            if ctx.version >= 4 {
+                                dm.with_group_instance_id(m.instance_id.map(s))
+                            } else {
+                                dm
+                            }
+                        })
+                        .collect(),
+                ),
+        });
+    }
+    ctx.answer(ResponseKind::DescribeGroups(
+        DescribeGroupsResponse::default().with_groups(out),
+    ))
+}

@@ -1,0 +1,103 @@
+//! JoinGroup: forwarded to the group's coordinator shard; answered when
+//! the rebalance completes (or at once with MEMBER_ID_REQUIRED and a new
+//! member id, or an error).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_tuning::limits;
+
+use super::{Ctx, Reply};
+use crate::groups::coordinator_shard;
+use crate::groups::group::{JoinRequest, JoinResult};
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: JoinGroupRequest,
+    client_id: String,
+    peer: String,
+) -> Reply {
+    let group = req.group_id.0.to_string();
+    let session = req.session_timeout_ms;
+    let answer = move |r: JoinResult| {
+        let s = |v: String| StrBytes::from_string(v);
+        ctx.answer(ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(r.error)
+                .with_generation_id(r.generation)
+                .with_protocol_type(r.protocol_type.map(s))
+                .with_protocol_name(if ctx.version >= 7 {
+                    r.protocol_name.map(s)
+                } else {
+                    Some(s(r.protocol_name.unwrap_or_default()))
+                })
+                .with_leader(s(r.leader))
+                .with_member_id(s(r.member_id))
+                .with_members(
+                    r.members
+                        .into_iter()
+                        .map(|(id, instance, metadata)| {
+                            JoinGroupResponseMember::default()
+                                .with_member_id(s(id))
+                                .with_group_instance_id(instance.map(s))
+                                .with_metadata(metadata)
+                        })
+                        .collect(),
+                ),
+        ))
+    };
+    if group.is_empty() {
+        return Reply::Now(answer(JoinResult::error(ResponseError::InvalidGroupId, "")));
+    }
+    if !(limits::GROUP_SESSION_TIMEOUT_MS_MIN..=limits::GROUP_SESSION_TIMEOUT_MS_MAX)
+        .contains(&session)
+    {
+        return Reply::Now(answer(JoinResult::error(
+            ResponseError::InvalidSessionTimeout,
+            &req.member_id,
+        )));
+    }
+    let rebalance = if ctx.version >= 1 {
+        req.rebalance_timeout_ms
+    } else {
+        session
+    };
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.map(|i| i.to_string()),
+        client_id,
+        client_host: peer,
+        session_timeout: Duration::from_millis(session as u64),
+        rebalance_timeout: Duration::from_millis(rebalance.max(0) as u64),
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: ctx.version >= 4,
+    };
+    let owner = coordinator_shard(&group, shard.shards);
+    let rx = shard
+        .call(
+            owner,
+            move |s| async move { s.coordinator().join(&group, join) },
+        )
+        .await;
+    Reply::Later(Box::pin(async move {
+        let r = match rx {
+            Ok(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or_else(|_| JoinResult::error(ResponseError::CoordinatorNotAvailable, "")),
+            Err(_) => JoinResult::error(ResponseError::CoordinatorNotAvailable, ""),
+        };
+        answer(r)
+    }))
+}

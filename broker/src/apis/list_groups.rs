@@ -1,0 +1,49 @@
+//! ListGroups: every shard's groups (with members or committed offsets),
+//! filtered by state (v4+) and type (v5+).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListGroupsRequest) -> ResponseChunks {
+    let mut all = Vec::new();
+    for target in 0..shard.shards {
+        if let Ok(g) = shard
+            .call(target, |s| async move { s.coordinator().list() })
+            .await
+        {
+            all.extend(g);
+        }
+    }
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = all
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, protocol_type, state)| {
+            let g = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type));
+            let g = if ctx.version >= 4 {
+                g.with_group_state(StrBytes::from_static_str(state))
+            } else {
+                g
+            };
+            if ctx.version >= 5 {
+                g.with_group_type(StrBytes::from_static_str("classic"))
+            } else {
+                g
+            }
+        })
+        .collect();
+    ctx.answer(ResponseKind::ListGroups(
+        ListGroupsResponse::default().with_groups(groups),
+    ))
+}

@@ -1,0 +1,104 @@
+//! OffsetCommit: checked against the group's generation and member (or
+//! accepted from outside group management for a group without members),
+//! stored durably in the coordinator shard's offsets log, and answered
+//! only once durable.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{Ctx, Reply};
+use crate::groups::coordinator_shard;
+use crate::groups::offsets::{now_ms, Committed};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Reply {
+    let group = req.group_id.0.to_string();
+    let meta = shard.meta();
+    // Per partition: (topic name, index, Ok(commit) or an error code).
+    let mut slots = Vec::new();
+    let mut items = Vec::new();
+    let now = now_ms();
+    for t in &req.topics {
+        let topic = t.name.0.to_string();
+        for p in &t.partitions {
+            let known = meta.owner(&topic, p.partition_index).is_some();
+            slots.push((t.name.clone(), p.partition_index, known));
+            if known {
+                items.push((
+                    (group.clone(), topic.clone(), p.partition_index),
+                    Some(Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_time_ms: now,
+                    }),
+                ));
+            }
+        }
+    }
+    let member = req.member_id.to_string();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let generation = req.generation_id_or_member_epoch;
+    let owner = coordinator_shard(&group, shard.shards);
+    let done = shard
+        .call(owner, move |s| async move {
+            let (tx, rx) = flume::bounded::<i16>(1);
+            let c = s.coordinator().clone();
+            match c.check_commit(&group, &member, instance.as_deref(), generation) {
+                Err(code) => {
+                    let _ = tx.try_send(code);
+                }
+                Ok(()) => {
+                    glommio::spawn_local(async move {
+                        let code = match c.offsets.commit(items).await {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                tracing::error!(group, error = %e, "offset commit failed");
+                                e.kafka_code()
+                            }
+                        };
+                        let _ = tx.try_send(code);
+                    })
+                    .detach();
+                }
+            }
+            rx
+        })
+        .await;
+    Reply::Later(Box::pin(async move {
+        let code = match done {
+            Ok(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or(ResponseError::CoordinatorNotAvailable.code()),
+            Err(_) => ResponseError::CoordinatorNotAvailable.code(),
+        };
+        let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+        for (name, index, known) in slots {
+            let code = if known {
+                code
+            } else {
+                ResponseError::UnknownTopicOrPartition.code()
+            };
+            let p = OffsetCommitResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(code);
+            match topics.last_mut() {
+                Some(t) if t.name == name => t.partitions.push(p),
+                _ => topics.push(
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        ctx.answer(ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(topics),
+        ))
+    }))
+}

@@ -1,0 +1,154 @@
+//! OffsetFetch: committed offsets of one group (v0-7) or several (v8),
+//! for the partitions asked or, with none named, every partition the
+//! group committed. A partition without a commit answers offset -1.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    GroupId, OffsetFetchRequest, OffsetFetchResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::groups::coordinator_shard;
+use crate::groups::offsets::Committed;
+use crate::shard::Shard;
+
+/// (topic, partition, committed)
+type Found = Vec<(String, i32, Option<Committed>)>;
+
+async fn lookup(
+    shard: &Rc<Shard>,
+    group: String,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Found, i16> {
+    let owner = coordinator_shard(&group, shard.shards);
+    shard
+        .call(owner, move |s| async move {
+            let c = s.coordinator();
+            match wanted {
+                Some(topics) => topics
+                    .into_iter()
+                    .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
+                    .map(|(t, p)| {
+                        let got = c.committed(&(group.clone(), t.clone(), p));
+                        (t, p, got)
+                    })
+                    .collect(),
+                None => c
+                    .offsets
+                    .of_group(&group)
+                    .into_iter()
+                    .map(|(t, p, c)| (t, p, Some(c)))
+                    .collect(),
+            }
+        })
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable.code())
+}
+
+/// A topic's partitions and their commits (offset -1 where none).
+type TopicOffsets = (String, Vec<(i32, Committed)>);
+
+/// Groups consecutive entries of the same topic.
+fn by_topic(found: Found) -> Vec<TopicOffsets> {
+    let mut out: Vec<TopicOffsets> = Vec::new();
+    for (t, p, c) in found {
+        let c = c.unwrap_or(Committed {
+            offset: -1,
+            leader_epoch: -1,
+            metadata: Some(String::new()),
+            commit_time_ms: -1,
+        });
+        match out.last_mut() {
+            Some((name, parts)) if *name == t => parts.push((p, c)),
+            _ => out.push((t, vec![(p, c)])),
+        }
+    }
+    out
+}
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> ResponseChunks {
+    let s = StrBytes::from_string;
+    if ctx.version >= 8 {
+        let mut groups = Vec::new();
+        for g in req.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(
+                match lookup(shard, g.group_id.0.to_string(), wanted).await {
+                    Err(code) => out.with_error_code(code),
+                    Ok(found) => out.with_topics(
+                        by_topic(found)
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, c)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(c.offset)
+                                                    .with_committed_leader_epoch(c.leader_epoch)
+                                                    .with_metadata(c.metadata.map(s))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                },
+            );
+        }
+        return ctx.answer(ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default().with_groups(groups),
+        ));
+    }
+    let group: GroupId = req.group_id;
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let out = OffsetFetchResponse::default();
+    let out = match lookup(shard, group.0.to_string(), wanted).await {
+        Err(code) if ctx.version >= 2 => out.with_error_code(code),
+        Err(_) => out,
+        Ok(found) => out.with_topics(
+            by_topic(found)
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let leader_epoch =
+                                        if ctx.version >= 5 { c.leader_epoch } else { -1 };
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(c.offset)
+                                        .with_committed_leader_epoch(leader_epoch)
+                                        .with_metadata(c.metadata.map(s))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    };
+    ctx.answer(ResponseKind::OffsetFetch(out))
+}

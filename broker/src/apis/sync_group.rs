@@ -1,0 +1,53 @@
+//! SyncGroup: the leader's assignments go to every member; followers wait
+//! for the leader.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{Ctx, Reply};
+use crate::groups::coordinator_shard;
+use crate::groups::group::SyncResult;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply {
+    let group = req.group_id.0.to_string();
+    let member = req.member_id.to_string();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let generation = req.generation_id;
+    let assignments: Vec<(String, bytes::Bytes)> = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let owner = coordinator_shard(&group, shard.shards);
+    let rx = shard
+        .call(owner, move |s| async move {
+            s.coordinator().sync(
+                &group,
+                &member,
+                instance.as_deref(),
+                generation,
+                assignments,
+            )
+        })
+        .await;
+    Reply::Later(Box::pin(async move {
+        let r = match rx {
+            Ok(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or_else(|_| SyncResult::error(ResponseError::CoordinatorNotAvailable)),
+            Err(_) => SyncResult::error(ResponseError::CoordinatorNotAvailable),
+        };
+        ctx.answer(ResponseKind::SyncGroup(
+            SyncGroupResponse::default()
+                .with_error_code(r.error)
+                .with_protocol_type(r.protocol_type.map(StrBytes::from_string))
+                .with_protocol_name(r.protocol_name.map(StrBytes::from_string))
+                .with_assignment(r.assignment),
+        ))
+    }))
+}

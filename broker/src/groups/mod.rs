@@ -1,0 +1,230 @@
+//! The group coordinator. Every shard coordinates the groups whose id
+//! hashes to it (`coordinator_shard`); requests for a group that land on
+//! another shard are forwarded there like partition requests. A shard's
+//! coordinator holds its groups' state machines (`group.rs`) and their
+//! committed offsets (`offsets.rs`, durable in an internal log).
+
+pub mod group;
+pub mod offsets;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+
+use group::{Group, JoinRequest, JoinResult, State, SyncResult};
+use offsets::{Committed, OffsetKey, OffsetStore};
+
+/// The shard that coordinates `group`.
+pub fn coordinator_shard(group: &str, shards: usize) -> usize {
+    (crc32c::crc32c(group.as_bytes()) as usize) % shards.max(1)
+}
+
+/// The internal offsets log of a shard, under the data directory. The name
+/// cannot be a topic partition directory (`<topic>-<partition>`).
+pub fn offsets_dir(data_dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
+    data_dir.join(format!("__sluice-offsets.{shard}"))
+}
+
+/// What DescribeGroups shows of a member.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+pub struct Coordinator {
+    groups: RefCell<BTreeMap<String, Group>>,
+    pub offsets: OffsetStore,
+}
+
+impl Coordinator {
+    pub fn new(offsets: OffsetStore) -> Coordinator {
+        Coordinator {
+            groups: RefCell::new(BTreeMap::new()),
+            offsets,
+        }
+    }
+
+    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> R {
+        let mut groups = self.groups.borrow_mut();
+        let g = groups
+            .entry(id.to_string())
+            .or_insert_with(|| Group::new(id));
+        f(g)
+    }
+
+    pub fn join(&self, group: &str, req: JoinRequest) -> flume::Receiver<JoinResult> {
+        let (tx, rx) = flume::bounded(1);
+        self.with_group(group, |g| g.join(req, Instant::now(), tx));
+        rx
+    }
+
+    pub fn sync(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+    ) -> flume::Receiver<SyncResult> {
+        let (tx, rx) = flume::bounded(1);
+        self.with_group(group, |g| {
+            g.sync(
+                member_id,
+                instance_id,
+                generation,
+                assignments,
+                Instant::now(),
+                tx,
+            )
+        });
+        rx
+    }
+
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        match self.groups.borrow_mut().get_mut(group) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, Instant::now()),
+            None => ResponseError::UnknownMemberId.code(),
+        }
+    }
+
+    pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        match self.groups.borrow_mut().get_mut(group) {
+            Some(g) => g.leave(members, Instant::now()),
+            None => vec![ResponseError::UnknownMemberId.code(); members.len()],
+        }
+    }
+
+    /// Checks a commit against the group: generation -1 with no member is
+    /// a commit from outside group management (allowed while the group
+    /// has no members).
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), i16> {
+        let groups = self.groups.borrow();
+        let g = groups.get(group);
+        if generation < 0 && member_id.is_empty() {
+            return match g {
+                Some(g) if g.state != State::Empty => Err(ResponseError::UnknownMemberId.code()),
+                _ => Ok(()),
+            };
+        }
+        match g {
+            Some(g) => g.check_commit(member_id, instance_id, generation),
+            None => Err(ResponseError::UnknownMemberId.code()),
+        }
+    }
+
+    pub fn committed(&self, key: &OffsetKey) -> Option<Committed> {
+        self.offsets.get(key)
+    }
+
+    /// Groups with members or committed offsets: (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.borrow();
+        let mut out: BTreeMap<String, (String, &'static str)> = groups
+            .values()
+            .filter(|g| g.state != State::Empty || !self.offsets.of_group(&g.id).is_empty())
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    (
+                        g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                        g.state.name(),
+                    ),
+                )
+            })
+            .collect();
+        for id in self.offsets.groups() {
+            out.entry(id)
+                .or_insert(("consumer".into(), State::Empty.name()));
+        }
+        out.into_iter().map(|(id, (t, s))| (id, t, s)).collect()
+    }
+
+    pub fn describe(&self, group: &str) -> Option<GroupView> {
+        let groups = self.groups.borrow();
+        let Some(g) = groups.get(group) else {
+            return (!self.offsets.of_group(group).is_empty()).then(|| GroupView {
+                group_id: group.to_string(),
+                state: State::Empty.name(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: Vec::new(),
+            });
+        };
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupView {
+            group_id: g.id.clone(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Session and rebalance timeouts, every `GROUP_TICK_MS`.
+    pub async fn run_ticks(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(sluice_tuning::limits::GROUP_TICK_MS))
+                .await;
+            let now = Instant::now();
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                if g.tick(now) {
+                    tracing::info!(
+                        group = g.id,
+                        state = g.state.name(),
+                        generation = g.generation,
+                        members = g.members.len(),
+                        "group membership changed by a timeout"
+                    );
+                }
+            }
+            // Groups with no members and no offsets are forgotten.
+            groups.retain(|id, g| !g.is_idle() || !self.offsets.of_group(id).is_empty());
+        }
+    }
+}
