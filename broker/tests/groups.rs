@@ -295,6 +295,7 @@ fn committed(b: &Broker, group: &str, topic: &str) -> Vec<i64> {
     (0..4)
         .map(|p| match got.find_partition(topic, p).unwrap().offset() {
             Offset::Offset(o) => o,
+            Offset::Invalid => -1,
             other => panic!("partition {p}: {other:?}"),
         })
         .collect()
@@ -361,4 +362,43 @@ fn committed_offsets_survive_restart_and_kill() {
             ])),
     );
     assert_eq!(r.topics[0].partitions[0].committed_offset, -1);
+
+    // OffsetDelete removes one partition's commit; DeleteGroups removes a
+    // group and all its commits; an unknown group is not found.
+    let r: OffsetDeleteResponse = w.call(
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-clean")))
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("kept"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]),
+    );
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+    assert_eq!(committed(&b, "g-clean", "kept")[1..], [11, 12, 13]);
+    let r: DeleteGroupsResponse = w.call(
+        ApiKey::DeleteGroups,
+        2,
+        &DeleteGroupsRequest::default().with_groups_names(vec![
+            GroupId(StrBytes::from_static_str("g-kill")),
+            GroupId(StrBytes::from_static_str("never")),
+        ]),
+    );
+    let codes: Vec<i16> = r.results.iter().map(|g| g.error_code).collect();
+    assert_eq!(
+        codes,
+        [0, kafka_protocol::ResponseError::GroupIdNotFound.code()]
+    );
+    let listed: ListGroupsResponse = w.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    let names: Vec<String> = listed
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.to_string())
+        .collect();
+    assert_eq!(names, ["g-clean"]);
 }

@@ -463,8 +463,6 @@ fn unserved_apis_get_an_answer_or_a_close() {
         };
     }
     let requests = defaults! {
-        DeleteGroups => DeleteGroupsRequest,
-        OffsetDelete => OffsetDeleteRequest,
         SaslHandshake => SaslHandshakeRequest,
         SaslAuthenticate => SaslAuthenticateRequest,
         DeleteRecords => DeleteRecordsRequest,
@@ -696,6 +694,22 @@ fn every_served_api_at_every_version() {
                 ApiKey::DescribeGroups => RequestKind::DescribeGroups(
                     DescribeGroupsRequest::default()
                         .with_groups(vec![GroupId(StrBytes::from_static_str("g0"))]),
+                ),
+                ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+                    DeleteGroupsRequest::default()
+                        .with_groups_names(vec![GroupId(StrBytes::from_static_str("nope"))]),
+                ),
+                ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+                    OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("oc2")))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(name("vers"))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]),
                 ),
                 other => panic!("no request template for {other:?}: add one"),
             };

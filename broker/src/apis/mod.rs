@@ -22,6 +22,7 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_configs;
 mod describe_groups;
@@ -36,6 +37,7 @@ mod list_groups;
 mod list_offsets;
 mod metadata;
 mod offset_commit;
+mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
@@ -57,6 +59,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -153,6 +157,8 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
         RequestKind::OffsetFetch(r) => Reply::Now(offset_fetch::handle(shard, ctx, r).await),
         RequestKind::ListGroups(r) => Reply::Now(list_groups::handle(shard, ctx, r).await),
         RequestKind::DescribeGroups(r) => Reply::Now(describe_groups::handle(shard, ctx, r).await),
+        RequestKind::DeleteGroups(r) => Reply::Now(delete_groups::handle(shard, ctx, r).await),
+        RequestKind::OffsetDelete(r) => Reply::Now(offset_delete::handle(shard, ctx, r).await),
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle(ctx)),
         RequestKind::Metadata(r) => Reply::Now(metadata::handle(shard, ctx, r).await),
         RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame).await,

@@ -53,19 +53,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
                 Err(code) => {
                     let _ = tx.try_send(code);
                 }
-                Ok(()) => {
-                    glommio::spawn_local(async move {
-                        let code = match c.offsets.commit(items).await {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                tracing::error!(group, error = %e, "offset commit failed");
-                                e.kafka_code()
-                            }
-                        };
-                        let _ = tx.try_send(code);
-                    })
-                    .detach();
-                }
+                Ok(()) => c.spawn_commit(items, tx),
             }
             rx
         })

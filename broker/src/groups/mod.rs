@@ -28,6 +28,33 @@ pub fn offsets_dir(data_dir: &std::path::Path, shard: usize) -> std::path::PathB
     data_dir.join(format!("__sluice-offsets.{shard}"))
 }
 
+/// The topics of a consumer-protocol subscription (ConsumerProtocol
+/// Subscription: version, topic names, ...); empty when it is not one.
+pub fn subscription_topics(meta: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(n) = meta
+        .get(2..6)
+        .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
+    else {
+        return out;
+    };
+    let mut at = 6;
+    for _ in 0..n.clamp(0, 10_000) {
+        let Some(len) = meta
+            .get(at..at + 2)
+            .map(|b| i16::from_be_bytes(b.try_into().unwrap()))
+        else {
+            break;
+        };
+        let Some(name) = meta.get(at + 2..at + 2 + len.max(0) as usize) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(name).into_owned());
+        at += 2 + len.max(0) as usize;
+    }
+    out
+}
+
 /// What DescribeGroups shows of a member.
 #[derive(Debug, Clone)]
 pub struct MemberView {
@@ -203,6 +230,106 @@ impl Coordinator {
                 })
                 .collect(),
         })
+    }
+
+    /// DeleteGroups: a group without members loses its offsets and is
+    /// forgotten. Answered once the deletion is durable.
+    pub fn delete_group(self: &Rc<Self>, group: &str) -> flume::Receiver<i16> {
+        let (tx, rx) = flume::bounded(1);
+        let known = self.groups.borrow().get(group).map(|g| g.is_idle());
+        let offsets = self.offsets.of_group(group);
+        match known {
+            Some(false) => {
+                let _ = tx.try_send(ResponseError::NonEmptyGroup.code());
+            }
+            None if offsets.is_empty() => {
+                let _ = tx.try_send(ResponseError::GroupIdNotFound.code());
+            }
+            _ => {
+                self.groups.borrow_mut().remove(group);
+                let items = offsets
+                    .into_iter()
+                    .map(|(t, p, _)| ((group.to_string(), t, p), None))
+                    .collect();
+                self.spawn_commit(items, tx);
+            }
+        }
+        rx
+    }
+
+    /// OffsetDelete: removes a group's offsets for partitions of topics
+    /// its members are not subscribed to. Returns the group's error, then
+    /// one code per partition, once durable.
+    pub fn delete_offsets(
+        self: &Rc<Self>,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> flume::Receiver<(i16, Vec<i16>)> {
+        let (tx, rx) = flume::bounded(1);
+        let groups = self.groups.borrow();
+        let g = groups.get(group);
+        if g.is_none() && self.offsets.of_group(group).is_empty() {
+            let _ = tx.try_send((ResponseError::GroupIdNotFound.code(), Vec::new()));
+            return rx;
+        }
+        let subscribed = |topic: &str| {
+            g.is_some_and(|g| {
+                g.members.values().any(|m| {
+                    m.protocols
+                        .iter()
+                        .any(|(_, meta)| subscription_topics(meta).iter().any(|t| t == topic))
+                })
+            })
+        };
+        let codes: Vec<i16> = partitions
+            .iter()
+            .map(|(t, _)| {
+                if subscribed(t) {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        drop(groups);
+        let items = partitions
+            .into_iter()
+            .zip(&codes)
+            .filter(|(_, &c)| c == 0)
+            .map(|((t, p), _)| ((group.to_string(), t, p), None))
+            .collect();
+        let (done_tx, done_rx) = flume::bounded(1);
+        self.spawn_commit(items, done_tx);
+        glommio::spawn_local(async move {
+            let code = done_rx
+                .recv_async()
+                .await
+                .unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+            let _ = tx.try_send((code, codes));
+        })
+        .detach();
+        rx
+    }
+
+    /// Stores offset changes durably on a task of its own; the error code
+    /// (0 on success) comes on `tx`.
+    pub fn spawn_commit(
+        self: &Rc<Self>,
+        items: Vec<(OffsetKey, Option<Committed>)>,
+        tx: flume::Sender<i16>,
+    ) {
+        let c = self.clone();
+        glommio::spawn_local(async move {
+            let code = match c.offsets.commit(items).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "offsets not stored");
+                    e.kafka_code()
+                }
+            };
+            let _ = tx.try_send(code);
+        })
+        .detach();
     }
 
     /// Session and rebalance timeouts, every `GROUP_TICK_MS`.

@@ -1,0 +1,40 @@
+//! DeleteGroups: groups without members lose their committed offsets.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::groups::coordinator_shard;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteGroupsRequest) -> ResponseChunks {
+    let mut results = Vec::new();
+    for id in req.groups_names {
+        let group = id.0.to_string();
+        let owner = coordinator_shard(&group, shard.shards);
+        let rx = shard
+            .call(owner, move |s| async move {
+                s.coordinator().delete_group(&group)
+            })
+            .await;
+        let code = match rx {
+            Ok(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or(ResponseError::CoordinatorNotAvailable.code()),
+            Err(_) => ResponseError::CoordinatorNotAvailable.code(),
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    ctx.answer(ResponseKind::DeleteGroups(
+        DeleteGroupsResponse::default().with_results(results),
+    ))
+}

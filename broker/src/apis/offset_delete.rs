@@ -1,0 +1,67 @@
+//! OffsetDelete: a group's committed offsets for partitions of topics none
+//! of its members subscribes to.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+use sluice_net::response::ResponseChunks;
+
+use super::Ctx;
+use crate::groups::coordinator_shard;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> ResponseChunks {
+    let group = req.group_id.0.to_string();
+    let asked: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let owner = coordinator_shard(&group, shard.shards);
+    let rx = shard
+        .call(owner, move |s| async move {
+            s.coordinator().delete_offsets(&group, asked)
+        })
+        .await;
+    let (code, codes) = match rx {
+        Ok(rx) => rx
+            .recv_async()
+            .await
+            .unwrap_or((ResponseError::CoordinatorNotAvailable.code(), Vec::new())),
+        Err(_) => (ResponseError::CoordinatorNotAvailable.code(), Vec::new()),
+    };
+    let out = OffsetDeleteResponse::default().with_error_code(code);
+    let out = if code != 0 {
+        out
+    } else {
+        let mut codes = codes.into_iter();
+        out.with_topics(
+            req.topics
+                .into_iter()
+                .map(|t| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(codes.next().unwrap_or(0))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    };
+    ctx.answer(ResponseKind::OffsetDelete(out))
+}
