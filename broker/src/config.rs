@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Per-shard cache budget in bytes; default: a fair share of memory.
     #[arg(long, env = "SLUICE_CACHE_BYTES_MAX")]
     pub cache_bytes_max: Option<usize>,
+    /// Committed offsets of empty groups (and of deleted topics) expire
+    /// after this many minutes. Default 10080 (7 days).
+    #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<u64>,
 }
 
 /// The same settings in a TOML file.
@@ -63,6 +67,8 @@ struct FileConfig {
     default_partitions: Option<u32>,
     #[serde(alias = "cache_bytes_max")]
     cache_bytes_max: Option<usize>,
+    #[serde(alias = "offsets_retention_minutes")]
+    offsets_retention_minutes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,7 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub cache_bytes_max: Option<usize>,
+    pub offsets_retention_minutes: u64,
 }
 
 impl BrokerConfig {
@@ -107,6 +114,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             cache_bytes_max: None,
+            offsets_retention_minutes: limits::OFFSETS_RETENTION_MINUTES_DEFAULT,
         }
     }
 
@@ -159,6 +167,10 @@ impl BrokerConfig {
             ));
         }
         cfg.cache_bytes_max = args.cache_bytes_max.or(file.cache_bytes_max);
+        cfg.offsets_retention_minutes = args
+            .offsets_retention_minutes
+            .or(file.offsets_retention_minutes)
+            .unwrap_or(limits::OFFSETS_RETENTION_MINUTES_DEFAULT);
         Ok(cfg)
     }
 }

@@ -162,7 +162,13 @@ impl Shard {
     /// Opens this shard's group coordinator (its offsets log is replayed).
     pub async fn open_coordinator(&self) -> Result<Rc<Coordinator>, sluice_storage::StorageError> {
         let dir = crate::groups::offsets_dir(&self.cfg.data_dir, self.id);
-        let store = crate::groups::offsets::OffsetStore::open(&dir, &self.cache).await?;
+        let store = crate::groups::offsets::OffsetStore::open(
+            &dir,
+            &self.cache,
+            sluice_tuning::limits::OFFSETS_SEGMENT_BYTES,
+            sluice_tuning::limits::OFFSETS_COMPACT_BYTES_MIN,
+        )
+        .await?;
         let c = Rc::new(Coordinator::new(store));
         assert!(self.coordinator.set(c.clone()).is_ok(), "opened once");
         Ok(c)

@@ -47,7 +47,7 @@ pub async fn run_shard(start: ShardStart) {
     let inbox = glommio::spawn_local(shard.clone().run_inbox(start.inbox)).detach();
     let mut failed = shard.apply(start.snap, &Default::default()).await;
     let ticks = match shard.open_coordinator().await {
-        Ok(c) => Some(glommio::spawn_local(c.run_ticks()).detach()),
+        Ok(c) => Some(glommio::spawn_local(c.run_ticks(shard.clone())).detach()),
         Err(e) => {
             failed.push((
                 crate::groups::offsets_dir(&start.cfg.data_dir, id),

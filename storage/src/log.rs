@@ -879,6 +879,17 @@ impl PartitionLog {
     /// timestamp) or beyond `retention.bytes`, oldest first, never the active
     /// segment and never above the high watermark; advances the log start.
     pub async fn apply_retention(&self) -> Result<RetentionOutcome> {
+        self.delete_segments(None).await
+    }
+
+    /// Deletes the whole segments that hold only offsets below `offset`
+    /// (never the active segment, never above the high watermark), as
+    /// retention does; the log start moves up to the first kept segment.
+    pub async fn delete_segments_below(&self, offset: i64) -> Result<RetentionOutcome> {
+        self.delete_segments(Some(offset)).await
+    }
+
+    async fn delete_segments(&self, below: Option<i64>) -> Result<RetentionOutcome> {
         let _s = self.sync_lock.acquire_permit(1).await.map_err(closed)?;
         let _a = self.append_lock.acquire_permit(1).await.map_err(closed)?;
         let now = self.clock.now_ms();
@@ -890,10 +901,17 @@ impl PartitionLog {
             let mut doomed = Vec::new();
             let count = inner.segments.len();
             for seg in inner.segments.values().take(count - 1) {
-                let by_time = cfg.retention_ms >= 0 && now - seg.max_timestamp > cfg.retention_ms;
-                let by_size =
-                    cfg.retention_bytes >= 0 && remaining - seg.size >= cfg.retention_bytes as u64;
-                if !(by_time || by_size) || seg.next_offset > inner.high_watermark {
+                let doomed_here = match below {
+                    Some(offset) => seg.next_offset <= offset,
+                    None => {
+                        let by_time =
+                            cfg.retention_ms >= 0 && now - seg.max_timestamp > cfg.retention_ms;
+                        let by_size = cfg.retention_bytes >= 0
+                            && remaining - seg.size >= cfg.retention_bytes as u64;
+                        by_time || by_size
+                    }
+                };
+                if !doomed_here || seg.next_offset > inner.high_watermark {
                     break;
                 }
                 remaining -= seg.size;

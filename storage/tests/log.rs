@@ -410,6 +410,37 @@ fn roll_and_retention_delete_files() {
     });
 }
 
+// Proves delete_segments_below removes exactly the whole segments below
+// an offset, never the one holding it, and never above the high watermark.
+#[test]
+fn delete_segments_below_an_offset() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1_000_000, 1 << 20);
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        for _ in 0..100 {
+            log.append(build::uniform(2, 300, 1_000_000)).await.unwrap();
+        }
+        let segs = log.segments();
+        assert!(segs.len() > 4);
+        let target = segs[3].base_offset + 1;
+        let out = log.delete_segments_below(target).await.unwrap();
+        assert_eq!(out.deleted_segments, 0, "nothing above the high watermark");
+        log.set_high_watermark(log.log_end_offset());
+        let out = log.delete_segments_below(target).await.unwrap();
+        assert_eq!(
+            out.deleted_segments, 3,
+            "segments 0..3 end below the target"
+        );
+        assert_eq!(log.log_start_offset(), segs[3].base_offset);
+        let batches = read_all(&log, log.log_start_offset()).await;
+        assert_eq!(batches.last().unwrap().next_offset(), 200);
+        let out = log.delete_segments_below(i64::MAX).await.unwrap();
+        assert_eq!(log.segments().len(), 1, "the active segment stays");
+        assert_eq!(out.log_start_offset, segs.last().unwrap().base_offset);
+        log.close().await.unwrap();
+    });
+}
+
 // Proves out-of-range configuration values are refused.
 #[test]
 fn config_limits_are_enforced() {

@@ -136,3 +136,13 @@ pub const GROUP_TICK_MS: u64 = 100;
 /// group.min/max.session.timeout.ms).
 pub const GROUP_SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
 pub const GROUP_SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
+/// Segment size of each shard's internal offsets log: small, so that
+/// compaction can delete whole segments soon after a checkpoint.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes appended to an offsets log before it is compacted (at least; and
+/// at least twice its last checkpoint).
+pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 64 * 1024 * 1024;
+/// How often committed offsets are checked for expiry.
+pub const OFFSETS_EXPIRY_CHECK_MS: u64 = 60_000;
+/// Kafka's offsets.retention.minutes default: 7 days.
+pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use sluice_tuning::limits;
 
 use group::{Group, JoinRequest, JoinResult, State, SyncResult};
 use offsets::{Committed, OffsetKey, OffsetStore};
@@ -332,26 +333,66 @@ impl Coordinator {
         .detach();
     }
 
-    /// Session and rebalance timeouts, every `GROUP_TICK_MS`.
-    pub async fn run_ticks(self: Rc<Self>) {
+    /// Session and rebalance timeouts every `GROUP_TICK_MS`; offsets log
+    /// compaction when due; offsets expiry every `OFFSETS_EXPIRY_CHECK_MS`.
+    pub async fn run_ticks(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
+        let mut last_expiry = Instant::now();
         loop {
-            glommio::timer::sleep(Duration::from_millis(sluice_tuning::limits::GROUP_TICK_MS))
-                .await;
+            glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
             let now = Instant::now();
-            let mut groups = self.groups.borrow_mut();
-            for g in groups.values_mut() {
-                if g.tick(now) {
-                    tracing::info!(
-                        group = g.id,
-                        state = g.state.name(),
-                        generation = g.generation,
-                        members = g.members.len(),
-                        "group membership changed by a timeout"
-                    );
+            {
+                let mut groups = self.groups.borrow_mut();
+                for g in groups.values_mut() {
+                    if g.tick(now) {
+                        tracing::info!(
+                            group = g.id,
+                            state = g.state.name(),
+                            generation = g.generation,
+                            members = g.members.len(),
+                            "group membership changed by a timeout"
+                        );
+                    }
                 }
+                // Groups with no members and no offsets are forgotten.
+                groups.retain(|id, g| !g.is_idle() || !self.offsets.of_group(id).is_empty());
             }
-            // Groups with no members and no offsets are forgotten.
-            groups.retain(|id, g| !g.is_idle() || !self.offsets.of_group(id).is_empty());
+            if let Err(e) = self.offsets.maybe_compact().await {
+                tracing::error!(shard = shard.id, error = %e, "offsets log compaction failed");
+            }
+            if now.duration_since(last_expiry)
+                >= Duration::from_millis(limits::OFFSETS_EXPIRY_CHECK_MS)
+            {
+                last_expiry = now;
+                self.expire(&shard).await;
+            }
+        }
+    }
+
+    /// Deletes the offsets of topics that no longer exist, and of empty
+    /// groups whose last commit is older than offsets.retention.minutes.
+    async fn expire(self: &Rc<Self>, shard: &crate::shard::Shard) {
+        let meta = shard.meta();
+        let retention_ms = (shard.cfg.offsets_retention_minutes as i64).saturating_mul(60_000);
+        let doomed = {
+            let groups = self.groups.borrow();
+            self.offsets.expired(
+                offsets::now_ms(),
+                retention_ms,
+                |t| meta.topic(t).is_some(),
+                |g| groups.get(g).is_none_or(|g| g.is_idle()),
+            )
+        };
+        if doomed.is_empty() {
+            return;
+        }
+        let n = doomed.len();
+        match self
+            .offsets
+            .commit(doomed.into_iter().map(|k| (k, None)).collect())
+            .await
+        {
+            Ok(()) => tracing::info!(shard = shard.id, offsets = n, "expired committed offsets"),
+            Err(e) => tracing::error!(shard = shard.id, error = %e, "offsets expiry failed"),
         }
     }
 }

@@ -4,6 +4,13 @@
 //! of records (key: group, topic, partition; value: offset, leader epoch,
 //! commit time, metadata; an empty value deletes) and is answered only
 //! once the batch is durable. On start the log is replayed into memory.
+//!
+//! Compaction keeps the replay short: once more than
+//! `max(compact_bytes_min, 2 x the last checkpoint)` has been appended
+//! since the last checkpoint, the whole current map is appended again as
+//! a checkpoint and every segment wholly before it is deleted. A replay
+//! then reads at most one segment of older records, the checkpoint, and
+//! what came after it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,7 +35,16 @@ pub type OffsetKey = (String, String, i32);
 pub struct OffsetStore {
     log: Rc<PartitionLog>,
     offsets: std::cell::RefCell<BTreeMap<OffsetKey, Committed>>,
+    /// Orders appends against checkpoints: a checkpoint must not be
+    /// written between a commit's append and its map update.
+    lock: glommio::sync::Semaphore,
+    appended_since_checkpoint: std::cell::Cell<u64>,
+    checkpoint_bytes: std::cell::Cell<u64>,
+    compact_bytes_min: u64,
 }
+
+/// Records per checkpoint batch.
+const CHECKPOINT_BATCH_RECORDS: usize = 1000;
 
 fn encode_key(k: &OffsetKey) -> Vec<u8> {
     let mut b = Vec::with_capacity(8 + k.0.len() + k.1.len());
@@ -93,9 +109,20 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 
 impl OffsetStore {
     /// Opens (recovering) the log and replays it.
-    pub async fn open(dir: &Path, cache: &Rc<ShardCache>) -> Result<OffsetStore, StorageError> {
-        let log =
-            PartitionLog::open(dir, LogConfig::default(), cache, Rc::new(SystemClock)).await?;
+    pub async fn open(
+        dir: &Path,
+        cache: &Rc<ShardCache>,
+        segment_bytes: u64,
+        compact_bytes_min: u64,
+    ) -> Result<OffsetStore, StorageError> {
+        let cfg = LogConfig {
+            segment_bytes,
+            // Offsets are never deleted by age or size, only by compaction.
+            retention_ms: -1,
+            retention_bytes: -1,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir, cfg, cache, Rc::new(SystemClock)).await?;
         let mut offsets = BTreeMap::new();
         let mut at = log.log_start_offset();
         let end = log.log_end_offset();
@@ -125,13 +152,92 @@ impl OffsetStore {
             }
         }
         log.set_high_watermark(end);
+        let replayed: u64 = log.segments().iter().map(|s| s.bytes).sum();
         Ok(OffsetStore {
             log,
             offsets: std::cell::RefCell::new(offsets),
+            lock: glommio::sync::Semaphore::new(1),
+            appended_since_checkpoint: std::cell::Cell::new(replayed),
+            checkpoint_bytes: std::cell::Cell::new(0),
+            compact_bytes_min,
         })
     }
 
-    /// Stores commits (`None` deletes) durably, then makes them visible.
+    /// Bytes the log holds (what a replay would read).
+    pub fn log_bytes(&self) -> u64 {
+        self.log.segments().iter().map(|s| s.bytes).sum()
+    }
+
+    /// Appends records for `items` in batches; returns the last offset.
+    async fn append(&self, items: &[(OffsetKey, Option<Committed>)]) -> Result<i64, StorageError> {
+        let now = now_ms();
+        let mut last = -1;
+        for chunk in items.chunks(CHECKPOINT_BATCH_RECORDS) {
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| encode_key(k)).collect();
+            let values: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|(_, c)| c.as_ref().map(encode_value).unwrap_or_default())
+                .collect();
+            let records: Vec<build::Record<'_>> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| build::Record {
+                    key: Some(k),
+                    value: v,
+                    timestamp: now,
+                })
+                .collect();
+            let batch: Bytes = build::batch(&records);
+            let len = batch.len() as u64;
+            let info = self.log.append(batch).await?;
+            self.log.set_high_watermark(info.last_offset + 1);
+            self.appended_since_checkpoint
+                .set(self.appended_since_checkpoint.get() + len);
+            last = info.last_offset;
+        }
+        Ok(last)
+    }
+
+    /// Rewrites the current offsets as a checkpoint and deletes the
+    /// segments wholly before it, when enough has been appended since the
+    /// last one. Returns whether it compacted.
+    pub async fn maybe_compact(&self) -> Result<bool, StorageError> {
+        let due = self.compact_bytes_min.max(2 * self.checkpoint_bytes.get());
+        if self.appended_since_checkpoint.get() < due {
+            return Ok(false);
+        }
+        let (start, last) = {
+            let _l = self
+                .lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed)?;
+            let start = self.log.log_end_offset();
+            let items: Vec<(OffsetKey, Option<Committed>)> = self
+                .offsets
+                .borrow()
+                .iter()
+                .map(|(k, c)| (k.clone(), Some(c.clone())))
+                .collect();
+            self.appended_since_checkpoint.set(0);
+            let last = self.append(&items).await?;
+            self.checkpoint_bytes
+                .set(self.appended_since_checkpoint.get());
+            (start, last)
+        };
+        if last >= 0 {
+            self.log.wait_durable(last).await?;
+        }
+        let out = self.log.delete_segments_below(start).await?;
+        tracing::info!(log = %self.log.dir().display(), offsets = self.offsets.borrow().len(),
+            deleted_segments = out.deleted_segments, deleted_bytes = out.deleted_bytes,
+            "offsets log compacted");
+        Ok(true)
+    }
+
+    /// Stores commits (`None` deletes) durably. They are visible from the
+    /// moment they are appended (in append order, which a checkpoint must
+    /// see); the caller answers only once this returns.
     pub async fn commit(
         &self,
         items: Vec<(OffsetKey, Option<Committed>)>,
@@ -139,37 +245,46 @@ impl OffsetStore {
         if items.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| encode_key(k)).collect();
-        let values: Vec<Vec<u8>> = items
-            .iter()
-            .map(|(_, c)| c.as_ref().map(encode_value).unwrap_or_default())
-            .collect();
-        let now = now_ms();
-        let records: Vec<build::Record<'_>> = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| build::Record {
-                key: Some(k),
-                value: v,
-                timestamp: now,
-            })
-            .collect();
-        let batch: Bytes = build::batch(&records);
-        let info = self.log.append(batch).await?;
-        self.log.wait_durable(info.last_offset).await?;
-        self.log.set_high_watermark(info.last_offset + 1);
-        let mut offsets = self.offsets.borrow_mut();
-        for (k, c) in items {
-            match c {
-                Some(c) => {
-                    offsets.insert(k, c);
-                }
-                None => {
-                    offsets.remove(&k);
+        let last = {
+            let _l = self
+                .lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed)?;
+            let last = self.append(&items).await?;
+            let mut offsets = self.offsets.borrow_mut();
+            for (k, c) in items {
+                match c {
+                    Some(c) => {
+                        offsets.insert(k, c);
+                    }
+                    None => {
+                        offsets.remove(&k);
+                    }
                 }
             }
-        }
-        Ok(())
+            last
+        };
+        self.log.wait_durable(last).await
+    }
+
+    /// Offsets to expire: those of topics that no longer exist, and those
+    /// of `idle` groups committed longer than `retention_ms` ago.
+    pub fn expired(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        topic_exists: impl Fn(&str) -> bool,
+        idle: impl Fn(&str) -> bool,
+    ) -> Vec<OffsetKey> {
+        self.offsets
+            .borrow()
+            .iter()
+            .filter(|((g, t, _), c)| {
+                !topic_exists(t) || idle(g) && now_ms - c.commit_time_ms > retention_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     pub fn get(&self, key: &OffsetKey) -> Option<Committed> {
@@ -208,6 +323,115 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        sluice_storage::runtime::executor_builder(glommio::Placement::Unbound, 256 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// On the build's disk (O_DIRECT needs a real file system).
+    fn tempdir() -> tempfile::TempDir {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::Builder::new()
+            .prefix("sluice-offsets-")
+            .tempdir_in(base)
+            .unwrap()
+    }
+
+    fn commit_of(offset: i64) -> Committed {
+        Committed {
+            offset,
+            leader_epoch: 0,
+            metadata: Some("m".into()),
+            commit_time_ms: 1_000,
+        }
+    }
+
+    /// Many commits over few keys: compaction keeps the log (what a replay
+    /// reads) to about the size of the live offsets, and a reopened store
+    /// holds exactly the last commit of each key.
+    #[test]
+    fn compaction_bounds_the_log_and_keeps_the_latest() {
+        let dir = tempdir();
+        let path = dir.path().to_path_buf();
+        let (log_bytes, written) = run(move || async move {
+            let cache = ShardCache::new(8 << 20);
+            let s = OffsetStore::open(&path, &cache, 16 * 1024, 64 * 1024)
+                .await
+                .unwrap();
+            let mut written = 0u64;
+            for i in 0..3_000i64 {
+                let key = ("g".to_string(), format!("t{}", i % 20), 0);
+                s.commit(vec![(key, Some(commit_of(i)))]).await.unwrap();
+                written += 100;
+                s.maybe_compact().await.unwrap();
+            }
+            s.commit(vec![(("g".into(), "t0".into(), 0), None)])
+                .await
+                .unwrap();
+            let b = s.log_bytes();
+            s.close().await.unwrap();
+            (b, written)
+        });
+        assert!(
+            log_bytes < written / 4,
+            "log {log_bytes} bytes after {written} written"
+        );
+        let path = dir.path().to_path_buf();
+        let got = run(move || async move {
+            let cache = ShardCache::new(8 << 20);
+            let s = OffsetStore::open(&path, &cache, 16 * 1024, 64 * 1024)
+                .await
+                .unwrap();
+            let g = s.of_group("g");
+            s.close().await.unwrap();
+            g
+        });
+        assert_eq!(got.len(), 19, "t0 was deleted");
+        for (t, _, c) in got {
+            let k: i64 = t[1..].parse().unwrap();
+            assert_eq!(c.offset, 2_980 + k, "{t}: the last commit");
+        }
+    }
+
+    /// Offsets of deleted topics expire at once; those of idle groups after
+    /// the retention time; those of active groups never.
+    #[test]
+    fn expiry() {
+        let dir = tempdir();
+        let path = dir.path().to_path_buf();
+        let expired = run(move || async move {
+            let cache = ShardCache::new(8 << 20);
+            let s = OffsetStore::open(&path, &cache, 1 << 20, 1 << 20)
+                .await
+                .unwrap();
+            s.commit(vec![
+                (("idle".into(), "t".into(), 0), Some(commit_of(1))),
+                (("busy".into(), "t".into(), 0), Some(commit_of(1))),
+                (("busy".into(), "gone".into(), 0), Some(commit_of(1))),
+            ])
+            .await
+            .unwrap();
+            let early = s.expired(2_000, 10_000, |t| t != "gone", |g| g == "idle");
+            let late = s.expired(20_000, 10_000, |t| t != "gone", |g| g == "idle");
+            s.close().await.unwrap();
+            (early, late)
+        });
+        assert_eq!(expired.0, vec![("busy".into(), "gone".into(), 0)]);
+        assert_eq!(
+            expired.1,
+            vec![
+                ("busy".into(), "gone".into(), 0),
+                ("idle".into(), "t".into(), 0)
+            ]
+        );
+    }
 
     /// Keys and values encode and decode to the same thing.
     #[test]
