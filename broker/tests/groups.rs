@@ -402,3 +402,91 @@ fn committed_offsets_survive_restart_and_kill() {
         .collect();
     assert_eq!(names, ["g-clean"]);
 }
+
+/// Counts the rebalances a consumer goes through.
+#[derive(Clone, Default)]
+struct Rebalances(Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::ClientContext for Rebalances {}
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        _: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn static_consumer(b: &Broker, instance: &str, ctx: Rebalances) -> BaseConsumer<Rebalances> {
+    ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", "static")
+        .set("group.instance.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "300")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(ctx)
+        .unwrap()
+}
+
+fn assigned<C: rdkafka::consumer::ConsumerContext>(c: &BaseConsumer<C>) -> BTreeSet<i32> {
+    c.assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls both consumers until `done` holds of their assignments.
+fn poll_until<A: rdkafka::consumer::ConsumerContext, B: rdkafka::consumer::ConsumerContext>(
+    a: &BaseConsumer<A>,
+    b: &BaseConsumer<B>,
+    what: &str,
+    done: impl Fn(&BTreeSet<i32>, &BTreeSet<i32>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+        if done(&assigned(a), &assigned(b)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+    }
+}
+
+// A static member (group.instance.id) that restarts within its session
+// timeout gets its partitions back without a rebalance: the other member
+// goes through no rebalance at all, and keeps its partitions throughout.
+#[test]
+fn static_member_restarts_without_a_rebalance() {
+    let data = tempdir();
+    let b = Broker::start(data.path(), SHARDS, &[]);
+    create_topic(&b, "stat", 4);
+    let ra = Rebalances::default();
+    let a = static_consumer(&b, "a", ra.clone());
+    a.subscribe(&["stat"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned(&a).len() != 4 {
+        let _ = a.poll(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "a alone gets every partition");
+    }
+    let c1 = static_consumer(&b, "b", Rebalances::default());
+    c1.subscribe(&["stat"]).unwrap();
+    poll_until(&a, &c1, "a and b split the partitions", |x, y| {
+        x.len() == 2 && y.len() == 2 && x.is_disjoint(y)
+    });
+    let before = ra.0.load(Ordering::SeqCst);
+    let (a_parts, b_parts) = (assigned(&a), assigned(&c1));
+    // b stops without leaving (static members do not send LeaveGroup) and
+    // comes back with the same instance id.
+    drop(c1);
+    let c2 = static_consumer(&b, "b", Rebalances::default());
+    c2.subscribe(&["stat"]).unwrap();
+    poll_until(&a, &c2, "b has its partitions back", |_, y| *y == b_parts);
+    for _ in 0..20 {
+        let _ = a.poll(Duration::from_millis(50));
+        assert_eq!(assigned(&a), a_parts, "a keeps its partitions");
+    }
+    assert_eq!(ra.0.load(Ordering::SeqCst), before, "a saw no rebalance");
+}
