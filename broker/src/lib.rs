@@ -5,6 +5,7 @@
 //! `sluice_storage::PartitionLog`.
 
 pub mod apis;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod controller;

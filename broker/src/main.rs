@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice_broker::cli;
 
 /// The system allocator, plus the guard that keeps an untrusted frame's
 /// bogus element counts from aborting the process (see `sluice_net::guard`).
@@ -26,6 +27,34 @@ enum Command {
     /// Run the broker: open and recover the data directory, then serve
     /// until SIGINT or SIGTERM.
     Serve(sluice_broker::config::ServeArgs),
+    /// Create, list, describe, delete topics and alter their configs.
+    Topic {
+        #[command(subcommand)]
+        command: cli::TopicCommand,
+        #[command(flatten)]
+        common: cli::Common,
+    },
+    /// Produce one message per stdin line.
+    Produce {
+        #[command(flatten)]
+        args: cli::ProduceArgs,
+        #[command(flatten)]
+        common: cli::Common,
+    },
+    /// Print messages of a topic.
+    Consume {
+        #[command(flatten)]
+        args: cli::ConsumeArgs,
+        #[command(flatten)]
+        common: cli::Common,
+    },
+    /// List, describe, delete groups and reset their offsets.
+    Group {
+        #[command(subcommand)]
+        command: cli::GroupCommand,
+        #[command(flatten)]
+        common: cli::Common,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,14 +67,33 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(a) => match sluice_broker::config::BrokerConfig::resolve(a) {
-            Ok(cfg) => sluice_broker::serve::run(cfg),
-            Err(e) => {
-                eprintln!("sluice: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let admin = match cli.command {
+        Command::Topic { command, common } => Some(cli::topic_run(command, &common)),
+        Command::Produce { args, common } => Some(cli::produce_run(args, &common)),
+        Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
+        Command::Group { command, common } => Some(cli::group_run(command, &common)),
+        Command::Serve(a) => return serve(a),
+    };
+    match admin {
+        Some(Ok(out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn serve(a: sluice_broker::config::ServeArgs) -> ExitCode {
+    let result = match sluice_broker::config::BrokerConfig::resolve(a) {
+        Ok(cfg) => sluice_broker::serve::run(cfg),
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,6 +78,9 @@ impl FrameDecoder {
     }
 }
 
+/// Largest answer frame the client reads.
+pub const RESPONSE_FRAME_BYTES_MAX: usize = sluice_tuning::limits::FRAME_BYTES_MAX;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
 //! Kafka framing and codecs for sluice.
 //!
-//! Architecture invariant: `net` does no I/O of its own. It turns bytes
-//! into requests and responses into bytes; sockets belong to the broker.
+//! Architecture invariant: `net` does no disk I/O. Its codecs do no I/O at
+//! all; `client` (for tools, blocking) is the only part that opens
+//! sockets, and the broker's sockets belong to the broker.
 
+pub mod client;
 pub mod frame;
 pub mod guard;
 pub mod request;

@@ -1,0 +1,135 @@
+//! The admin CLI in the `sluice` binary: topics, produce, consume and
+//! groups, against any Kafka-compatible broker (`--bootstrap`), through
+//! the blocking client in `sluice_net::client`. Output is a table, or JSON
+//! with `--json`; errors say what went wrong and exit non-zero.
+
+mod consume;
+mod group;
+mod produce;
+mod topic;
+
+use std::time::Duration;
+
+use sluice_net::client::{Client, ClientError};
+
+pub use consume::ConsumeArgs;
+pub use group::GroupCommand;
+pub use produce::ProduceArgs;
+pub use topic::TopicCommand;
+
+/// Options every CLI command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// A broker to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A failed command: the message is printed and the exit status is 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T> = std::result::Result<T, CliError>;
+
+pub fn topic_run(cmd: TopicCommand, common: &Common) -> Result<String> {
+    topic::run(cmd, common)
+}
+
+pub fn produce_run(args: ProduceArgs, common: &Common) -> Result<String> {
+    produce::run(args, common, std::io::stdin().lock())
+}
+
+pub fn consume_run(args: ConsumeArgs, common: &Common) -> Result<String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = consume::run(args, common, &mut out);
+    let _ = std::io::Write::flush(&mut out);
+    r
+}
+
+pub fn group_run(cmd: GroupCommand, common: &Common) -> Result<String> {
+    group::run(cmd, common)
+}
+
+pub fn connect(c: &Common) -> Result<Client> {
+    Ok(Client::connect(&c.bootstrap, Duration::from_secs(10))?)
+}
+
+/// A Kafka error code as a readable name.
+pub fn error_name(code: i16) -> String {
+    kafka_protocol::ResponseError::try_from_code(code)
+        .map(|e| format!("{e:?} ({code})"))
+        .unwrap_or_else(|| format!("error {code}"))
+}
+
+/// Fails with the message when `code` is an error.
+pub fn check(code: i16, what: &str, message: Option<&str>) -> Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(CliError::Refused(match message {
+        Some(m) if !m.is_empty() => format!("{what}: {} ({m})", error_name(code)),
+        _ => format!("{what}: {}", error_name(code)),
+    }))
+}
+
+/// Renders rows as an aligned table with a header line.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(|s| s.as_str()).collect()));
+    }
+    out
+}
+
+/// Parses `key=value`.
+pub fn key_value(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?}: expected key=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Columns line up under their headers.
+    #[test]
+    fn tables_align() {
+        let t = super::table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\n");
+        assert!(super::key_value("a=b=c").unwrap() == ("a".into(), "b=c".into()));
+        assert!(super::key_value("=b").is_err());
+    }
+}
