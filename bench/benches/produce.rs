@@ -18,14 +18,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
 use glommio::Placement;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice_bench::{broker_bin, create_topic, frame, free_port, median, pin_this_thread, serve};
 use sluice_storage::batch::build;
 use sluice_storage::{LogConfig, PartitionLog, ShardCache, SystemClock};
 use sluice_tuning::{host, limits};
@@ -38,11 +39,6 @@ fn batches(batch_bytes: usize) -> Vec<Bytes> {
     (0..8)
         .map(|i| build::uniform(per, RECORD_BYTES, 1_700_000_000_000 + i))
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// The storage path: append, with a durable wait every `sync_every`.
@@ -79,39 +75,6 @@ fn storage_append(dir: PathBuf, total: u64, batch_bytes: usize, sync_every: usiz
         .unwrap()
         .join()
         .unwrap()
-}
-
-fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(id)
-        .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
-        .encode(&mut b, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let len = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&len.to_be_bytes());
-    b.to_vec()
-}
-
-fn read_frame(s: &mut impl Read) -> Bytes {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    Bytes::from(body)
-}
-
-fn pin_this_thread(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// The broker path: `total` bytes of batches, `in_flight` acks=all
@@ -216,74 +179,6 @@ fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -
     (count as u64 * record_bytes) as f64 / started.elapsed().as_secs_f64()
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // SAFETY: signals the child this process started.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(bin: &Path, data: &Path, port: u16) -> Served {
-    let _ = std::fs::remove_dir_all(data);
-    let mut child = Command::new(bin)
-        .args(["serve", "--cores", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data)
-        .env(
-            "SLUICE_LOG",
-            std::env::var("SLUICE_BENCH_LOG").unwrap_or("warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let mut out = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    assert!(
-        String::from_utf8_lossy(&line).contains("serving"),
-        "broker did not start"
-    );
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![
-                create_topics_request::CreatableTopicConfig::default()
-                    .with_name(StrBytes::from_static_str("segment.bytes"))
-                    .with_value(Some(StrBytes::from_string(
-                        limits::SEGMENT_BYTES_MAX.to_string(),
-                    ))),
-            ])]);
-    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &req))
-        .unwrap();
-    let mut f = read_frame(&mut s);
-    ResponseHeader::decode(&mut f, ApiKey::CreateTopics.response_header_version(7)).unwrap();
-    let r = CreateTopicsResponse::decode(&mut f, 7).unwrap();
-    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
-    Served(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let env = |k: &str, d: u64| {
@@ -298,18 +193,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-produce"));
     std::fs::create_dir_all(&dir).unwrap();
-    // The broker binary sits next to this benchmark's directory
-    // (target/<profile>/deps/produce-* -> target/<profile>/sluice).
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = std::env::var("SLUICE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| profile_dir.join("sluice"));
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --release -p sluice-broker), or set SLUICE_BIN",
-        bin.display()
-    );
+    let bin = broker_bin();
     let total = total_mib << 20;
     let mut json = Vec::new();
     println!(
@@ -340,6 +224,12 @@ fn main() {
             let run_broker = |b: &mut Vec<f64>| {
                 let port = free_port();
                 let _served = serve(&bin, &dir.join("broker"), port);
+                create_topic(
+                    port,
+                    TOPIC,
+                    1,
+                    &[("segment.bytes", limits::SEGMENT_BYTES_MAX.to_string())],
+                );
                 b.push(broker_produce(port, total, batch_bytes, in_flight));
             };
             if round % 2 == 0 {

@@ -1,1 +1,144 @@
+//! What the benchmark scenarios share: running a `sluice serve` process,
+//! framing Kafka requests by hand, pinning client threads, medians.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// A whole request frame.
+pub fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(id)
+        .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
+        .encode(&mut b, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut b, version).unwrap();
+    let len = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.to_vec()
+}
+
+pub fn read_frame(s: &mut impl Read) -> Bytes {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Bytes::from(body)
+}
+
+pub fn pin_this_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `sluice` binary next to this benchmark (target/<profile>/deps/x ->
+/// target/<profile>/sluice), or SLUICE_BIN.
+pub fn broker_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = std::env::var("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| profile_dir.join("sluice"));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p sluice-broker), or set SLUICE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A broker process, stopped with SIGTERM when dropped.
+pub struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: signals the child this process started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// `sluice serve --cores 1` (its shard on CPU 0) on a fresh data directory.
+pub fn serve(bin: &Path, data: &Path, port: u16) -> Served {
+    let _ = std::fs::remove_dir_all(data);
+    let mut child = Command::new(bin)
+        .args(["serve", "--cores", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .env(
+            "SLUICE_LOG",
+            std::env::var("SLUICE_BENCH_LOG").unwrap_or("warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&line).contains("serving"),
+        "broker did not start"
+    );
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Served(child)
+}
+
+/// Creates a topic with the given configs.
+pub fn create_topic(port: u16, name: &str, partitions: i32, configs: &[(&str, String)]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                    })
+                    .collect(),
+            )]);
+    s.write_all(&frame(ApiKey::CreateTopics, 7, 1, &req))
+        .unwrap();
+    let mut f = read_frame(&mut s);
+    ResponseHeader::decode(&mut f, ApiKey::CreateTopics.response_header_version(7)).unwrap();
+    let r = CreateTopicsResponse::decode(&mut f, 7).unwrap();
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+}

@@ -117,8 +117,12 @@ pub struct Group {
     /// leader leaves.
     pub members: BTreeMap<u64, Member>,
     next_seq: u64,
-    /// Ids handed out with MEMBER_ID_REQUIRED and not yet used, with when.
-    pending: HashMap<String, Instant>,
+    /// Ids handed out with MEMBER_ID_REQUIRED and not yet used, with when
+    /// and the session timeout they asked for. A rebalance waits for them
+    /// too (as Kafka does), so members that start together land in one
+    /// generation; one that never comes back is dropped at its session
+    /// timeout, or when the rebalance times out.
+    pending: HashMap<String, (Instant, Duration)>,
     rebalance_deadline: Option<Instant>,
 }
 
@@ -197,7 +201,8 @@ impl Group {
             }
             member_id = Group::new_member_id(&req.client_id);
             if req.require_known_member_id && req.instance_id.is_none() {
-                self.pending.insert(member_id.clone(), now);
+                self.pending
+                    .insert(member_id.clone(), (now, req.session_timeout));
                 return reply(
                     &tx,
                     JoinResult::error(ResponseError::MemberIdRequired, &member_id),
@@ -328,10 +333,11 @@ impl Group {
         if self.state != State::PreparingRebalance {
             return;
         }
-        let all_joined = self.members.values().all(|m| m.join.is_some());
+        let all_joined = self.members.values().all(|m| m.join.is_some()) && self.pending.is_empty();
         if !all_joined && !deadline_passed {
             return;
         }
+        self.pending.clear();
         self.members.retain(|_, m| m.join.is_some());
         self.generation += 1;
         self.rebalance_deadline = None;
@@ -563,8 +569,13 @@ impl Group {
     /// timeout passed. Returns whether anything changed.
     pub fn tick(&mut self, now: Instant) -> bool {
         let mut changed = false;
+        let before = self.pending.len();
         self.pending
-            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));
+            .retain(|_, (at, session)| now.duration_since(*at) < *session);
+        if self.pending.len() != before && self.state == State::PreparingRebalance {
+            self.try_complete_join(now, false);
+            changed = true;
+        }
         if self.state == State::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| now >= d)
         {
@@ -774,5 +785,33 @@ mod tests {
         let (tx, rx) = flume::bounded(1);
         g.sync(&again.member_id, Some("i-b"), 2, vec![], t0, tx);
         assert_eq!(rx.recv().unwrap().assignment, Bytes::from_static(b"y"));
+    }
+
+    /// Members that got their ids together land in one generation: a
+    /// rebalance waits for every id handed out; one that never comes back
+    /// is dropped at its session timeout and the rest complete.
+    #[test]
+    fn a_rebalance_waits_for_members_given_ids() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g");
+        let a = join(&mut g, "", None, t0).recv().unwrap().member_id;
+        let b = join(&mut g, "", None, t0).recv().unwrap().member_id;
+        let c = join(&mut g, "", None, t0).recv().unwrap().member_id;
+        let ra = join(&mut g, &a, None, t0);
+        assert!(ra.try_recv().is_err(), "waits for b and c");
+        let rb = join(&mut g, &b, None, t0);
+        assert!(rb.try_recv().is_err(), "waits for c");
+        // c never returns: after its session timeout the two complete.
+        assert!(!g.tick(t0 + Duration::from_secs(5)));
+        assert!(g.tick(t0 + Duration::from_secs(11)));
+        let (ja, jb) = (ra.recv().unwrap(), rb.recv().unwrap());
+        assert_eq!((ja.generation, jb.generation), (1, 1));
+        assert_eq!(ja.members.len() + jb.members.len(), 2);
+        let r = join(&mut g, &c, None, t0).recv().unwrap();
+        assert_eq!(
+            r.error,
+            ResponseError::UnknownMemberId.code(),
+            "its id expired"
+        );
     }
 }

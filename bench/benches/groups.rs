@@ -1,0 +1,316 @@
+//! Group coordinator benchmark, against `sluice serve --cores 1`:
+//!
+//! - rebalance: 8 members (threads, one connection each, started
+//!   together) join a fresh group on a 64-partition topic, the leader
+//!   assigns round-robin, all sync; timed from the start to the last
+//!   member holding its assignment. The clients' own minimum is measured
+//!   in the same round on the same connections: the same three round trips
+//!   each member makes (join, join again with its id, sync), as ApiVersions
+//!   requests that the broker answers at once. Ratio = rebalance / minimum.
+//! - offset commits: one connection, then four at once, each keeping 128
+//!   OffsetCommit requests (one partition each, outside group management)
+//!   in flight; commits per second, each answered only once durable.
+//!
+//! `cargo build --release -p sluice-broker && cargo bench -p sluice-bench
+//! --bench groups`. SLUICE_BENCH_REPEATS (default 5), SLUICE_BENCH_COMMITS
+//! (default 200000). Writes `target/bench/groups.json`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice_bench::{broker_bin, create_topic, frame, free_port, median, pin_this_thread, serve};
+use sluice_net::client::Client;
+
+const MEMBERS: usize = 8;
+const PARTITIONS: i32 = 64;
+const TOPIC: &str = "bench-groups";
+
+fn subscription() -> Bytes {
+    let mut m = Vec::new();
+    m.extend_from_slice(&0i16.to_be_bytes());
+    m.extend_from_slice(&1i32.to_be_bytes());
+    m.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+    m.extend_from_slice(TOPIC.as_bytes());
+    m.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(m)
+}
+
+fn assignment(parts: &[i32]) -> Bytes {
+    let mut a = Vec::new();
+    a.extend_from_slice(&0i16.to_be_bytes());
+    a.extend_from_slice(&1i32.to_be_bytes());
+    a.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+    a.extend_from_slice(TOPIC.as_bytes());
+    a.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+    for p in parts {
+        a.extend_from_slice(&p.to_be_bytes());
+    }
+    a.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(a)
+}
+
+/// One member's rebalance: join (member id required), join, sync.
+fn member(c: &mut Client, group: &str) -> usize {
+    let join = |c: &mut Client, id: &str| -> JoinGroupResponse {
+        c.call_at(
+            ApiKey::JoinGroup,
+            7,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_session_timeout_ms(30_000)
+                .with_rebalance_timeout_ms(30_000)
+                .with_member_id(StrBytes::from_string(id.to_string()))
+                .with_group_instance_id(None)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("roundrobin"))
+                .with_metadata(subscription())]),
+        )
+        .unwrap()
+    };
+    let first = join(c, "");
+    let joined = join(c, &first.member_id);
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let assignments = if joined.leader == joined.member_id {
+        assert_eq!(
+            joined.members.len(),
+            MEMBERS,
+            "every member in one generation"
+        );
+        joined
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let parts: Vec<i32> = (0..PARTITIONS)
+                    .filter(|p| *p as usize % MEMBERS == i)
+                    .collect();
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(m.member_id.clone())
+                    .with_assignment(assignment(&parts))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let synced: SyncGroupResponse = c
+        .call_at(
+            ApiKey::SyncGroup,
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_generation_id(joined.generation_id)
+                .with_member_id(joined.member_id.clone())
+                .with_group_instance_id(None)
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                .with_protocol_name(Some(StrBytes::from_static_str("roundrobin")))
+                .with_assignments(assignments),
+        )
+        .unwrap();
+    assert_eq!(synced.error_code, 0);
+    synced.assignment.len()
+}
+
+/// (rebalance seconds, minimum seconds) for one round.
+fn rebalance_round(port: u16, round: usize) -> (f64, f64) {
+    let addr = format!("127.0.0.1:{port}");
+    let barrier = Arc::new(Barrier::new(MEMBERS + 1));
+    let threads: Vec<_> = (0..MEMBERS)
+        .map(|_| {
+            let (addr, barrier) = (addr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                pin_this_thread(1);
+                let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
+                // The minimum: three answered-at-once round trips.
+                barrier.wait();
+                for _ in 0..3 {
+                    let _: ApiVersionsResponse = c
+                        .call_at(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+                        .unwrap();
+                }
+                barrier.wait();
+                // The rebalance.
+                barrier.wait();
+                let n = member(&mut c, &format!("bench-{round}"));
+                assert!(n > 0, "every member gets partitions");
+                barrier.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    barrier.wait();
+    let minimum = t.elapsed().as_secs_f64();
+    barrier.wait();
+    let t = Instant::now();
+    barrier.wait();
+    let rebalance = t.elapsed().as_secs_f64();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (rebalance, minimum)
+}
+
+/// Offset commits per second with `window` in flight on one connection.
+fn commits(port: u16, count: usize, window: usize) -> f64 {
+    pin_this_thread(1);
+    let frames: Vec<Vec<u8>> = (0..PARTITIONS)
+        .map(|p| {
+            frame(
+                ApiKey::OffsetCommit,
+                8,
+                0,
+                &OffsetCommitRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("bench-commits")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_group_instance_id(None)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(42),
+                            ]),
+                    ]),
+            )
+        })
+        .collect();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let hv = ApiKey::OffsetCommit.response_header_version(8);
+    let (mut sent, mut answered) = (0usize, 0usize);
+    let mut out = Vec::new();
+    let mut out_pos = 0;
+    let mut inbuf = vec![0u8; 1 << 20];
+    let (mut a, mut e) = (0usize, 0usize);
+    let started = Instant::now();
+    while answered < count {
+        while sent < count && sent < answered + window {
+            let mut f = frames[sent % frames.len()].clone();
+            f[8..12].copy_from_slice(&(sent as i32).to_be_bytes());
+            out.extend_from_slice(&f);
+            sent += 1;
+        }
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN
+                | if out_pos < out.len() {
+                    libc::POLLOUT
+                } else {
+                    0
+                },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 30_000) };
+        if pfd.revents & libc::POLLOUT != 0 {
+            if let Ok(n) = s.write(&out[out_pos..]) {
+                out_pos += n;
+            }
+            if out_pos == out.len() {
+                out.clear();
+                out_pos = 0;
+            }
+        }
+        if pfd.revents & libc::POLLIN != 0 {
+            if a > 0 {
+                inbuf.copy_within(a..e, 0);
+                e -= a;
+                a = 0;
+            }
+            match s.read(&mut inbuf[e..]) {
+                Ok(0) => panic!("the broker closed the connection"),
+                Ok(n) => e += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("{err}"),
+            }
+            while e - a >= 4 {
+                let len = i32::from_be_bytes(inbuf[a..a + 4].try_into().unwrap()) as usize;
+                if e - a < 4 + len {
+                    break;
+                }
+                let mut f = Bytes::copy_from_slice(&inbuf[a + 4..a + 4 + len]);
+                a += 4 + len;
+                let h = ResponseHeader::decode(&mut f, hv).unwrap();
+                assert_eq!(h.correlation_id, answered as i32);
+                let r = OffsetCommitResponse::decode(&mut f, 8).unwrap();
+                assert_eq!(r.topics[0].partitions[0].error_code, 0);
+                answered += 1;
+            }
+        }
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let repeats = env("SLUICE_BENCH_REPEATS", if quick { 1 } else { 5 });
+    let count = env("SLUICE_BENCH_COMMITS", if quick { 2_000 } else { 200_000 });
+    let dir = std::env::var("SLUICE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-groups"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = broker_bin();
+    let port = free_port();
+    let _served = serve(&bin, &dir.join("broker"), port);
+    create_topic(port, TOPIC, PARTITIONS, &[]);
+    let (mut reb, mut min, mut ratio, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rates4 = Vec::new();
+    for round in 0..repeats {
+        let (r, m) = rebalance_round(port, round);
+        reb.push(r);
+        min.push(m);
+        ratio.push(r / m);
+        rates.push(commits(port, count, 128));
+        // Several consumers' commits at once: 4 connections.
+        let t = Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || commits(port, count / 4, 128)))
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        rates4.push((count / 4 * 4) as f64 / t.elapsed().as_secs_f64());
+    }
+    let per_round: Vec<String> = ratio.iter().map(|r| format!("{r:.2}")).collect();
+    let (reb, min, ratio, rate) = (median(reb), median(min), median(ratio), median(rates));
+    let rate4 = median(rates4);
+    println!(
+        "groups benchmark: median of {repeats}, broker {}",
+        bin.display()
+    );
+    println!(
+        "  rebalance, {MEMBERS} members, {PARTITIONS} partitions: {:.2} ms; the clients' minimum {:.2} ms; ratio {ratio:.2} (per round {})",
+        reb * 1e3,
+        min * 1e3,
+        per_round.join(" ")
+    );
+    println!("  offset commits, one shard, 1 connection x 128 in flight: {rate:.0} per second");
+    println!("  offset commits, one shard, 4 connections x 128 in flight: {rate4:.0} per second");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(
+        out.join(if quick { "groups-smoke.json" } else { "groups.json" }),
+        format!(
+            "{{\"repeats\":{repeats},\"rebalance_ms\":{:.3},\"minimum_ms\":{:.3},\"ratio\":{ratio:.3},\"commits_per_sec\":{rate:.0},\"commits_per_sec_4_connections\":{rate4:.0}}}\n",
+            reb * 1e3,
+            min * 1e3
+        ),
+    );
+}
