@@ -1,12 +1,14 @@
 //! Group coordinator benchmark, against `sluice serve --cores 1`:
 //!
-//! - rebalance: 8 members (threads, one connection each, started
-//!   together) join a fresh group on a 64-partition topic, the leader
-//!   assigns round-robin, all sync; timed from the start to the last
-//!   member holding its assignment. The clients' own minimum is measured
-//!   in the same round on the same connections: the same three round trips
-//!   each member makes (join, join again with its id, sync), as ApiVersions
-//!   requests that the broker answers at once. Ratio = rebalance / minimum.
+//! - rebalance: 8 members (threads, one connection each) first get their
+//!   member ids (JoinGroup answered with MEMBER_ID_REQUIRED; untimed, and
+//!   the coordinator then waits for all eight), then, released together,
+//!   join with their ids; the leader assigns round-robin; all sync. Timed
+//!   from the release to the last member holding its assignment. The
+//!   clients' own minimum is measured in the same round on the same
+//!   connections: the same two round trips per member (join, sync) as
+//!   ApiVersions requests the broker answers at once. Ratio = rebalance /
+//!   minimum.
 //! - offset commits: one connection, then four at once, each keeping 128
 //!   OffsetCommit requests (one partition each, outside group management)
 //!   in flight; commits per second, each answered only once durable.
@@ -56,28 +58,36 @@ fn assignment(parts: &[i32]) -> Bytes {
     Bytes::from(a)
 }
 
-/// One member's rebalance: join (member id required), join, sync.
-fn member(c: &mut Client, group: &str) -> usize {
-    let join = |c: &mut Client, id: &str| -> JoinGroupResponse {
-        c.call_at(
-            ApiKey::JoinGroup,
-            7,
-            &JoinGroupRequest::default()
-                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-                .with_session_timeout_ms(30_000)
-                .with_rebalance_timeout_ms(30_000)
-                .with_member_id(StrBytes::from_string(id.to_string()))
-                .with_group_instance_id(None)
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-                )
-                .with_name(StrBytes::from_static_str("roundrobin"))
-                .with_metadata(subscription())]),
-        )
-        .unwrap()
-    };
-    let first = join(c, "");
-    let joined = join(c, &first.member_id);
+fn join(c: &mut Client, group: &str, id: &str) -> JoinGroupResponse {
+    c.call_at(
+        ApiKey::JoinGroup,
+        7,
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(StrBytes::from_string(id.to_string()))
+            .with_group_instance_id(None)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("roundrobin"))
+            .with_metadata(subscription())]),
+    )
+    .unwrap()
+}
+
+/// A member id for `group` (JoinGroup without one is answered with
+/// MEMBER_ID_REQUIRED and a fresh id).
+fn member_id(c: &mut Client, group: &str) -> String {
+    let r = join(c, group, "");
+    assert_eq!(r.error_code, 79, "{r:?}");
+    r.member_id.to_string()
+}
+
+/// One member's rebalance: join with its id, then sync.
+fn member(c: &mut Client, group: &str, id: &str) -> usize {
+    let joined = join(c, group, id);
     assert_eq!(joined.error_code, 0, "{joined:?}");
     let assignments = if joined.leader == joined.member_id {
         assert_eq!(
@@ -129,9 +139,12 @@ fn rebalance_round(port: u16, round: usize) -> (f64, f64) {
             std::thread::spawn(move || {
                 pin_this_thread(1);
                 let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
-                // The minimum: three answered-at-once round trips.
+                let group = format!("bench-{round}");
+                let id = member_id(&mut c, &group);
+                // The minimum: the join and sync round trips, as requests
+                // the broker answers at once.
                 barrier.wait();
-                for _ in 0..3 {
+                for _ in 0..2 {
                     let _: ApiVersionsResponse = c
                         .call_at(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
                         .unwrap();
@@ -139,7 +152,7 @@ fn rebalance_round(port: u16, round: usize) -> (f64, f64) {
                 barrier.wait();
                 // The rebalance.
                 barrier.wait();
-                let n = member(&mut c, &format!("bench-{round}"));
+                let n = member(&mut c, &group, &id);
                 assert!(n > 0, "every member gets partitions");
                 barrier.wait();
             })
