@@ -17,9 +17,6 @@
 //! --bench groups`. SLUICE_BENCH_REPEATS (default 5), SLUICE_BENCH_COMMITS
 //! (default 200000). Writes `target/bench/groups.json`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -27,7 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use sluice_bench::{broker_bin, create_topic, frame, free_port, median, pin_this_thread, serve};
+use sluice_bench::{
+    broker_bin, create_topic, frame, free_port, median, pin_this_thread, pipeline, serve,
+};
 use sluice_net::client::Client;
 
 const MEMBERS: usize = 8;
@@ -197,72 +196,24 @@ fn commits(port: u16, count: usize, window: usize) -> f64 {
             )
         })
         .collect();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_nonblocking(true).unwrap();
     let hv = ApiKey::OffsetCommit.response_header_version(8);
-    let (mut sent, mut answered) = (0usize, 0usize);
-    let mut out = Vec::new();
-    let mut out_pos = 0;
-    let mut inbuf = vec![0u8; 1 << 20];
-    let (mut a, mut e) = (0usize, 0usize);
-    let started = Instant::now();
-    while answered < count {
-        while sent < count && sent < answered + window {
-            let mut f = frames[sent % frames.len()].clone();
-            f[8..12].copy_from_slice(&(sent as i32).to_be_bytes());
+    let took = pipeline(
+        port,
+        count,
+        window,
+        |i, out| {
+            let mut f = frames[i % frames.len()].clone();
+            f[8..12].copy_from_slice(&(i as i32).to_be_bytes());
             out.extend_from_slice(&f);
-            sent += 1;
-        }
-        let mut pfd = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN
-                | if out_pos < out.len() {
-                    libc::POLLOUT
-                } else {
-                    0
-                },
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 30_000) };
-        if pfd.revents & libc::POLLOUT != 0 {
-            if let Ok(n) = s.write(&out[out_pos..]) {
-                out_pos += n;
-            }
-            if out_pos == out.len() {
-                out.clear();
-                out_pos = 0;
-            }
-        }
-        if pfd.revents & libc::POLLIN != 0 {
-            if a > 0 {
-                inbuf.copy_within(a..e, 0);
-                e -= a;
-                a = 0;
-            }
-            match s.read(&mut inbuf[e..]) {
-                Ok(0) => panic!("the broker closed the connection"),
-                Ok(n) => e += n,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(err) => panic!("{err}"),
-            }
-            while e - a >= 4 {
-                let len = i32::from_be_bytes(inbuf[a..a + 4].try_into().unwrap()) as usize;
-                if e - a < 4 + len {
-                    break;
-                }
-                let mut f = Bytes::copy_from_slice(&inbuf[a + 4..a + 4 + len]);
-                a += 4 + len;
-                let h = ResponseHeader::decode(&mut f, hv).unwrap();
-                assert_eq!(h.correlation_id, answered as i32);
-                let r = OffsetCommitResponse::decode(&mut f, 8).unwrap();
-                assert_eq!(r.topics[0].partitions[0].error_code, 0);
-                answered += 1;
-            }
-        }
-    }
-    count as f64 / started.elapsed().as_secs_f64()
+        },
+        |i, mut f| {
+            let h = ResponseHeader::decode(&mut f, hv).unwrap();
+            assert_eq!(h.correlation_id, i as i32);
+            let r = OffsetCommitResponse::decode(&mut f, 8).unwrap();
+            assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        },
+    );
+    count as f64 / took.as_secs_f64()
 }
 
 fn main() {

@@ -15,8 +15,6 @@
 //! (default 512), SLUICE_BENCH_REPEATS (default 5), SLUICE_BENCH_DIR.
 //! Writes `target/bench/produce.json`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use std::rc::Rc;
@@ -26,7 +24,9 @@ use bytes::Bytes;
 use glommio::Placement;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use sluice_bench::{broker_bin, create_topic, frame, free_port, median, pin_this_thread, serve};
+use sluice_bench::{
+    broker_bin, create_topic, frame, free_port, median, pin_this_thread, pipeline, serve,
+};
 use sluice_storage::batch::build;
 use sluice_storage::{LogConfig, PartitionLog, ShardCache, SystemClock};
 use sluice_tuning::{host, limits};
@@ -84,7 +84,6 @@ fn storage_append(dir: PathBuf, total: u64, batch_bytes: usize, sync_every: usiz
 /// them and parses answers out of large reads, so it measures the broker
 /// rather than itself.
 fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -> f64 {
-    use std::os::fd::AsRawFd;
     const VERSION: i16 = 9;
     let mut frames: Vec<Vec<u8>> = batches(batch_bytes)
         .into_iter()
@@ -104,79 +103,27 @@ fn broker_produce(port: u16, total: u64, batch_bytes: usize, in_flight: usize) -
         .collect();
     let record_bytes = batches(batch_bytes)[0].len() as u64;
     let count = total.div_ceil(record_bytes) as usize;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_nonblocking(true).unwrap();
     pin_this_thread(1);
     let hv = ApiKey::Produce.response_header_version(VERSION);
-    let (mut sent, mut answered) = (0usize, 0usize);
-    let mut out: Vec<u8> = Vec::with_capacity(in_flight * frames[0].len());
-    let mut out_pos = 0usize;
-    let mut inbuf: Vec<u8> = vec![0; 1 << 20];
-    let (mut in_start, mut in_end) = (0usize, 0usize);
-    let started = Instant::now();
-    while answered < count {
-        // Queue every request the window allows.
-        while sent < count && sent < answered + in_flight {
+    let took = pipeline(
+        port,
+        count,
+        in_flight,
+        |i, out| {
             let n = frames.len();
-            let f = &mut frames[sent % n];
-            f[8..12].copy_from_slice(&(sent as i32).to_be_bytes());
+            let f = &mut frames[i % n];
+            f[8..12].copy_from_slice(&(i as i32).to_be_bytes());
             out.extend_from_slice(f);
-            sent += 1;
-        }
-        let mut pfd = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN
-                | if out_pos < out.len() {
-                    libc::POLLOUT
-                } else {
-                    0
-                },
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 30_000) };
-        if pfd.revents & libc::POLLOUT != 0 {
-            match s.write(&out[out_pos..]) {
-                Ok(n) => out_pos += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("write: {e}"),
-            }
-            if out_pos == out.len() {
-                out.clear();
-                out_pos = 0;
-            }
-        }
-        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            if in_start > 0 {
-                inbuf.copy_within(in_start..in_end, 0);
-                in_end -= in_start;
-                in_start = 0;
-            }
-            match s.read(&mut inbuf[in_end..]) {
-                Ok(0) => panic!("the broker closed the connection"),
-                Ok(n) => in_end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("read: {e}"),
-            }
-            while in_end - in_start >= 4 {
-                let len =
-                    i32::from_be_bytes(inbuf[in_start..in_start + 4].try_into().unwrap()) as usize;
-                if in_end - in_start < 4 + len {
-                    break;
-                }
-                let mut f = Bytes::copy_from_slice(&inbuf[in_start + 4..in_start + 4 + len]);
-                in_start += 4 + len;
-                let h = ResponseHeader::decode(&mut f, hv).unwrap();
-                assert_eq!(h.correlation_id, answered as i32);
-                let resp = ProduceResponse::decode(&mut f, VERSION).unwrap();
-                let p = &resp.responses[0].partition_responses[0];
-                assert_eq!(p.error_code, 0, "produce failed: {p:?}");
-                answered += 1;
-            }
-        }
-    }
-    (count as u64 * record_bytes) as f64 / started.elapsed().as_secs_f64()
+        },
+        |i, mut f| {
+            let h = ResponseHeader::decode(&mut f, hv).unwrap();
+            assert_eq!(h.correlation_id, i as i32);
+            let resp = ProduceResponse::decode(&mut f, VERSION).unwrap();
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0, "produce failed: {p:?}");
+        },
+    );
+    (count as u64 * record_bytes) as f64 / took.as_secs_f64()
 }
 
 fn main() {

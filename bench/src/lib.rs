@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -18,19 +18,89 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// A whole request frame.
 pub fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(id)
-        .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
-        .encode(&mut b, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let len = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&len.to_be_bytes());
-    b.to_vec()
+    sluice_net::client::encode_request(api, version, id, "sluice-bench", body)
+        .unwrap()
+        .to_vec()
+}
+
+/// Keeps `window` requests in flight on one connection until `count` are
+/// answered; returns how long that took. `next(i, out)` appends request
+/// `i` (correlation id `i`) to `out`; `answer(i, frame)` gets answer `i`
+/// without its length prefix. One thread, a non-blocking socket and
+/// `poll`: requests go out as soon as the window and the socket allow and
+/// answers are parsed out of large reads, so the client stays cheap.
+pub fn pipeline(
+    port: u16,
+    count: usize,
+    window: usize,
+    mut next: impl FnMut(usize, &mut Vec<u8>),
+    mut answer: impl FnMut(usize, Bytes),
+) -> Duration {
+    use std::os::fd::AsRawFd;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let (mut sent, mut answered) = (0usize, 0usize);
+    let mut out: Vec<u8> = Vec::new();
+    let mut out_pos = 0usize;
+    let mut inbuf: Vec<u8> = vec![0; 1 << 20];
+    let (mut start, mut end) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    while answered < count {
+        while sent < count && sent < answered + window {
+            next(sent, &mut out);
+            sent += 1;
+        }
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN
+                | if out_pos < out.len() {
+                    libc::POLLOUT
+                } else {
+                    0
+                },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 30_000) };
+        if pfd.revents & libc::POLLOUT != 0 {
+            match s.write(&out[out_pos..]) {
+                Ok(n) => out_pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+            if out_pos == out.len() {
+                out.clear();
+                out_pos = 0;
+            }
+        }
+        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if start > 0 {
+                inbuf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            match s.read(&mut inbuf[end..]) {
+                Ok(0) => panic!("the broker closed the connection"),
+                Ok(n) => end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            while end - start >= 4 {
+                let len = i32::from_be_bytes(inbuf[start..start + 4].try_into().unwrap()) as usize;
+                if end - start < 4 + len {
+                    break;
+                }
+                answer(
+                    answered,
+                    Bytes::copy_from_slice(&inbuf[start + 4..start + 4 + len]),
+                );
+                start += 4 + len;
+                answered += 1;
+            }
+        }
+    }
+    started.elapsed()
 }
 
 pub fn read_frame(s: &mut impl Read) -> Bytes {

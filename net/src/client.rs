@@ -31,6 +31,30 @@ pub enum ClientError {
     },
 }
 
+/// A whole request frame (length prefix, header, body).
+pub fn encode_request<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    body: &R,
+) -> Result<BytesMut, ClientError> {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)))
+        .encode(&mut b, api.request_header_version(version))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    body.encode(&mut b, version)
+        .map_err(|e| ClientError::Protocol(format!("{api:?} v{version}: {e}")))?;
+    let len = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(b)
+}
+
 pub struct Client {
     addr: String,
     stream: TcpStream,
@@ -109,19 +133,7 @@ impl Client {
         let io = |e| ClientError::Io(self.addr.clone(), e);
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let mut b = BytesMut::new();
-        b.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice")))
-            .encode(&mut b, api.request_header_version(version))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        req.encode(&mut b, version)
-            .map_err(|e| ClientError::Protocol(format!("{api:?} v{version}: {e}")))?;
-        let len = (b.len() - 4) as i32;
-        b[..4].copy_from_slice(&len.to_be_bytes());
+        let b = encode_request(api, version, id, "sluice", req)?;
         self.stream.write_all(&b).map_err(io)?;
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).map_err(io)?;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -24,19 +24,9 @@ impl Wire {
 
     /// Encodes a whole request frame.
     pub fn frame<R: Encodable>(api: ApiKey, version: i16, id: i32, body: &R) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        b.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("wire-test")))
-            .encode(&mut b, api.request_header_version(version))
-            .unwrap();
-        body.encode(&mut b, version).unwrap();
-        let len = (b.len() - 4) as i32;
-        b[..4].copy_from_slice(&len.to_be_bytes());
-        b.to_vec()
+        sluice_net::client::encode_request(api, version, id, "wire-test", body)
+            .unwrap()
+            .to_vec()
     }
 
     /// Sends a request; returns its correlation id.
