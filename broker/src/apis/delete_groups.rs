@@ -7,7 +7,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, Respon
 use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
-use super::Ctx;
+use super::{answer_from, Ctx};
 use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
@@ -21,13 +21,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteGroupsRequest) -> Re
                 s.coordinator().delete_group(&group)
             })
             .await;
-        let code = match rx {
-            Ok(rx) => rx
-                .recv_async()
-                .await
-                .unwrap_or(ResponseError::CoordinatorNotAvailable.code()),
-            Err(_) => ResponseError::CoordinatorNotAvailable.code(),
-        };
+        let code = answer_from(rx, || ResponseError::CoordinatorNotAvailable.code()).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

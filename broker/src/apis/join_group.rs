@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_tuning::limits;
 
-use super::{Ctx, Reply};
+use super::{answer_from, Ctx, Reply};
 use crate::groups::coordinator_shard;
 use crate::groups::group::{JoinRequest, JoinResult};
 use crate::shard::Shard;
@@ -91,13 +91,10 @@ pub async fn handle(
         )
         .await;
     Reply::Later(Box::pin(async move {
-        let r = match rx {
-            Ok(rx) => rx
-                .recv_async()
-                .await
-                .unwrap_or_else(|_| JoinResult::error(ResponseError::CoordinatorNotAvailable, "")),
-            Err(_) => JoinResult::error(ResponseError::CoordinatorNotAvailable, ""),
-        };
+        let r = answer_from(rx, || {
+            JoinResult::error(ResponseError::CoordinatorNotAvailable, "")
+        })
+        .await;
         answer(r)
     }))
 }

@@ -190,6 +190,18 @@ where
     shard.call(0, f).await.ok()
 }
 
+/// Awaits an answer a coordinator sends back over a channel; `gone` when
+/// the shard or the sender went away (the broker is stopping).
+pub async fn answer_from<T>(
+    rx: Result<flume::Receiver<T>, crate::shard::ShardGone>,
+    gone: impl FnOnce() -> T,
+) -> T {
+    match rx {
+        Ok(rx) => rx.recv_async().await.unwrap_or_else(|_| gone()),
+        Err(_) => gone(),
+    }
+}
+
 /// Admin requests name several items (topics, resources); some are refused
 /// before the controller sees them. Runs `f` on the controller for the
 /// `Ok` items and returns one result per item, in order: the early

@@ -11,7 +11,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use super::{Ctx, Reply};
+use super::{answer_from, Ctx, Reply};
 use crate::groups::coordinator_shard;
 use crate::groups::offsets::{now_ms, Committed};
 use crate::shard::Shard;
@@ -59,13 +59,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
         })
         .await;
     Reply::Later(Box::pin(async move {
-        let code = match done {
-            Ok(rx) => rx
-                .recv_async()
-                .await
-                .unwrap_or(ResponseError::CoordinatorNotAvailable.code()),
-            Err(_) => ResponseError::CoordinatorNotAvailable.code(),
-        };
+        let code = answer_from(done, || ResponseError::CoordinatorNotAvailable.code()).await;
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
         for (name, index, known) in slots {
             let code = if known {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, Respon
 use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
-use super::Ctx;
+use super::{answer_from, Ctx};
 use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
@@ -31,13 +31,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> Re
             s.coordinator().delete_offsets(&group, asked)
         })
         .await;
-    let (code, codes) = match rx {
-        Ok(rx) => rx
-            .recv_async()
-            .await
-            .unwrap_or((ResponseError::CoordinatorNotAvailable.code(), Vec::new())),
-        Err(_) => (ResponseError::CoordinatorNotAvailable.code(), Vec::new()),
-    };
+    let (code, codes) = answer_from(rx, || {
+        (ResponseError::CoordinatorNotAvailable.code(), Vec::new())
+    })
+    .await;
     let out = OffsetDeleteResponse::default().with_error_code(code);
     let out = if code != 0 {
         out

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{Ctx, Reply};
+use super::{answer_from, Ctx, Reply};
 use crate::groups::coordinator_shard;
 use crate::groups::group::SyncResult;
 use crate::shard::Shard;
@@ -35,13 +35,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
         })
         .await;
     Reply::Later(Box::pin(async move {
-        let r = match rx {
-            Ok(rx) => rx
-                .recv_async()
-                .await
-                .unwrap_or_else(|_| SyncResult::error(ResponseError::CoordinatorNotAvailable)),
-            Err(_) => SyncResult::error(ResponseError::CoordinatorNotAvailable),
-        };
+        let r = answer_from(rx, || {
+            SyncResult::error(ResponseError::CoordinatorNotAvailable)
+        })
+        .await;
         ctx.answer(ResponseKind::SyncGroup(
             SyncGroupResponse::default()
                 .with_error_code(r.error)
