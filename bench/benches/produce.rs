@@ -45,36 +45,40 @@ fn batches(batch_bytes: usize) -> Vec<Bytes> {
 fn storage_append(dir: PathBuf, total: u64, batch_bytes: usize, sync_every: usize) -> f64 {
     let io_memory =
         host::io_memory_per_executor(host::raise_memlock_limit(), 1).expect("locked-memory limit");
-    sluice_storage::runtime::executor_builder(Placement::Fixed(0), io_memory)
-        .spawn(move || async move {
-            let cfg = LogConfig {
-                segment_bytes: limits::SEGMENT_BYTES_MAX,
-                ..LogConfig::default()
-            };
-            let cache = ShardCache::new(256 << 20);
-            let log = PartitionLog::open(&dir, cfg, &cache, Rc::new(SystemClock))
-                .await
-                .unwrap();
-            let set = batches(batch_bytes);
-            let started = Instant::now();
-            let (mut written, mut i) = (0u64, 0usize);
-            while written < total {
-                let b = set[i % set.len()].clone();
-                written += b.len() as u64;
-                let info = log.append(b).await.unwrap();
-                i += 1;
-                if i.is_multiple_of(sync_every) {
-                    log.wait_durable(info.last_offset).await.unwrap();
-                }
+    sluice_storage::runtime::executor_builder(
+        Placement::Fixed(0),
+        io_memory,
+        std::time::Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT),
+    )
+    .spawn(move || async move {
+        let cfg = LogConfig {
+            segment_bytes: limits::SEGMENT_BYTES_MAX,
+            ..LogConfig::default()
+        };
+        let cache = ShardCache::new(sluice_bench::BENCH_CACHE_BYTES);
+        let log = PartitionLog::open(&dir, cfg, &cache, Rc::new(SystemClock))
+            .await
+            .unwrap();
+        let set = batches(batch_bytes);
+        let started = Instant::now();
+        let (mut written, mut i) = (0u64, 0usize);
+        while written < total {
+            let b = set[i % set.len()].clone();
+            written += b.len() as u64;
+            let info = log.append(b).await.unwrap();
+            i += 1;
+            if i.is_multiple_of(sync_every) {
+                log.wait_durable(info.last_offset).await.unwrap();
             }
-            log.sync().await.unwrap();
-            let secs = started.elapsed().as_secs_f64();
-            log.close().await.unwrap();
-            written as f64 / secs
-        })
-        .unwrap()
-        .join()
-        .unwrap()
+        }
+        log.sync().await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        log.close().await.unwrap();
+        written as f64 / secs
+    })
+    .unwrap()
+    .join()
+    .unwrap()
 }
 
 /// The broker path: `total` bytes of batches, `in_flight` acks=all

@@ -430,11 +430,15 @@ fn run_local<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
 ) -> T {
     let io_memory =
         host::io_memory_per_executor(host::raise_memlock_limit(), 1).expect("locked-memory limit");
-    sluice_storage::runtime::executor_builder(Placement::Fixed(0), io_memory)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
+    sluice_storage::runtime::executor_builder(
+        Placement::Fixed(0),
+        io_memory,
+        std::time::Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT),
+    )
+    .spawn(f)
+    .unwrap()
+    .join()
+    .unwrap()
 }
 
 fn main() {

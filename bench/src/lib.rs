@@ -155,6 +155,9 @@ impl Drop for Served {
     }
 }
 
+/// The cache budget of every benchmark's shard.
+pub const BENCH_CACHE_BYTES: usize = 256 << 20;
+
 /// `sluice serve --cores 1` (its shard on CPU 0) on a fresh data directory.
 pub fn serve(bin: &Path, data: &Path, port: u16) -> Served {
     let _ = std::fs::remove_dir_all(data);
@@ -163,6 +166,13 @@ pub fn serve(bin: &Path, data: &Path, port: u16) -> Served {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data)
+        // The storage benchmarks' cache budget, so a run of a few hundred
+        // MiB measures the broker with its cache full (evicting and
+        // reusing memory), as in production, not while it fills.
+        .env(
+            "SLUICE_CACHE_BYTES_MAX",
+            std::env::var("SLUICE_CACHE_BYTES_MAX").unwrap_or(BENCH_CACHE_BYTES.to_string()),
+        )
         .env(
             "SLUICE_LOG",
             std::env::var("SLUICE_BENCH_LOG").unwrap_or("warn".into()),

@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// after this many minutes. Default 10080 (7 days).
     #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
+    /// Microseconds a shard keeps polling for work after it runs out,
+    /// before it sleeps in the kernel: a request that arrives in that
+    /// window skips the wake-up. 0 sleeps at once (no spinning CPU).
+    /// Default 200.
+    #[arg(long, env = "SLUICE_IDLE_POLL_US")]
+    pub idle_poll_us: Option<u64>,
 }
 
 /// The same settings in a TOML file.
@@ -69,6 +75,8 @@ struct FileConfig {
     cache_bytes_max: Option<usize>,
     #[serde(alias = "offsets_retention_minutes")]
     offsets_retention_minutes: Option<u64>,
+    #[serde(alias = "idle_poll_us")]
+    idle_poll_us: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,8 @@ pub enum ConfigError {
     DefaultPartitions(u32, u32),
     #[error("--node-id {0}: must not be negative")]
     NodeId(i32),
+    #[error("--idle-poll-us {0}: must be at most {1}")]
+    IdlePoll(u64, u64),
 }
 
 /// The resolved configuration the broker runs with.
@@ -98,6 +108,7 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub cache_bytes_max: Option<usize>,
     pub offsets_retention_minutes: u64,
+    pub idle_poll_us: u64,
 }
 
 impl BrokerConfig {
@@ -115,6 +126,7 @@ impl BrokerConfig {
             default_partitions: 1,
             cache_bytes_max: None,
             offsets_retention_minutes: limits::OFFSETS_RETENTION_MINUTES_DEFAULT,
+            idle_poll_us: limits::IDLE_POLL_US_DEFAULT,
         }
     }
 
@@ -171,6 +183,16 @@ impl BrokerConfig {
             .offsets_retention_minutes
             .or(file.offsets_retention_minutes)
             .unwrap_or(limits::OFFSETS_RETENTION_MINUTES_DEFAULT);
+        cfg.idle_poll_us = args
+            .idle_poll_us
+            .or(file.idle_poll_us)
+            .unwrap_or(limits::IDLE_POLL_US_DEFAULT);
+        if cfg.idle_poll_us > limits::IDLE_POLL_US_MAX {
+            return Err(ConfigError::IdlePoll(
+                cfg.idle_poll_us,
+                limits::IDLE_POLL_US_MAX,
+            ));
+        }
         Ok(cfg)
     }
 }
@@ -210,7 +232,7 @@ mod tests {
         let f = dir.path().join("sluice.toml");
         std::fs::write(
             &f,
-            "listen = \"127.0.0.1:9999\"\nnode-id = 7\ndefault_partitions = 4\nauto-create-topics = false\n",
+            "listen = \"127.0.0.1:9999\"\nnode-id = 7\ndefault_partitions = 4\nauto-create-topics = false\nidle-poll-us = 50\n",
         )
         .unwrap();
         let cfg = BrokerConfig::resolve(ServeArgs {
@@ -228,6 +250,15 @@ mod tests {
         assert_eq!(cfg.default_partitions, 4);
         assert!(!cfg.auto_create_topics);
         assert_eq!(cfg.data_dir, PathBuf::from("./sluice-data"));
+        assert_eq!(cfg.idle_poll_us, 50);
+        let e = BrokerConfig::resolve(ServeArgs {
+            idle_poll_us: Some(limits::IDLE_POLL_US_MAX + 1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--idle-poll-us"), "{e}");
+        let cfg = BrokerConfig::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.idle_poll_us, limits::IDLE_POLL_US_DEFAULT);
 
         std::fs::write(&f, "no-such-key = 1\n").unwrap();
         let e = BrokerConfig::resolve(ServeArgs {

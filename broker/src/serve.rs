@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use glommio::Placement;
 use sluice_tuning::{host, limits};
@@ -76,6 +76,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     if shards == 0 || shards > cpus {
         return Err(ServeError::Cores(shards, cpus));
     }
+    host::keep_freed_memory();
     let memlock = host::raise_memlock_limit();
     let io_memory =
         host::io_memory_per_executor(memlock, shards).ok_or(ServeError::MemlockTooLow {
@@ -137,14 +138,18 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
             ready,
             shutdown: stop_rx,
         };
-        let h = sluice_storage::runtime::executor_builder(placement, io_memory)
-            .name(&format!("sluice-shard-{shard}"))
-            .spawn(move || run_shard(start))
-            .map_err(|e| ServeError::ShardStart {
-                shard,
-                error: e.to_string(),
-                limit,
-            })?;
+        let h = sluice_storage::runtime::executor_builder(
+            placement,
+            io_memory,
+            Duration::from_micros(cfg.idle_poll_us),
+        )
+        .name(&format!("sluice-shard-{shard}"))
+        .spawn(move || run_shard(start))
+        .map_err(|e| ServeError::ShardStart {
+            shard,
+            error: e.to_string(),
+            limit,
+        })?;
         handles.push(h);
     }
     drop(peers);

@@ -22,9 +22,13 @@ use common::{free_port, tempdir, Broker, BIN};
 /// last few bytes of the active segment torn, as a crash would.
 fn write_partition(dir: &Path, batches: usize) {
     let dir = dir.to_path_buf();
-    let ex = sluice_storage::runtime::executor_builder(Placement::Unbound, 256 * 1024)
-        .make()
-        .unwrap();
+    let ex = sluice_storage::runtime::executor_builder(
+        Placement::Unbound,
+        256 * 1024,
+        std::time::Duration::ZERO,
+    )
+    .make()
+    .unwrap();
     ex.run(async move {
         let cache = ShardCache::new(1 << 20);
         let log = PartitionLog::open(&dir, LogConfig::default(), &cache, Rc::new(SystemClock))

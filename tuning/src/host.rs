@@ -33,6 +33,23 @@ pub fn raise_memlock_limit() -> Option<u64> {
     memlock_limit_bytes()
 }
 
+/// Tells the C allocator to keep freed memory for reuse instead of
+/// handing it back to the kernel (and to serve large buffers from its heap
+/// rather than from fresh mappings). Request buffers and cached batches
+/// are allocated and freed at the rate data flows; memory handed back
+/// comes back as fresh pages, which the kernel must fault in and zero
+/// (measured at about 40% of a shard's time under a 16 KiB produce load).
+/// Resident memory then stays at its high-water mark, which the cache
+/// budget bounds.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only changes the allocator's tunables; called before
+    // the shard threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, limits::MALLOC_MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, limits::MALLOC_TRIM_THRESHOLD_BYTES);
+    }
+}
+
 /// I/O memory each of `executors` glommio executors may register so that
 /// all of them together stay within `memlock_bytes` (`None` = unlimited).
 /// Returns `None` when the limit is too small for glommio to start at all.

@@ -146,3 +146,19 @@ pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 64 * 1024 * 1024;
 pub const OFFSETS_EXPIRY_CHECK_MS: u64 = 60_000;
 /// Kafka's offsets.retention.minutes default: 7 days.
 pub const OFFSETS_RETENTION_MINUTES_DEFAULT: u64 = 7 * 24 * 60;
+
+/// Allocations at least this large get their own mapping from the C
+/// allocator (returned to the kernel when freed); smaller ones come from
+/// its heap and are reused. Above the largest request frame.
+pub const MALLOC_MMAP_THRESHOLD_BYTES: i32 = 256 << 20;
+/// Free memory at the top of the C allocator's heap beyond this is handed
+/// back to the kernel.
+pub const MALLOC_TRIM_THRESHOLD_BYTES: i32 = 1 << 30;
+
+/// How long an idle shard keeps polling before it sleeps in the kernel.
+/// Waking a sleeping core costs tens of microseconds on a virtual machine;
+/// a request that lands inside the window skips that (the same trade as
+/// Seastar's idle poll, whose default is also 200 µs).
+pub const IDLE_POLL_US_DEFAULT: u64 = 200;
+/// The longest idle poll accepted: past this a shard is just spinning.
+pub const IDLE_POLL_US_MAX: u64 = 10_000;

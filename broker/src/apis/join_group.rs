@@ -5,6 +5,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
@@ -79,7 +81,9 @@ pub async fn handle(
         protocols: req
             .protocols
             .into_iter()
-            .map(|p| (p.name.to_string(), p.metadata))
+            // Copied: a slice would keep the whole receive buffer alive
+            // for as long as the group remembers the member.
+            .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
             .collect(),
         require_known_member_id: ctx.version >= 4,
     };

@@ -20,7 +20,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
     let assignments: Vec<(String, bytes::Bytes)> = req
         .assignments
         .into_iter()
-        .map(|a| (a.member_id.to_string(), a.assignment))
+        // Copied out of the receive buffer (see JoinGroup).
+        .map(|a| {
+            (
+                a.member_id.to_string(),
+                bytes::Bytes::copy_from_slice(&a.assignment),
+            )
+        })
         .collect();
     let owner = coordinator_shard(&group, shard.shards);
     let rx = shard

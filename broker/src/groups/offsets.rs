@@ -327,11 +327,15 @@ mod tests {
     fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
         f: impl FnOnce() -> F + Send + 'static,
     ) -> T {
-        sluice_storage::runtime::executor_builder(glommio::Placement::Unbound, 256 * 1024)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap()
+        sluice_storage::runtime::executor_builder(
+            glommio::Placement::Unbound,
+            256 * 1024,
+            std::time::Duration::ZERO,
+        )
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
     }
 
     /// On the build's disk (O_DIRECT needs a real file system).

@@ -15,9 +15,13 @@ pub fn run<F, T>(f: impl FnOnce() -> F) -> T
 where
     F: Future<Output = T>,
 {
-    let ex = sluice_storage::runtime::executor_builder(Placement::Unbound, 256 * 1024)
-        .make()
-        .expect("glommio executor starts within the locked-memory limit");
+    let ex = sluice_storage::runtime::executor_builder(
+        Placement::Unbound,
+        256 * 1024,
+        std::time::Duration::ZERO,
+    )
+    .make()
+    .expect("glommio executor starts within the locked-memory limit");
     ex.run(f())
 }
 
