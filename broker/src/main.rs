@@ -27,6 +27,9 @@ enum Command {
     /// Run the broker: open and recover the data directory, then serve
     /// until SIGINT or SIGTERM.
     Serve(sluice_broker::config::ServeArgs),
+    /// Drive a Kafka-compatible broker with producers and consumers and
+    /// measure throughput and latency.
+    Loadgen(sluice_loadgen::args::LoadgenArgs),
     /// Create, list, describe, delete topics and alter their configs.
     Topic {
         #[command(subcommand)]
@@ -73,6 +76,16 @@ fn main() -> ExitCode {
         Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
         Command::Serve(a) => return serve(a),
+        Command::Loadgen(a) => {
+            let mut out = std::io::stdout();
+            return match sluice_loadgen::run::run(a, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice loadgen: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
     };
     match admin {
         Some(Ok(out)) => {

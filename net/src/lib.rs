@@ -1,11 +1,15 @@
 //! Kafka framing and codecs for sluice.
 //!
 //! Architecture invariant: `net` does no disk I/O. Its codecs do no I/O at
-//! all; `client` (for tools, blocking) is the only part that opens
-//! sockets, and the broker's sockets belong to the broker.
+//! all; the client side opens sockets: `client` (blocking, for tools) and
+//! `producer` / `consumer` (asynchronous, on glommio executors, for the
+//! load generator). The broker's sockets belong to the broker.
 
 pub mod client;
+pub mod consumer;
 pub mod frame;
 pub mod guard;
+pub mod producer;
+pub mod records;
 pub mod request;
 pub mod response;

@@ -1,0 +1,552 @@
+//! A run: find or create the topic, start one pinned executor per core
+//! with its share of producers and consumers, print a line a second,
+//! merge every worker's histograms at the end.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_net::client::{Client, ClientError};
+use sluice_net::consumer::Fetcher;
+use sluice_net::producer::{Producer, ProducerConfig};
+
+use crate::args::LoadgenArgs;
+use crate::payload::{stamp_of, KeyGen, Keys, Payload, Values};
+use crate::rate::{Next, Schedule};
+use crate::report::{Report, Second};
+use crate::stats::{error_name, Stats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Args(String),
+    #[error("topic {0}: {1}")]
+    Topic(String, String),
+    #[error("cannot start a worker: {0}")]
+    Worker(String),
+    #[error("cannot write {0}: {1}")]
+    Write(std::path::PathBuf, std::io::Error),
+}
+
+/// Microseconds since the Unix epoch (what records carry).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// How long consumers keep reading after the producers stop, waiting for
+/// every acknowledged message.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The topic as the run sees it: every partition's leader address.
+pub struct Layout {
+    pub topic: String,
+    pub leaders: Vec<String>,
+}
+
+fn metadata(c: &mut Client, topic: &str) -> Result<Option<Layout>, LoadgenError> {
+    let (_, r): (i16, MetadataResponse) = c.call(ApiKey::Metadata, (4, 12), |_| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]))
+            .with_allow_auto_topic_creation(false)
+    })?;
+    let brokers: BTreeMap<i32, String> = r
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let Some(t) = r.topics.first() else {
+        return Ok(None);
+    };
+    match t.error_code {
+        0 => {}
+        3 => return Ok(None), // UNKNOWN_TOPIC_OR_PARTITION
+        e => return Err(LoadgenError::Topic(topic.into(), error_name(e))),
+    }
+    let mut leaders = vec![String::new(); t.partitions.len()];
+    for p in &t.partitions {
+        let i = p.partition_index as usize;
+        if i < leaders.len() {
+            leaders[i] = brokers.get(&p.leader_id.0).cloned().unwrap_or_default();
+        }
+    }
+    Ok(Some(Layout {
+        topic: topic.to_string(),
+        leaders,
+    }))
+}
+
+/// The topic's layout, creating it with `partitions` when it is missing.
+pub fn ensure_topic(c: &mut Client, topic: &str, partitions: i32) -> Result<Layout, LoadgenError> {
+    if let Some(l) = metadata(c, topic)? {
+        return Ok(l);
+    }
+    let (_, r): (i16, CreateTopicsResponse) = c.call(ApiKey::CreateTopics, (4, 7), |_| {
+        CreateTopicsRequest::default()
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1)])
+            .with_timeout_ms(30_000)
+    })?;
+    if let Some(t) = r.topics.first() {
+        if t.error_code != 0 && t.error_code != 36 {
+            return Err(LoadgenError::Topic(
+                topic.into(),
+                format!(
+                    "cannot create: {}{}",
+                    error_name(t.error_code),
+                    t.error_message
+                        .as_ref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for _ in 0..50 {
+        if let Some(l) = metadata(c, topic)? {
+            if l.leaders.iter().all(|a| !a.is_empty()) {
+                return Ok(l);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LoadgenError::Topic(
+        topic.into(),
+        "no leaders after creation".into(),
+    ))
+}
+
+/// The end offset of every partition.
+pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenError> {
+    let (_, r): (i16, ListOffsetsResponse) = c.call(ApiKey::ListOffsets, (1, 6), |_| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(layout.topic.clone())))
+                .with_partitions(
+                    (0..layout.leaders.len() as i32)
+                        .map(|p| {
+                            list_offsets_request::ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(-1)
+                        })
+                        .collect(),
+                )])
+    })?;
+    let mut out = vec![0i64; layout.leaders.len()];
+    for t in &r.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                return Err(LoadgenError::Topic(
+                    layout.topic.clone(),
+                    format!(
+                        "end offset of {}: {}",
+                        p.partition_index,
+                        error_name(p.error_code)
+                    ),
+                ));
+            }
+            if let Some(o) = out.get_mut(p.partition_index as usize) {
+                *o = p.offset;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// State shared by every worker.
+struct Shared {
+    start_us: u64,
+    measure_from_us: u64,
+    /// Producing ends at this time (duration runs).
+    produce_until_us: Option<u64>,
+    producers_left: AtomicUsize,
+    acked: AtomicU64,
+    consumed: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A worker's counters: this second's and the measured run's.
+#[derive(Default)]
+struct WorkerStats {
+    second: Stats,
+    total: Stats,
+}
+
+type Tick = (u64, Stats);
+
+struct Plan {
+    producers: Vec<(usize, u64)>,
+    consumers: Vec<Vec<(i32, i64)>>,
+}
+
+pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, LoadgenError> {
+    let payload: Payload = args.payload.parse().map_err(LoadgenError::Args)?;
+    let keys: Keys = args.keys.parse().map_err(LoadgenError::Args)?;
+    KeyGen::new(keys.clone(), args.key_count, 1).map_err(LoadgenError::Args)?;
+    if args.producers == 0 && args.consumers == 0 {
+        return Err(LoadgenError::Args(
+            "nothing to do: --producers 0 --consumers 0".into(),
+        ));
+    }
+    if args.partitions < 1 {
+        return Err(LoadgenError::Args("--partitions must be at least 1".into()));
+    }
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("loadgen-{}-{}", std::process::id(), now_us() / 1_000_000));
+    let mut client = Client::connect(&args.bootstrap, Duration::from_secs(5))?;
+    let layout = ensure_topic(&mut client, &topic, args.partitions)?;
+    let ends = end_offsets(&mut client, &layout)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args
+        .cores
+        .unwrap_or(cpus)
+        .clamp(1, cpus)
+        .min((args.producers + args.consumers).max(1));
+    // Producers and consumers dealt round-robin to workers; consumer k
+    // reads the partitions p with p % consumers == k, from their end.
+    let mut plans: Vec<Plan> = (0..workers)
+        .map(|_| Plan {
+            producers: Vec::new(),
+            consumers: Vec::new(),
+        })
+        .collect();
+    let per = args.messages.map(|m| m / args.producers.max(1) as u64);
+    for j in 0..args.producers {
+        let quota = match (args.messages, per) {
+            (Some(m), Some(p)) => p + u64::from((j as u64) < m % args.producers as u64),
+            _ => u64::MAX,
+        };
+        plans[j % workers].producers.push((j, quota));
+    }
+    for k in 0..args.consumers {
+        let parts: Vec<(i32, i64)> = (0..layout.leaders.len())
+            .filter(|p| p % args.consumers == k)
+            .map(|p| (p as i32, ends[p]))
+            .collect();
+        if !parts.is_empty() {
+            plans[(args.producers + k) % workers].consumers.push(parts);
+        }
+    }
+    let start_us = now_us() + 50_000;
+    let measure_from_us = start_us + args.warmup.as_micros() as u64;
+    let shared = Arc::new(Shared {
+        start_us,
+        measure_from_us,
+        produce_until_us: args
+            .messages
+            .is_none()
+            .then(|| measure_from_us + args.duration.as_micros() as u64),
+        producers_left: AtomicUsize::new(args.producers),
+        acked: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let (tick_tx, tick_rx) = flume::bounded::<Tick>(4096);
+    let (done_tx, done_rx) = flume::bounded::<Stats>(workers);
+    let mut handles = Vec::new();
+    let layout = Arc::new(layout);
+    for (w, plan) in plans.into_iter().enumerate() {
+        let (args, shared, layout) = (args.clone(), shared.clone(), layout.clone());
+        let (payload, keys) = (payload.clone(), keys.clone());
+        let (tick_tx, done_tx) = (tick_tx.clone(), done_tx.clone());
+        let placement = if workers <= cpus {
+            Placement::Fixed(w)
+        } else {
+            Placement::Unbound
+        };
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("loadgen-{w}"))
+            .io_memory(256 << 10)
+            .spawn(move || async move {
+                let total = worker(w, plan, args, payload, keys, shared, layout, tick_tx).await;
+                let _ = done_tx.send(total);
+            })
+            .map_err(|e| LoadgenError::Worker(e.to_string()))?;
+        handles.push(h);
+    }
+    drop(tick_tx);
+    drop(done_tx);
+    // One line a second, once every worker has reported that second.
+    let mut seconds: BTreeMap<u64, (usize, Stats)> = BTreeMap::new();
+    let mut series = Vec::new();
+    let measure_second = (measure_from_us - start_us) / 1_000_000;
+    for (s, st) in tick_rx.iter() {
+        let e = seconds.entry(s).or_default();
+        e.0 += 1;
+        e.1.merge(&st);
+        while let Some((&first, (n, _))) = seconds.iter().next() {
+            if *n < workers {
+                break;
+            }
+            let (_, st) = seconds.remove(&first).expect("present");
+            let sec = Second::of(first, first < measure_second, &st);
+            let _ = writeln!(out, "{}", sec.line());
+            series.push(sec);
+        }
+    }
+    for (first, (_, st)) in seconds {
+        series.push(Second::of(first, first < measure_second, &st));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut total = Stats::default();
+    for st in done_rx.iter() {
+        total.merge(&st);
+    }
+    let measured = match args.messages {
+        Some(_) => (now_us().saturating_sub(measure_from_us)) as f64 / 1e6,
+        None => args.duration.as_secs_f64(),
+    };
+    let report = Report::new(args.clone(), topic, &total, measured, series);
+    let _ = write!(out, "{}", report.summary());
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("serializable");
+        std::fs::write(p, text).map_err(|e| LoadgenError::Write(p.clone(), e))?;
+    }
+    if let Some(p) = &args.csv {
+        std::fs::write(p, report.csv()).map_err(|e| LoadgenError::Write(p.clone(), e))?;
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    w: usize,
+    plan: Plan,
+    args: LoadgenArgs,
+    payload: Payload,
+    keys: Keys,
+    shared: Arc<Shared>,
+    layout: Arc<Layout>,
+    tick_tx: flume::Sender<Tick>,
+) -> Stats {
+    let stats = Rc::new(RefCell::new(WorkerStats::default()));
+    let mut tasks = Vec::new();
+    for (j, quota) in plan.producers {
+        let (args, payload, keys) = (args.clone(), payload.clone(), keys.clone());
+        let (shared, layout, stats) = (shared.clone(), layout.clone(), stats.clone());
+        tasks.push(glommio::spawn_local(async move {
+            if let Err(e) = produce(j, quota, &args, &payload, keys, &shared, &layout, &stats).await
+            {
+                stats.borrow_mut().second.error(&e, 1);
+                stats.borrow_mut().total.error(&e, 1);
+            }
+            shared.producers_left.fetch_sub(1, Ordering::SeqCst);
+        }));
+    }
+    for parts in plan.consumers {
+        let (shared, layout, stats) = (shared.clone(), layout.clone(), stats.clone());
+        tasks.push(glommio::spawn_local(async move {
+            if let Err(e) = consume(parts, &shared, &layout, &stats).await {
+                let e = format!("consume: {e}");
+                stats.borrow_mut().second.error(&e, 1);
+                stats.borrow_mut().total.error(&e, 1);
+            }
+        }));
+    }
+    let running = Rc::new(std::cell::Cell::new(tasks.len()));
+    let ticker = {
+        let (stats, shared, running) = (stats.clone(), shared.clone(), running.clone());
+        glommio::spawn_local(async move {
+            let mut s = 0u64;
+            loop {
+                let due = shared.start_us + (s + 1) * 1_000_000;
+                let now = now_us();
+                if due > now {
+                    glommio::timer::sleep(Duration::from_micros(due - now)).await;
+                }
+                let st = std::mem::take(&mut stats.borrow_mut().second);
+                let _ = tick_tx.send_async((s, st)).await;
+                s += 1;
+                if running.get() == 0 {
+                    break;
+                }
+            }
+        })
+    };
+    for t in tasks {
+        t.await;
+        running.set(running.get() - 1);
+    }
+    ticker.await;
+    let _ = w;
+    let total = std::mem::take(&mut stats.borrow_mut().total);
+    total
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    j: usize,
+    quota: u64,
+    args: &LoadgenArgs,
+    payload: &Payload,
+    keys: Keys,
+    shared: &Arc<Shared>,
+    layout: &Layout,
+    stats: &Rc<RefCell<WorkerStats>>,
+) -> Result<(), String> {
+    let cfg = ProducerConfig {
+        acks: args.acks,
+        batch_bytes: args.batch_bytes,
+        linger: Duration::from_millis(args.linger_ms),
+        max_in_flight: args.max_in_flight,
+        compression: args.compression.0,
+        timeout_ms: 30_000,
+    };
+    let measure_from = shared.measure_from_us;
+    let on_ack = {
+        let (stats, shared) = (stats.clone(), shared.clone());
+        move |ack: sluice_net::producer::Ack| {
+            let now = now_us();
+            let mut st = stats.borrow_mut();
+            let n = ack.stamps.len() as u64;
+            if ack.error != 0 {
+                let e = error_name(ack.error);
+                st.second.error(&e, 1);
+                if ack.stamps.first().is_some_and(|s| *s >= measure_from) {
+                    st.total.error(&e, 1);
+                }
+                return;
+            }
+            shared.acked.fetch_add(n, Ordering::SeqCst);
+            let per_msg = ack.payload_bytes / n.max(1);
+            let measured = ack.stamps.iter().filter(|s| **s >= measure_from).count() as u64;
+            st.second.produced += n;
+            st.second.produced_bytes += ack.payload_bytes;
+            st.total.produced += measured;
+            // A batch straddling the warm-up's end: its measured share
+            // of bytes by the average message.
+            st.total.produced_bytes += if measured == n {
+                ack.payload_bytes
+            } else {
+                per_msg * measured
+            };
+            for s in &ack.stamps {
+                let lat = now.saturating_sub(*s);
+                st.second.produce_latency.record(lat);
+                if *s >= measure_from {
+                    st.total.produce_latency.record(lat);
+                }
+            }
+        }
+    };
+    let mut producer = Producer::new(cfg, &layout.topic, layout.leaders.clone(), on_ack);
+    let avg = (args.message_bytes.0 + args.message_bytes.1) as f64 / 2.0;
+    let schedule = Schedule::new(
+        shared.start_us,
+        args.rate.map(|r| r.messages_per_sec(avg)),
+        args.producers,
+    );
+    let mut values = Values::new(payload, args.message_bytes, j as u64 + 1);
+    let mut keys = KeyGen::new(keys, args.key_count, j as u64 + 7).map_err(|e| e.to_string())?;
+    let n = layout.leaders.len() as u32;
+    let mut sticky = (j as u32) % n;
+    let mut i = 0u64;
+    let wait_start = shared.start_us.saturating_sub(now_us());
+    glommio::timer::sleep(Duration::from_micros(wait_start)).await;
+    while i < quota && !shared.stop.load(Ordering::Relaxed) {
+        let now = now_us();
+        if shared.produce_until_us.is_some_and(|u| now >= u) {
+            break;
+        }
+        let intended = match schedule.next(i, now) {
+            Next::Wait(d) => {
+                let linger = producer.send_lingering().await.map_err(|e| e.to_string())?;
+                let d = linger.map_or(d, |l| l.min(d));
+                glommio::timer::sleep(d).await;
+                continue;
+            }
+            Next::Send { intended_us } => intended_us,
+        };
+        let key = keys.next_key();
+        let partition = match key {
+            Some(k) => crc32c::crc32c(k) % n,
+            None => sticky,
+        } as i32;
+        let value = values.next(intended);
+        producer
+            .send(partition, key, value, (intended / 1000) as i64, intended)
+            .await
+            .map_err(|e| e.to_string())?;
+        if key.is_none() && producer.open_records(partition) == 0 {
+            sticky = (sticky + 1) % n;
+        }
+        i += 1;
+        if i.is_multiple_of(256) {
+            producer.send_lingering().await.map_err(|e| e.to_string())?;
+            glommio::executor().yield_if_needed().await;
+        }
+    }
+    producer.close().await.map_err(|e| e.to_string())
+}
+
+async fn consume(
+    parts: Vec<(i32, i64)>,
+    shared: &Arc<Shared>,
+    layout: &Layout,
+    stats: &Rc<RefCell<WorkerStats>>,
+) -> Result<(), String> {
+    let addr = layout.leaders[parts[0].0 as usize].clone();
+    let mut f = Fetcher::connect(&addr, &layout.topic, parts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let measure_from = shared.measure_from_us;
+    let mut drained_since: Option<std::time::Instant> = None;
+    loop {
+        if shared.producers_left.load(Ordering::SeqCst) == 0 {
+            let since = *drained_since.get_or_insert_with(std::time::Instant::now);
+            if shared.consumed.load(Ordering::SeqCst) >= shared.acked.load(Ordering::SeqCst)
+                || since.elapsed() > DRAIN
+            {
+                return Ok(());
+            }
+            f.max_wait_ms = 20;
+        }
+        let mut batch = (0u64, 0u64);
+        let got = f
+            .poll(|_, r| {
+                let now = now_us();
+                let mut st = stats.borrow_mut();
+                let bytes = (r.value.map_or(0, |v| v.len()) + r.key.map_or(0, |k| k.len())) as u64;
+                let stamp = r.value.and_then(stamp_of);
+                st.second.consumed += 1;
+                st.second.consumed_bytes += bytes;
+                if let Some(s) = stamp {
+                    let lat = now.saturating_sub(s);
+                    st.second.end_to_end_latency.record(lat);
+                    if s >= measure_from {
+                        st.total.end_to_end_latency.record(lat);
+                        st.total.consumed += 1;
+                        st.total.consumed_bytes += bytes;
+                    }
+                }
+                batch.0 += 1;
+                batch.1 += bytes;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        shared.consumed.fetch_add(batch.0, Ordering::SeqCst);
+        for (_, code) in got.errors {
+            let e = format!("consume: {}", error_name(code));
+            stats.borrow_mut().second.error(&e, 1);
+            stats.borrow_mut().total.error(&e, 1);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! An asynchronous fetcher for glommio executors: reads a set of
+//! partitions of one topic from given offsets with Fetch (v11) and hands
+//! every record to a callback.
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::client::encode_request;
+use crate::records::{for_each_record, RecordView};
+
+pub const FETCH_VERSION: i16 = 11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("connection to {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+pub struct Fetcher {
+    addr: String,
+    stream: TcpStream,
+    topic: TopicName,
+    /// (partition, next offset)
+    positions: Vec<(i32, i64)>,
+    next_id: i32,
+    pub max_wait_ms: i32,
+    pub partition_max_bytes: i32,
+}
+
+/// What one fetch brought.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub records: u64,
+    pub bytes: u64,
+    /// (partition, error code) of partitions answered with an error.
+    pub errors: Vec<(i32, i16)>,
+}
+
+impl Fetcher {
+    pub async fn connect(
+        addr: &str,
+        topic: &str,
+        positions: Vec<(i32, i64)>,
+    ) -> Result<Fetcher, FetchError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| FetchError::Connect(addr.to_string(), e.into()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Fetcher {
+            addr: addr.to_string(),
+            stream,
+            topic: TopicName(StrBytes::from_string(topic.to_string())),
+            positions,
+            next_id: 0,
+            max_wait_ms: 100,
+            partition_max_bytes: 4 << 20,
+        })
+    }
+
+    pub fn positions(&self) -> &[(i32, i64)] {
+        &self.positions
+    }
+
+    /// One Fetch: every record past each partition's position goes to
+    /// `f(partition, record)`, and the positions move past them.
+    pub async fn poll(
+        &mut self,
+        mut f: impl FnMut(i32, RecordView<'_>),
+    ) -> Result<Fetched, FetchError> {
+        let io = |addr: &str, e: std::io::Error| FetchError::Io(addr.to_string(), e);
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let req = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(self.max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(64 << 20)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(self.topic.clone())
+                .with_partitions(
+                    self.positions
+                        .iter()
+                        .map(|(p, o)| {
+                            FetchPartition::default()
+                                .with_partition(*p)
+                                .with_fetch_offset(*o)
+                                .with_current_leader_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(self.partition_max_bytes)
+                        })
+                        .collect(),
+                )]);
+        let frame = encode_request(ApiKey::Fetch, FETCH_VERSION, id, "sluice-loadgen", &req)
+            .map_err(|e| FetchError::Protocol(e.to_string()))?;
+        self.stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| io(&self.addr, e))?;
+        let mut len = [0u8; 4];
+        self.stream
+            .read_exact(&mut len)
+            .await
+            .map_err(|e| io(&self.addr, e))?;
+        let n = i32::from_be_bytes(len);
+        if !(4..=crate::frame::RESPONSE_FRAME_BYTES_MAX as i32).contains(&n) {
+            return Err(FetchError::Protocol(format!("answer of {n} bytes")));
+        }
+        let mut body = vec![0u8; n as usize];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| io(&self.addr, e))?;
+        let mut b = Bytes::from(body);
+        let hv = ApiKey::Fetch.response_header_version(FETCH_VERSION);
+        let h =
+            ResponseHeader::decode(&mut b, hv).map_err(|e| FetchError::Protocol(e.to_string()))?;
+        if h.correlation_id != id {
+            return Err(FetchError::Protocol(format!(
+                "answer for request {} where {id} was expected",
+                h.correlation_id
+            )));
+        }
+        let r = FetchResponse::decode(&mut b, FETCH_VERSION)
+            .map_err(|e| FetchError::Protocol(e.to_string()))?;
+        let mut out = Fetched::default();
+        if r.error_code != 0 {
+            out.errors.push((-1, r.error_code));
+            return Ok(out);
+        }
+        for t in &r.responses {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    out.errors.push((p.partition_index, p.error_code));
+                    continue;
+                }
+                let Some(records) = &p.records else { continue };
+                let Some(pos) = self
+                    .positions
+                    .iter_mut()
+                    .find(|(q, _)| *q == p.partition_index)
+                else {
+                    continue;
+                };
+                let from = pos.1;
+                let part = p.partition_index;
+                let next = for_each_record(records, |r| {
+                    if r.offset >= from {
+                        out.records += 1;
+                        out.bytes += r.value.map_or(0, |v| v.len()) as u64
+                            + r.key.map_or(0, |k| k.len()) as u64;
+                        f(part, r);
+                    }
+                })
+                .map_err(|e| FetchError::Protocol(e.to_string()))?;
+                if let Some(next) = next {
+                    pos.1 = pos.1.max(next);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,407 @@
+//! An asynchronous producer for glommio executors: records are batched per
+//! partition into v2 record batches (closed at `batch_bytes` or after
+//! `linger`), sent to each partition's leader with up to `max_in_flight`
+//! Produce requests outstanding per connection, and acknowledged through a
+//! callback with the stamps the caller attached to each record.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::client::encode_request;
+use crate::records::{BatchBuilder, Compression, RecordsError};
+
+/// The error an acknowledgement carries when the connection failed (not a
+/// Kafka error code).
+pub const CONNECTION_FAILED: i16 = i16::MIN;
+
+/// The Produce version this producer speaks (v9: flexible, topic names).
+pub const PRODUCE_VERSION: i16 = 9;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// 0, 1 or -1 (all).
+    pub acks: i16,
+    pub batch_bytes: usize,
+    pub linger: Duration,
+    pub max_in_flight: usize,
+    pub compression: Compression,
+    pub timeout_ms: i32,
+}
+
+/// The answer for one batch.
+#[derive(Debug)]
+pub struct Ack {
+    pub partition: i32,
+    /// Kafka error code (0: stored); `CONNECTION_FAILED` when the
+    /// connection failed before the answer came.
+    pub error: i16,
+    /// The base offset the broker gave the batch (-1 with acks=0 or an
+    /// error).
+    pub base_offset: i64,
+    /// Bytes of the batch as sent.
+    pub bytes: usize,
+    /// Bytes of the records' keys and values.
+    pub payload_bytes: u64,
+    /// The stamps given with each record, in order.
+    pub stamps: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("connection to {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}")]
+    Records(#[from] RecordsError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("partition {0} has no leader")]
+    NoLeader(i32),
+}
+
+struct Open {
+    builder: BatchBuilder,
+    stamps: Vec<u64>,
+    payload_bytes: u64,
+    opened: Instant,
+}
+
+struct Sent {
+    correlation_id: i32,
+    partition: i32,
+    bytes: usize,
+    payload_bytes: u64,
+    stamps: Vec<u64>,
+}
+
+/// One connection to a leader: a writer, and a task reading answers in
+/// order.
+struct Lane {
+    addr: String,
+    writer: WriteHalf<TcpStream>,
+    sent: Option<LocalSender<Sent>>,
+    reader: Option<JoinHandle<()>>,
+    next_id: i32,
+}
+
+type AckSink = Rc<dyn Fn(Ack)>;
+
+pub struct Producer {
+    cfg: ProducerConfig,
+    topic: TopicName,
+    /// Leader address of every partition.
+    leaders: Vec<String>,
+    lanes: HashMap<String, Lane>,
+    open: Vec<Option<Open>>,
+    on_ack: AckSink,
+    /// Set by a reader whose connection failed.
+    broken: Rc<RefCell<Option<String>>>,
+}
+
+impl Producer {
+    /// A producer for `topic`, whose partition `p` is led by `leaders[p]`.
+    /// Connections open on first use.
+    pub fn new(
+        cfg: ProducerConfig,
+        topic: &str,
+        leaders: Vec<String>,
+        on_ack: impl Fn(Ack) + 'static,
+    ) -> Producer {
+        let n = leaders.len();
+        Producer {
+            cfg,
+            topic: TopicName(StrBytes::from_string(topic.to_string())),
+            leaders,
+            lanes: HashMap::new(),
+            open: (0..n).map(|_| None).collect(),
+            on_ack: Rc::new(on_ack),
+            broken: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.leaders.len()
+    }
+
+    /// Records in the open batch of `partition`.
+    pub fn open_records(&self, partition: i32) -> usize {
+        self.open[partition as usize]
+            .as_ref()
+            .map_or(0, |o| o.builder.len())
+    }
+
+    /// Adds a record; sends the partition's batch when it is full. `stamp`
+    /// comes back with the acknowledgement.
+    pub async fn send(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        ts_ms: i64,
+        stamp: u64,
+    ) -> Result<(), ProducerError> {
+        if let Some(e) = self.broken.borrow().clone() {
+            return Err(ProducerError::Protocol(e));
+        }
+        let cap = self.cfg.batch_bytes + 1024;
+        let o = self.open[partition as usize].get_or_insert_with(|| Open {
+            builder: BatchBuilder::new(cap),
+            stamps: Vec::new(),
+            payload_bytes: 0,
+            opened: Instant::now(),
+        });
+        o.builder.push(key, value, ts_ms);
+        o.payload_bytes += (value.len() + key.map_or(0, |k| k.len())) as u64;
+        o.stamps.push(stamp);
+        if o.builder.bytes() >= self.cfg.batch_bytes {
+            self.flush_partition(partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every batch open for at least `linger`; returns how long until
+    /// the next one is due (`None` when none is open).
+    pub async fn send_lingering(&mut self) -> Result<Option<Duration>, ProducerError> {
+        let mut next: Option<Duration> = None;
+        for p in 0..self.open.len() {
+            let Some(o) = &self.open[p] else { continue };
+            let age = o.opened.elapsed();
+            if age >= self.cfg.linger {
+                self.flush_partition(p as i32).await?;
+            } else {
+                let left = self.cfg.linger - age;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Sends every open batch.
+    pub async fn flush(&mut self) -> Result<(), ProducerError> {
+        for p in 0..self.open.len() {
+            self.flush_partition(p as i32).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_partition(&mut self, partition: i32) -> Result<(), ProducerError> {
+        let Some(mut o) = self.open[partition as usize].take() else {
+            return Ok(());
+        };
+        if o.builder.is_empty() {
+            return Ok(());
+        }
+        let batch = o.builder.finish(self.cfg.compression)?;
+        let addr = self.leaders[partition as usize].clone();
+        if addr.is_empty() {
+            return Err(ProducerError::NoLeader(partition));
+        }
+        if !self.lanes.contains_key(&addr) {
+            let lane = self.connect(&addr).await?;
+            self.lanes.insert(addr.clone(), lane);
+        }
+        let lane = self.lanes.get_mut(&addr).expect("inserted");
+        let id = lane.next_id;
+        lane.next_id = lane.next_id.wrapping_add(1);
+        let bytes = batch.len();
+        let frame = encode_request(
+            ApiKey::Produce,
+            PRODUCE_VERSION,
+            id,
+            "sluice-loadgen",
+            &produce_request(
+                &self.topic,
+                partition,
+                batch,
+                self.cfg.acks,
+                self.cfg.timeout_ms,
+            ),
+        )
+        .map_err(|e| ProducerError::Protocol(e.to_string()))?;
+        let stamps = std::mem::take(&mut o.stamps);
+        if self.cfg.acks != 0 {
+            // Queued for the reader before the bytes go out; waits while
+            // `max_in_flight` are outstanding.
+            let sent = Sent {
+                correlation_id: id,
+                partition,
+                bytes,
+                payload_bytes: o.payload_bytes,
+                stamps,
+            };
+            let tx = lane.sent.as_ref().expect("open lane");
+            if tx.send(sent).await.is_err() {
+                return Err(ProducerError::Protocol(format!(
+                    "connection to {} failed",
+                    lane.addr
+                )));
+            }
+            lane.writer
+                .write_all(&frame)
+                .await
+                .map_err(|e| ProducerError::Io(lane.addr.clone(), e))?;
+        } else {
+            lane.writer
+                .write_all(&frame)
+                .await
+                .map_err(|e| ProducerError::Io(lane.addr.clone(), e))?;
+            (self.on_ack)(Ack {
+                partition,
+                error: 0,
+                base_offset: -1,
+                bytes,
+                payload_bytes: o.payload_bytes,
+                stamps,
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Lane, ProducerError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ProducerError::Connect(addr.to_string(), e.into()))?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = futures_lite::io::split(stream);
+        let (tx, rx) = local_channel::new_bounded(self.cfg.max_in_flight.max(1));
+        let reader = glommio::spawn_local(read_acks(
+            addr.to_string(),
+            rd,
+            rx,
+            self.on_ack.clone(),
+            self.broken.clone(),
+        ))
+        .detach();
+        Ok(Lane {
+            addr: addr.to_string(),
+            writer: wr,
+            sent: Some(tx),
+            reader: Some(reader),
+            next_id: 0,
+        })
+    }
+
+    /// Sends what is open and waits for every answer; the connections
+    /// close.
+    pub async fn close(mut self) -> Result<(), ProducerError> {
+        let flushed = self.flush().await;
+        for (_, mut lane) in self.lanes.drain() {
+            drop(lane.sent.take());
+            if let Some(r) = lane.reader.take() {
+                r.await;
+            }
+            let _ = lane.writer.close().await;
+        }
+        flushed?;
+        match self.broken.borrow().clone() {
+            Some(e) => Err(ProducerError::Protocol(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn produce_request(
+    topic: &TopicName,
+    partition: i32,
+    batch: Bytes,
+    acks: i16,
+    timeout_ms: i32,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic.clone())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))])])
+}
+
+/// Reads answers in request order until the producer closes the queue,
+/// acknowledging each batch; on a failure every batch still queued is
+/// acknowledged with `CONNECTION_FAILED`.
+async fn read_acks(
+    addr: String,
+    mut rd: ReadHalf<TcpStream>,
+    rx: LocalReceiver<Sent>,
+    on_ack: AckSink,
+    broken: Rc<RefCell<Option<String>>>,
+) {
+    let hv = ApiKey::Produce.response_header_version(PRODUCE_VERSION);
+    let mut failed: Option<String> = None;
+    while let Some(sent) = rx.recv().await {
+        if failed.is_none() {
+            match read_answer(&mut rd, hv, &sent).await {
+                Ok((error, base_offset)) => {
+                    on_ack(Ack {
+                        partition: sent.partition,
+                        error,
+                        base_offset,
+                        bytes: sent.bytes,
+                        payload_bytes: sent.payload_bytes,
+                        stamps: sent.stamps,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    let e = format!("connection to {addr}: {e}");
+                    *broken.borrow_mut() = Some(e.clone());
+                    failed = Some(e);
+                }
+            }
+        }
+        on_ack(Ack {
+            partition: sent.partition,
+            error: CONNECTION_FAILED,
+            base_offset: -1,
+            bytes: sent.bytes,
+            payload_bytes: sent.payload_bytes,
+            stamps: sent.stamps,
+        });
+    }
+}
+
+async fn read_answer(
+    rd: &mut ReadHalf<TcpStream>,
+    hv: i16,
+    sent: &Sent,
+) -> Result<(i16, i64), String> {
+    let mut len = [0u8; 4];
+    rd.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    let n = i32::from_be_bytes(len);
+    if !(4..=crate::frame::RESPONSE_FRAME_BYTES_MAX as i32).contains(&n) {
+        return Err(format!("answer of {n} bytes"));
+    }
+    let mut body = vec![0u8; n as usize];
+    rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let mut f = Bytes::from(body);
+    let h = ResponseHeader::decode(&mut f, hv).map_err(|e| e.to_string())?;
+    if h.correlation_id != sent.correlation_id {
+        return Err(format!(
+            "answer for request {} where {} was expected",
+            h.correlation_id, sent.correlation_id
+        ));
+    }
+    let r = ProduceResponse::decode(&mut f, PRODUCE_VERSION).map_err(|e| e.to_string())?;
+    let p = r
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .ok_or("a Produce answer without the partition")?;
+    Ok((p.error_code, p.base_offset))
+}
