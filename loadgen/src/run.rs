@@ -167,6 +167,21 @@ pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenE
     Ok(out)
 }
 
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes
+    // into the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
+    }
+}
+
 /// State shared by every worker.
 struct Shared {
     start_us: u64,
@@ -212,7 +227,10 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
     let mut client = Client::connect(&args.bootstrap, Duration::from_secs(5))?;
     let layout = ensure_topic(&mut client, &topic, args.partitions)?;
     let ends = end_offsets(&mut client, &layout)?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Workers go to the CPUs this process may run on, in order (so
+    // `taskset -c 1 sluice loadgen ...` keeps it off the broker's cores).
+    let allowed = allowed_cpus();
+    let cpus = allowed.len().max(1);
     let workers = args
         .cores
         .unwrap_or(cpus)
@@ -265,10 +283,9 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         let (args, shared, layout) = (args.clone(), shared.clone(), layout.clone());
         let (payload, keys) = (payload.clone(), keys.clone());
         let (tick_tx, done_tx) = (tick_tx.clone(), done_tx.clone());
-        let placement = if workers <= cpus {
-            Placement::Fixed(w)
-        } else {
-            Placement::Unbound
+        let placement = match allowed.get(w) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
         };
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("loadgen-{w}"))

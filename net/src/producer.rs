@@ -28,6 +28,15 @@ use crate::records::{BatchBuilder, Compression, RecordsError};
 /// Kafka error code).
 pub const CONNECTION_FAILED: i16 = i16::MIN;
 
+/// A record's bytes beyond its key and value, at most (length, attributes,
+/// deltas, key and value lengths, header count).
+const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
+
+/// The most a new batch buffer reserves up front.
+const fn limits_batch_capacity() -> usize {
+    16 << 20
+}
+
 /// The Produce version this producer speaks (v9: flexible, topic names).
 pub const PRODUCE_VERSION: i16 = 9;
 
@@ -158,7 +167,15 @@ impl Producer {
         if let Some(e) = self.broken.borrow().clone() {
             return Err(ProducerError::Protocol(e));
         }
-        let cap = self.cfg.batch_bytes + 1024;
+        // A batch never grows past `batch_bytes` because of this record
+        // (unless the record alone is bigger): the open one goes first.
+        let record_bytes = value.len() + key.map_or(0, |k| k.len()) + RECORD_OVERHEAD_MAX;
+        if self.open[partition as usize].as_ref().is_some_and(|o| {
+            !o.builder.is_empty() && o.builder.bytes() + record_bytes > self.cfg.batch_bytes
+        }) {
+            self.flush_partition(partition).await?;
+        }
+        let cap = self.cfg.batch_bytes.min(limits_batch_capacity()) + record_bytes;
         let o = self.open[partition as usize].get_or_insert_with(|| Open {
             builder: BatchBuilder::new(cap),
             stamps: Vec::new(),
