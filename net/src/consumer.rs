@@ -9,20 +9,13 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use crate::client::encode_request;
+use crate::client::{encode_request, ClientError};
 use crate::records::{for_each_record, RecordView};
 
 pub const FETCH_VERSION: i16 = 11;
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("connection to {0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0}")]
-    Protocol(String),
-}
+/// Failures: connecting, the connection, or an answer that makes no sense.
+pub type FetchError = ClientError;
 
 pub struct Fetcher {
     addr: String,
