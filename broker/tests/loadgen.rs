@@ -166,3 +166,68 @@ fn bad_runs_fail_fast_with_a_message() {
     assert_ne!(code, 0);
     assert!(err.contains("zipf:S"), "{err}");
 }
+
+/// --backlog writes first and then measures consumers reading it all back;
+/// with no producers, consumers read what the topic holds and stop.
+#[test]
+fn backlog_and_catch_up_read_everything_back() {
+    let dir = tempdir();
+    let b = Broker::start(&dir.path().join("data"), 1, &[]);
+    let json = dir.path().join("backlog.json");
+    let html = dir.path().join("backlog.html");
+    let (code, out, err) = loadgen(&[
+        "--bootstrap",
+        &b.bootstrap(),
+        "--topic",
+        "backlog",
+        "--partitions",
+        "2",
+        "--producers",
+        "1",
+        "--consumers",
+        "2",
+        "--backlog",
+        "2MB",
+        "--batch-bytes",
+        "65536",
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let produced = r["produce"]["messages"].as_u64().unwrap();
+    assert!(r["produce"]["bytes"].as_u64().unwrap() >= 2_000_000, "{r}");
+    assert_eq!(r["consume"]["messages"].as_u64().unwrap(), produced);
+    assert_eq!(
+        end_offsets_sum(&b.bootstrap(), "backlog", 2),
+        produced as i64
+    );
+    assert!(r["consume"]["seconds"].as_f64().unwrap() > 0.0);
+    // The page stands alone: charts inline, nothing fetched.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert!(page.contains("Latency by percentile"));
+    assert!(!page.contains("src=") && !page.contains("href=") && !page.contains("<script"));
+
+    let (code, out, err) = loadgen(&[
+        "--bootstrap",
+        &b.bootstrap(),
+        "--topic",
+        "backlog",
+        "--producers",
+        "0",
+        "--consumers",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["consume"]["messages"].as_u64().unwrap(), produced);
+    assert_eq!(r["produce"]["messages"].as_u64().unwrap(), 0);
+}

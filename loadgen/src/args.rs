@@ -65,6 +65,10 @@ pub struct LoadgenArgs {
     /// random, zeros or compressible:RATIO.
     #[arg(long, default_value = "random")]
     pub payload: String,
+    /// Write this many bytes first, then measure consumers reading them
+    /// back (catch-up); with a unit (2GB) or in bytes.
+    #[arg(long, value_parser = parse_bytes)]
+    pub backlog: Option<u64>,
     /// Executors (one per core).
     #[arg(long)]
     pub cores: Option<usize>,
@@ -74,6 +78,9 @@ pub struct LoadgenArgs {
     /// Write the per-second series as CSV here.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Write a self-contained HTML page with charts here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +187,13 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     Ok(Rate::Messages(v))
 }
 
+/// A byte count, with an optional unit (KB, MB, GB, KiB, MiB, GiB).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    match parse_rate(s)? {
+        Rate::Bytes(b) | Rate::Messages(b) => Ok(b as u64),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (n, mul_ms) = if let Some(n) = s.strip_suffix("ms") {
@@ -249,5 +263,8 @@ mod tests {
         assert_eq!(parse_acks("all").unwrap(), -1);
         assert!(parse_acks("2").is_err());
         assert_eq!(Rate::Bytes(1e6).messages_per_sec(1000.0), 1000.0);
+        assert_eq!(parse_bytes("2GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("-1").is_err());
     }
 }

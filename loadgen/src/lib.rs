@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod hist;
+pub mod html;
 pub mod payload;
 pub mod rate;
 pub mod report;

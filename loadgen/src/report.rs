@@ -42,6 +42,8 @@ impl Host {
 
 #[derive(Debug, serde::Serialize)]
 pub struct Side {
+    /// Seconds this side was measured over.
+    pub seconds: f64,
     pub messages: u64,
     pub bytes: u64,
     pub msgs_per_sec: f64,
@@ -104,12 +106,13 @@ pub struct Report {
     pub params: LoadgenArgs,
     pub topic: String,
     pub host: Host,
-    /// Seconds measured (after the warm-up).
-    pub seconds: f64,
     pub produce: Side,
     pub consume: Side,
     pub produce_latency_us: Percentiles,
     pub end_to_end_latency_us: Percentiles,
+    /// (percentile, µs) from 0 to 100, for plotting.
+    pub produce_spectrum: Vec<(f64, u64)>,
+    pub end_to_end_spectrum: Vec<(f64, u64)>,
     pub series: Vec<Second>,
 }
 
@@ -118,10 +121,11 @@ impl Report {
         params: LoadgenArgs,
         topic: String,
         total: &Stats,
-        seconds: f64,
+        produce_secs: f64,
+        consume_secs: f64,
         series: Vec<Second>,
     ) -> Report {
-        let secs = seconds.max(1e-9);
+        let (psecs, csecs) = (produce_secs.max(1e-9), consume_secs.max(1e-9));
         let (mut perr, mut cerr) = (BTreeMap::new(), BTreeMap::new());
         for (k, v) in &total.errors {
             if let Some(k) = k.strip_prefix("consume: ") {
@@ -134,35 +138,38 @@ impl Report {
             params,
             topic,
             host: Host::probe(),
-            seconds,
             produce: Side {
+                seconds: produce_secs,
                 messages: total.produced,
                 bytes: total.produced_bytes,
-                msgs_per_sec: total.produced as f64 / secs,
-                mb_per_sec: total.produced_bytes as f64 / 1e6 / secs,
+                msgs_per_sec: total.produced as f64 / psecs,
+                mb_per_sec: total.produced_bytes as f64 / 1e6 / psecs,
                 errors: perr,
             },
             consume: Side {
+                seconds: consume_secs,
                 messages: total.consumed,
                 bytes: total.consumed_bytes,
-                msgs_per_sec: total.consumed as f64 / secs,
-                mb_per_sec: total.consumed_bytes as f64 / 1e6 / secs,
+                msgs_per_sec: total.consumed as f64 / csecs,
+                mb_per_sec: total.consumed_bytes as f64 / 1e6 / csecs,
                 errors: cerr,
             },
             produce_latency_us: total.produce_latency.percentiles(),
             end_to_end_latency_us: total.end_to_end_latency.percentiles(),
+            produce_spectrum: total.produce_latency.spectrum(),
+            end_to_end_spectrum: total.end_to_end_latency.spectrum(),
             series,
         }
     }
 
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "topic {} measured {:.1} s", self.topic, self.seconds);
+        let _ = writeln!(s, "topic {}", self.topic);
         for (name, side) in [("produced", &self.produce), ("consumed", &self.consume)] {
             let _ = writeln!(
                 s,
-                "{name}: {} messages, {} bytes, {:.0} msg/s, {:.1} MB/s",
-                side.messages, side.bytes, side.msgs_per_sec, side.mb_per_sec
+                "{name}: {} messages, {} bytes, {:.0} msg/s, {:.1} MB/s in {:.1} s",
+                side.messages, side.bytes, side.msgs_per_sec, side.mb_per_sec, side.seconds
             );
         }
         for (name, p) in [

@@ -131,6 +131,11 @@ pub fn ensure_topic(c: &mut Client, topic: &str, partitions: i32) -> Result<Layo
 
 /// The end offset of every partition.
 pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenError> {
+    offsets(c, layout, -1)
+}
+
+/// Every partition's offset at `timestamp` (-1: the end, -2: the start).
+pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i64>, LoadgenError> {
     let (_, r): (i16, ListOffsetsResponse) = c.call(ApiKey::ListOffsets, (1, 6), |_| {
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -141,7 +146,7 @@ pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenE
                         .map(|p| {
                             list_offsets_request::ListOffsetsPartition::default()
                                 .with_partition_index(p)
-                                .with_timestamp(-1)
+                                .with_timestamp(timestamp)
                         })
                         .collect(),
                 )])
@@ -188,8 +193,13 @@ struct Shared {
     measure_from_us: u64,
     /// Producing ends at this time (duration runs).
     produce_until_us: Option<u64>,
+    /// Producing stops once this many payload bytes are acknowledged.
+    byte_quota: Option<u64>,
+    /// Consumers stop at these offsets.
+    catch_up: Option<Vec<i64>>,
     producers_left: AtomicUsize,
     acked: AtomicU64,
+    acked_bytes: AtomicU64,
     consumed: AtomicU64,
     stop: AtomicBool,
 }
@@ -220,118 +230,89 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
     if args.partitions < 1 {
         return Err(LoadgenError::Args("--partitions must be at least 1".into()));
     }
+    if args.backlog.is_some() && args.producers == 0 {
+        return Err(LoadgenError::Args("--backlog needs producers".into()));
+    }
     let topic = args
         .topic
         .clone()
         .unwrap_or_else(|| format!("loadgen-{}-{}", std::process::id(), now_us() / 1_000_000));
     let mut client = Client::connect(&args.bootstrap, Duration::from_secs(5))?;
-    let layout = ensure_topic(&mut client, &topic, args.partitions)?;
-    let ends = end_offsets(&mut client, &layout)?;
-    // Workers go to the CPUs this process may run on, in order (so
-    // `taskset -c 1 sluice loadgen ...` keeps it off the broker's cores).
-    let allowed = allowed_cpus();
-    let cpus = allowed.len().max(1);
-    let workers = args
-        .cores
-        .unwrap_or(cpus)
-        .clamp(1, cpus)
-        .min((args.producers + args.consumers).max(1));
-    // Producers and consumers dealt round-robin to workers; consumer k
-    // reads the partitions p with p % consumers == k, from their end.
-    let mut plans: Vec<Plan> = (0..workers)
-        .map(|_| Plan {
-            producers: Vec::new(),
-            consumers: Vec::new(),
-        })
-        .collect();
-    let per = args.messages.map(|m| m / args.producers.max(1) as u64);
-    for j in 0..args.producers {
-        let quota = match (args.messages, per) {
-            (Some(m), Some(p)) => p + u64::from((j as u64) < m % args.producers as u64),
-            _ => u64::MAX,
-        };
-        plans[j % workers].producers.push((j, quota));
-    }
-    for k in 0..args.consumers {
-        let parts: Vec<(i32, i64)> = (0..layout.leaders.len())
-            .filter(|p| p % args.consumers == k)
-            .map(|p| (p as i32, ends[p]))
-            .collect();
-        if !parts.is_empty() {
-            plans[(args.producers + k) % workers].consumers.push(parts);
-        }
-    }
-    let start_us = now_us() + 50_000;
-    let measure_from_us = start_us + args.warmup.as_micros() as u64;
-    let shared = Arc::new(Shared {
-        start_us,
-        measure_from_us,
-        produce_until_us: args
-            .messages
-            .is_none()
-            .then(|| measure_from_us + args.duration.as_micros() as u64),
-        producers_left: AtomicUsize::new(args.producers),
-        acked: AtomicU64::new(0),
-        consumed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
-    let (tick_tx, tick_rx) = flume::bounded::<Tick>(4096);
-    let (done_tx, done_rx) = flume::bounded::<Stats>(workers);
-    let mut handles = Vec::new();
-    let layout = Arc::new(layout);
-    for (w, plan) in plans.into_iter().enumerate() {
-        let (args, shared, layout) = (args.clone(), shared.clone(), layout.clone());
-        let (payload, keys) = (payload.clone(), keys.clone());
-        let (tick_tx, done_tx) = (tick_tx.clone(), done_tx.clone());
-        let placement = match allowed.get(w) {
-            Some(&cpu) => Placement::Fixed(cpu),
-            None => Placement::Unbound,
-        };
-        let h = LocalExecutorBuilder::new(placement)
-            .name(&format!("loadgen-{w}"))
-            .io_memory(256 << 10)
-            .spawn(move || async move {
-                let total = worker(w, plan, args, payload, keys, shared, layout, tick_tx).await;
-                let _ = done_tx.send(total);
-            })
-            .map_err(|e| LoadgenError::Worker(e.to_string()))?;
-        handles.push(h);
-    }
-    drop(tick_tx);
-    drop(done_tx);
-    // One line a second, once every worker has reported that second.
-    let mut seconds: BTreeMap<u64, (usize, Stats)> = BTreeMap::new();
-    let mut series = Vec::new();
-    let measure_second = (measure_from_us - start_us) / 1_000_000;
-    for (s, st) in tick_rx.iter() {
-        let e = seconds.entry(s).or_default();
-        e.0 += 1;
-        e.1.merge(&st);
-        while let Some((&first, (n, _))) = seconds.iter().next() {
-            if *n < workers {
-                break;
-            }
-            let (_, st) = seconds.remove(&first).expect("present");
-            let sec = Second::of(first, first < measure_second, &st);
-            let _ = writeln!(out, "{}", sec.line());
-            series.push(sec);
-        }
-    }
-    for (first, (_, st)) in seconds {
-        series.push(Second::of(first, first < measure_second, &st));
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    let mut total = Stats::default();
-    for st in done_rx.iter() {
-        total.merge(&st);
-    }
-    let measured = match args.messages {
-        Some(_) => (now_us().saturating_sub(measure_from_us)) as f64 / 1e6,
-        None => args.duration.as_secs_f64(),
+    let layout = Arc::new(ensure_topic(&mut client, &topic, args.partitions)?);
+    let ctx = Ctx {
+        args: &args,
+        layout: layout.clone(),
+        allowed: allowed_cpus(),
+        payload,
+        keys,
     };
-    let report = Report::new(args.clone(), topic, &total, measured, series);
+    let produce_quota = |j: usize| match args.messages {
+        Some(m) => m / args.producers as u64 + u64::from((j as u64) < m % args.producers as u64),
+        None => u64::MAX,
+    };
+    let (series, total, produce_secs, consume_secs) = if let Some(backlog) = args.backlog {
+        // The backlog first, as fast as the producers go; then the
+        // consumers read it from where it starts, and that is measured.
+        let starts = offsets(&mut client, &layout, -1)?;
+        let _ = writeln!(out, "writing a backlog of {backlog} bytes");
+        let produced = ctx.phase(
+            Phase {
+                producers: (0..args.producers).map(|j| (j, u64::MAX)).collect(),
+                byte_quota: Some(backlog),
+                ..Phase::default()
+            },
+            out,
+        )?;
+        let ends = offsets(&mut client, &layout, -1)?;
+        let _ = writeln!(out, "reading the backlog back");
+        let consumed = ctx.phase(
+            Phase {
+                consumers: ctx.consumer_sets(&starts),
+                catch_up: Some(ends),
+                ..Phase::default()
+            },
+            out,
+        )?;
+        let mut total = produced.1;
+        total.merge(&consumed.1);
+        let mut series = produced.0;
+        series.extend(consumed.0);
+        (series, total, produced.2, consumed.2)
+    } else if args.producers == 0 {
+        // Catch-up only: everything the topic holds now.
+        let starts = offsets(&mut client, &layout, -2)?;
+        let ends = offsets(&mut client, &layout, -1)?;
+        let (series, total, secs) = ctx.phase(
+            Phase {
+                consumers: ctx.consumer_sets(&starts),
+                catch_up: Some(ends),
+                ..Phase::default()
+            },
+            out,
+        )?;
+        (series, total, secs, secs)
+    } else {
+        let ends = offsets(&mut client, &layout, -1)?;
+        let (series, total, secs) = ctx.phase(
+            Phase {
+                producers: (0..args.producers).map(|j| (j, produce_quota(j))).collect(),
+                consumers: ctx.consumer_sets(&ends),
+                warmup: args.warmup,
+                duration: args.messages.is_none().then_some(args.duration),
+                ..Phase::default()
+            },
+            out,
+        )?;
+        (series, total, secs, secs)
+    };
+    let report = Report::new(
+        args.clone(),
+        topic,
+        &total,
+        produce_secs,
+        consume_secs,
+        series,
+    );
     let _ = write!(out, "{}", report.summary());
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("serializable");
@@ -340,12 +321,160 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
     if let Some(p) = &args.csv {
         std::fs::write(p, report.csv()).map_err(|e| LoadgenError::Write(p.clone(), e))?;
     }
+    if let Some(p) = &args.html {
+        std::fs::write(p, crate::html::page(&report))
+            .map_err(|e| LoadgenError::Write(p.clone(), e))?;
+    }
     Ok(report)
+}
+
+/// What one phase of a run does.
+#[derive(Default)]
+struct Phase {
+    /// (producer number, message quota)
+    producers: Vec<(usize, u64)>,
+    /// Producing stops once this many payload bytes are acknowledged.
+    byte_quota: Option<u64>,
+    /// Each consumer's partitions and start offsets.
+    consumers: Vec<Vec<(i32, i64)>>,
+    /// Consumers stop at these end offsets (catch-up), and measure no
+    /// end-to-end latency (the messages were written before).
+    catch_up: Option<Vec<i64>>,
+    warmup: Duration,
+    /// Producing stops after the warm-up and this long.
+    duration: Option<Duration>,
+}
+
+struct Ctx<'a> {
+    args: &'a LoadgenArgs,
+    layout: Arc<Layout>,
+    allowed: Vec<usize>,
+    payload: Payload,
+    keys: Keys,
+}
+
+impl Ctx<'_> {
+    /// Consumer k reads the partitions p with p % consumers == k.
+    fn consumer_sets(&self, starts: &[i64]) -> Vec<Vec<(i32, i64)>> {
+        let n = self.args.consumers;
+        (0..n)
+            .map(|k| {
+                (0..starts.len())
+                    .filter(|p| p % n == k)
+                    .map(|p| (p as i32, starts[p]))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// Runs a phase on one pinned executor per core (producers and
+    /// consumers dealt round-robin); prints a line a second. Returns the
+    /// series, the measured totals and the measured seconds.
+    fn phase(
+        &self,
+        phase: Phase,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Vec<Second>, Stats, f64), LoadgenError> {
+        let cpus = self.allowed.len().max(1);
+        let workers = self
+            .args
+            .cores
+            .unwrap_or(cpus)
+            .clamp(1, cpus)
+            .min((phase.producers.len() + phase.consumers.len()).max(1));
+        let mut plans: Vec<Plan> = (0..workers)
+            .map(|_| Plan {
+                producers: Vec::new(),
+                consumers: Vec::new(),
+            })
+            .collect();
+        let np = phase.producers.len();
+        for (i, p) in phase.producers.into_iter().enumerate() {
+            plans[i % workers].producers.push(p);
+        }
+        for (k, c) in phase.consumers.into_iter().enumerate() {
+            plans[(np + k) % workers].consumers.push(c);
+        }
+        let start_us = now_us() + 50_000;
+        let measure_from_us = start_us + phase.warmup.as_micros() as u64;
+        let shared = Arc::new(Shared {
+            start_us,
+            measure_from_us,
+            produce_until_us: phase
+                .duration
+                .map(|d| measure_from_us + d.as_micros() as u64),
+            byte_quota: phase.byte_quota,
+            catch_up: phase.catch_up,
+            producers_left: AtomicUsize::new(np),
+            acked: AtomicU64::new(0),
+            acked_bytes: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let (tick_tx, tick_rx) = flume::bounded::<Tick>(4096);
+        let (done_tx, done_rx) = flume::bounded::<Stats>(workers);
+        let mut handles = Vec::new();
+        for (w, plan) in plans.into_iter().enumerate() {
+            let (args, shared, layout) = (self.args.clone(), shared.clone(), self.layout.clone());
+            let (payload, keys) = (self.payload.clone(), self.keys.clone());
+            let (tick_tx, done_tx) = (tick_tx.clone(), done_tx.clone());
+            let placement = match self.allowed.get(w) {
+                Some(&cpu) => Placement::Fixed(cpu),
+                None => Placement::Unbound,
+            };
+            let h = LocalExecutorBuilder::new(placement)
+                .name(&format!("loadgen-{w}"))
+                .io_memory(256 << 10)
+                .spawn(move || async move {
+                    let total = worker(plan, args, payload, keys, shared, layout, tick_tx).await;
+                    let _ = done_tx.send(total);
+                })
+                .map_err(|e| LoadgenError::Worker(e.to_string()))?;
+            handles.push(h);
+        }
+        drop(tick_tx);
+        drop(done_tx);
+        // One line a second, once every worker has reported that second.
+        let mut seconds: BTreeMap<u64, (usize, Stats)> = BTreeMap::new();
+        let mut series = Vec::new();
+        let measure_second = (measure_from_us - start_us) / 1_000_000;
+        for (s, st) in tick_rx.iter() {
+            let e = seconds.entry(s).or_default();
+            e.0 += 1;
+            e.1.merge(&st);
+            while let Some((&first, (n, _))) = seconds.iter().next() {
+                if *n < workers {
+                    break;
+                }
+                let (_, st) = seconds.remove(&first).expect("present");
+                let sec = Second::of(first, first < measure_second, &st);
+                let _ = writeln!(out, "{}", sec.line());
+                series.push(sec);
+            }
+        }
+        for (first, (_, st)) in seconds {
+            series.push(Second::of(first, first < measure_second, &st));
+        }
+        let mut finished_us = 0u64;
+        for h in handles {
+            let _ = h.join();
+        }
+        let mut total = Stats::default();
+        for st in done_rx.iter() {
+            finished_us = finished_us.max(st.finished_us);
+            total.merge(&st);
+        }
+        let measured = match shared.produce_until_us {
+            Some(until) => (until - measure_from_us) as f64 / 1e6,
+            None => finished_us.saturating_sub(measure_from_us) as f64 / 1e6,
+        };
+        Ok((series, total, measured))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn worker(
-    w: usize,
     plan: Plan,
     args: LoadgenArgs,
     payload: Payload,
@@ -384,10 +513,15 @@ async fn worker(
         glommio::spawn_local(async move {
             let mut s = 0u64;
             loop {
+                // The second's end, or soon after the last task ends (its
+                // partial second is the last tick).
                 let due = shared.start_us + (s + 1) * 1_000_000;
-                let now = now_us();
-                if due > now {
-                    glommio::timer::sleep(Duration::from_micros(due - now)).await;
+                loop {
+                    let now = now_us();
+                    if now >= due || running.get() == 0 {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_micros((due - now).min(20_000))).await;
                 }
                 let st = std::mem::take(&mut stats.borrow_mut().second);
                 let _ = tick_tx.send_async((s, st)).await;
@@ -402,9 +536,10 @@ async fn worker(
         t.await;
         running.set(running.get() - 1);
     }
+    let finished_us = now_us();
     ticker.await;
-    let _ = w;
-    let total = std::mem::take(&mut stats.borrow_mut().total);
+    let mut total = std::mem::take(&mut stats.borrow_mut().total);
+    total.finished_us = finished_us;
     total
 }
 
@@ -443,6 +578,9 @@ async fn produce(
                 return;
             }
             shared.acked.fetch_add(n, Ordering::SeqCst);
+            shared
+                .acked_bytes
+                .fetch_add(ack.payload_bytes, Ordering::SeqCst);
             let per_msg = ack.payload_bytes / n.max(1);
             let measured = ack.stamps.iter().filter(|s| **s >= measure_from).count() as u64;
             st.second.produced += n;
@@ -480,7 +618,11 @@ async fn produce(
     glommio::timer::sleep(Duration::from_micros(wait_start)).await;
     while i < quota && !shared.stop.load(Ordering::Relaxed) {
         let now = now_us();
-        if shared.produce_until_us.is_some_and(|u| now >= u) {
+        if shared.produce_until_us.is_some_and(|u| now >= u)
+            || shared
+                .byte_quota
+                .is_some_and(|q| shared.acked_bytes.load(Ordering::Relaxed) >= q)
+        {
             break;
         }
         let intended = match schedule.next(i, now) {
@@ -526,8 +668,13 @@ async fn consume(
         .map_err(|e| e.to_string())?;
     let measure_from = shared.measure_from_us;
     let mut drained_since: Option<std::time::Instant> = None;
+    let catch_up = shared.catch_up.as_ref();
     loop {
-        if shared.producers_left.load(Ordering::SeqCst) == 0 {
+        if let Some(ends) = catch_up {
+            if f.positions().iter().all(|(p, o)| *o >= ends[*p as usize]) {
+                return Ok(());
+            }
+        } else if shared.producers_left.load(Ordering::SeqCst) == 0 {
             let since = *drained_since.get_or_insert_with(std::time::Instant::now);
             if shared.consumed.load(Ordering::SeqCst) >= shared.acked.load(Ordering::SeqCst)
                 || since.elapsed() > DRAIN
@@ -545,7 +692,10 @@ async fn consume(
                 let stamp = r.value.and_then(stamp_of);
                 st.second.consumed += 1;
                 st.second.consumed_bytes += bytes;
-                if let Some(s) = stamp {
+                if catch_up.is_some() {
+                    st.total.consumed += 1;
+                    st.total.consumed_bytes += bytes;
+                } else if let Some(s) = stamp {
                     let lat = now.saturating_sub(s);
                     st.second.end_to_end_latency.record(lat);
                     if s >= measure_from {

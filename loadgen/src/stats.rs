@@ -21,6 +21,8 @@ pub struct Stats {
     pub produce_latency: Latency,
     /// Intended send time to a consumer holding the message, µs.
     pub end_to_end_latency: Latency,
+    /// When the worker finished (µs since the epoch; 0 while running).
+    pub finished_us: u64,
 }
 
 impl Stats {
@@ -34,6 +36,7 @@ impl Stats {
         }
         self.produce_latency.merge(&o.produce_latency);
         self.end_to_end_latency.merge(&o.end_to_end_latency);
+        self.finished_us = self.finished_us.max(o.finished_us);
     }
 
     pub fn error(&mut self, kind: &str, n: u64) {
