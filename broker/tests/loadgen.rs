@@ -70,6 +70,40 @@ fn counts_match_the_topic_and_the_consumers() {
     assert!(out.contains("consumed: 30001 messages"), "{out}");
     assert!(out.contains("errors: none"), "{out}");
     assert_eq!(end_offsets_sum(&b.bootstrap(), "lg", 3), 30001);
+    // The two consumers read as one group, committed what they read and
+    // left: the group is empty with nothing left to read.
+    let groups = Command::new(BIN)
+        .args(["group", "list", "--json", "--bootstrap", &b.bootstrap()])
+        .output()
+        .unwrap();
+    let groups = String::from_utf8_lossy(&groups.stdout);
+    assert!(groups.contains("lg-group"), "{groups}");
+    let desc = Command::new(BIN)
+        .args([
+            "group",
+            "describe",
+            "lg-group",
+            "--json",
+            "--bootstrap",
+            &b.bootstrap(),
+        ])
+        .output()
+        .unwrap();
+    let desc = String::from_utf8_lossy(&desc.stdout);
+    assert!(desc.contains("Empty"), "{desc}");
+    let d: serde_json::Value = serde_json::from_str(&desc).unwrap();
+    let offsets = d["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 3, "{d}");
+    for o in offsets {
+        assert_eq!(o["lag"], 0, "{d}");
+        assert_eq!(o["committed"], o["end"], "{d}");
+    }
+    let ends: Vec<i64> = offsets.iter().map(|o| o["end"].as_i64().unwrap()).collect();
+    assert_eq!(ends.iter().sum::<i64>(), 30001);
+    assert!(
+        ends.iter().filter(|e| **e > 0).count() >= 2,
+        "keys spread: {ends:?}"
+    );
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -14,6 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use sluice_net::client::{Client, ClientError};
 use sluice_net::consumer::Fetcher;
+use sluice_net::group::GroupMember;
 use sluice_net::producer::{Producer, ProducerConfig};
 
 use crate::args::LoadgenArgs;
@@ -129,6 +130,22 @@ pub fn ensure_topic(c: &mut Client, topic: &str, partitions: i32) -> Result<Layo
     ))
 }
 
+/// The address of `group`'s coordinator.
+fn find_coordinator(c: &mut Client, group: &str) -> Result<String, LoadgenError> {
+    let (_, r): (i16, FindCoordinatorResponse) = c.call(ApiKey::FindCoordinator, (1, 3), |_| {
+        FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0)
+    })?;
+    if r.error_code != 0 {
+        return Err(LoadgenError::Topic(
+            group.into(),
+            format!("no coordinator: {}", error_name(r.error_code)),
+        ));
+    }
+    Ok(format!("{}:{}", r.host, r.port))
+}
+
 /// The end offset of every partition.
 pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenError> {
     offsets(c, layout, -1)
@@ -197,6 +214,11 @@ struct Shared {
     byte_quota: Option<u64>,
     /// Consumers stop at these offsets.
     catch_up: Option<Vec<i64>>,
+    /// Every partition's next offset to read, handed between consumers as
+    /// the group's assignment moves partitions.
+    positions: std::sync::Mutex<Vec<i64>>,
+    coordinator: String,
+    group: String,
     producers_left: AtomicUsize,
     acked: AtomicU64,
     acked_bytes: AtomicU64,
@@ -215,7 +237,7 @@ type Tick = (u64, Stats);
 
 struct Plan {
     producers: Vec<(usize, u64)>,
-    consumers: Vec<Vec<(i32, i64)>>,
+    consumers: usize,
 }
 
 pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, LoadgenError> {
@@ -239,7 +261,13 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         .unwrap_or_else(|| format!("loadgen-{}-{}", std::process::id(), now_us() / 1_000_000));
     let mut client = Client::connect(&args.bootstrap, Duration::from_secs(5))?;
     let layout = Arc::new(ensure_topic(&mut client, &topic, args.partitions)?);
+    let coordinator = if args.consumers > 0 {
+        find_coordinator(&mut client, &format!("{topic}-group"))?
+    } else {
+        String::new()
+    };
     let ctx = Ctx {
+        coordinator,
         args: &args,
         layout: layout.clone(),
         allowed: allowed_cpus(),
@@ -267,7 +295,8 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         let _ = writeln!(out, "reading the backlog back");
         let consumed = ctx.phase(
             Phase {
-                consumers: ctx.consumer_sets(&starts),
+                consumers: args.consumers,
+                starts,
                 catch_up: Some(ends),
                 ..Phase::default()
             },
@@ -284,7 +313,8 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         let ends = offsets(&mut client, &layout, -1)?;
         let (series, total, secs) = ctx.phase(
             Phase {
-                consumers: ctx.consumer_sets(&starts),
+                consumers: args.consumers,
+                starts,
                 catch_up: Some(ends),
                 ..Phase::default()
             },
@@ -296,7 +326,8 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         let (series, total, secs) = ctx.phase(
             Phase {
                 producers: (0..args.producers).map(|j| (j, produce_quota(j))).collect(),
-                consumers: ctx.consumer_sets(&ends),
+                consumers: args.consumers,
+                starts: ends,
                 warmup: args.warmup,
                 duration: args.messages.is_none().then_some(args.duration),
                 ..Phase::default()
@@ -335,8 +366,10 @@ struct Phase {
     producers: Vec<(usize, u64)>,
     /// Producing stops once this many payload bytes are acknowledged.
     byte_quota: Option<u64>,
-    /// Each consumer's partitions and start offsets.
-    consumers: Vec<Vec<(i32, i64)>>,
+    /// Consumers, in one group.
+    consumers: usize,
+    /// Where reading starts in each partition.
+    starts: Vec<i64>,
     /// Consumers stop at these end offsets (catch-up), and measure no
     /// end-to-end latency (the messages were written before).
     catch_up: Option<Vec<i64>>,
@@ -347,6 +380,8 @@ struct Phase {
 
 struct Ctx<'a> {
     args: &'a LoadgenArgs,
+    /// The consumer group's coordinator (empty without consumers).
+    coordinator: String,
     layout: Arc<Layout>,
     allowed: Vec<usize>,
     payload: Payload,
@@ -354,20 +389,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Consumer k reads the partitions p with p % consumers == k.
-    fn consumer_sets(&self, starts: &[i64]) -> Vec<Vec<(i32, i64)>> {
-        let n = self.args.consumers;
-        (0..n)
-            .map(|k| {
-                (0..starts.len())
-                    .filter(|p| p % n == k)
-                    .map(|p| (p as i32, starts[p]))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|v| !v.is_empty())
-            .collect()
-    }
-
     /// Runs a phase on one pinned executor per core (producers and
     /// consumers dealt round-robin); prints a line a second. Returns the
     /// series, the measured totals and the measured seconds.
@@ -382,19 +403,19 @@ impl Ctx<'_> {
             .cores
             .unwrap_or(cpus)
             .clamp(1, cpus)
-            .min((phase.producers.len() + phase.consumers.len()).max(1));
+            .min((phase.producers.len() + phase.consumers).max(1));
         let mut plans: Vec<Plan> = (0..workers)
             .map(|_| Plan {
                 producers: Vec::new(),
-                consumers: Vec::new(),
+                consumers: 0,
             })
             .collect();
         let np = phase.producers.len();
         for (i, p) in phase.producers.into_iter().enumerate() {
             plans[i % workers].producers.push(p);
         }
-        for (k, c) in phase.consumers.into_iter().enumerate() {
-            plans[(np + k) % workers].consumers.push(c);
+        for k in 0..phase.consumers {
+            plans[(np + k) % workers].consumers += 1;
         }
         let start_us = now_us() + 50_000;
         let measure_from_us = start_us + phase.warmup.as_micros() as u64;
@@ -406,6 +427,9 @@ impl Ctx<'_> {
                 .map(|d| measure_from_us + d.as_micros() as u64),
             byte_quota: phase.byte_quota,
             catch_up: phase.catch_up,
+            positions: std::sync::Mutex::new(phase.starts),
+            coordinator: self.coordinator.clone(),
+            group: format!("{}-group", self.layout.topic),
             producers_left: AtomicUsize::new(np),
             acked: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
@@ -497,10 +521,10 @@ async fn worker(
             shared.producers_left.fetch_sub(1, Ordering::SeqCst);
         }));
     }
-    for parts in plan.consumers {
+    for _ in 0..plan.consumers {
         let (shared, layout, stats) = (shared.clone(), layout.clone(), stats.clone());
         tasks.push(glommio::spawn_local(async move {
-            if let Err(e) = consume(parts, &shared, &layout, &stats).await {
+            if let Err(e) = consume(&shared, &layout, &stats).await {
                 let e = format!("consume: {e}");
                 stats.borrow_mut().second.error(&e, 1);
                 stats.borrow_mut().total.error(&e, 1);
@@ -640,11 +664,14 @@ async fn produce(
             None => sticky,
         } as i32;
         let value = values.next(intended);
+        let sent_before = producer.batches_sent();
         producer
             .send(partition, key, value, (intended / 1000) as i64, intended)
             .await
             .map_err(|e| e.to_string())?;
-        if key.is_none() && producer.open_records(partition) == 0 {
+        // Without keys, a partition's batch fills and then the next one's
+        // (the sticky partitioner).
+        if key.is_none() && producer.batches_sent() != sent_before {
             sticky = (sticky + 1) % n;
         }
         i += 1;
@@ -656,64 +683,144 @@ async fn produce(
     producer.close().await.map_err(|e| e.to_string())
 }
 
+/// How often a consumer heartbeats its group.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
+
+/// One member of the run's consumer group: reads the partitions the group
+/// gives it from the shared positions, and hands them back on a
+/// rebalance.
 async fn consume(
-    parts: Vec<(i32, i64)>,
     shared: &Arc<Shared>,
     layout: &Layout,
     stats: &Rc<RefCell<WorkerStats>>,
 ) -> Result<(), String> {
-    let addr = layout.leaders[parts[0].0 as usize].clone();
-    let mut f = Fetcher::connect(&addr, &layout.topic, parts)
+    let partitions = layout.leaders.len() as i32;
+    glommio::timer::sleep(Duration::from_micros(
+        shared.start_us.saturating_sub(now_us()),
+    ))
+    .await;
+    let mut member = GroupMember::connect(&shared.coordinator, &shared.group, &layout.topic)
         .await
         .map_err(|e| e.to_string())?;
+    let r = consume_as_member(&mut member, partitions, shared, layout, stats).await;
+    member.leave().await;
+    r
+}
+
+async fn consume_as_member(
+    member: &mut GroupMember,
+    partitions: i32,
+    shared: &Arc<Shared>,
+    layout: &Layout,
+    stats: &Rc<RefCell<WorkerStats>>,
+) -> Result<(), String> {
     let measure_from = shared.measure_from_us;
-    let mut drained_since: Option<std::time::Instant> = None;
     let catch_up = shared.catch_up.as_ref();
-    loop {
-        if let Some(ends) = catch_up {
-            if f.positions().iter().all(|(p, o)| *o >= ends[*p as usize]) {
-                return Ok(());
+    let mut drained_since: Option<std::time::Instant> = None;
+    'generation: loop {
+        let mine = member.join(partitions).await.map_err(|e| e.to_string())?;
+        let positions: Vec<(i32, i64)> = {
+            let all = shared.positions.lock().expect("not poisoned");
+            mine.iter().map(|p| (*p, all[*p as usize])).collect()
+        };
+        let mut fetcher = match positions.first() {
+            Some((p, _)) => Some(
+                Fetcher::connect(&layout.leaders[*p as usize], &layout.topic, positions)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let mut beat = std::time::Instant::now();
+        loop {
+            let done = match catch_up {
+                Some(ends) => shared
+                    .positions
+                    .lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .zip(ends)
+                    .all(|(o, e)| o >= e),
+                None if shared.producers_left.load(Ordering::SeqCst) == 0 => {
+                    let since = *drained_since.get_or_insert_with(std::time::Instant::now);
+                    shared.consumed.load(Ordering::SeqCst) >= shared.acked.load(Ordering::SeqCst)
+                        || since.elapsed() > DRAIN
+                }
+                None => false,
+            };
+            if done {
+                // What was read is committed, as a consumer would: the
+                // group's lag then shows what was left unread.
+                let mut mine: Vec<i32> = fetcher
+                    .as_ref()
+                    .map(|f| f.positions().iter().map(|(p, _)| *p).collect())
+                    .unwrap_or_default();
+                for _ in 0..10 {
+                    let offsets: Vec<(i32, i64)> = {
+                        let all = shared.positions.lock().expect("not poisoned");
+                        mine.iter().map(|p| (*p, all[*p as usize])).collect()
+                    };
+                    if !member.commit(&offsets).await.map_err(|e| e.to_string())? {
+                        return Ok(());
+                    }
+                    // Members that finished first left: take what the
+                    // group gives now and commit that.
+                    mine = member.join(partitions).await.map_err(|e| e.to_string())?;
+                }
+                return Err("offsets not committed: the group kept rebalancing".into());
             }
-        } else if shared.producers_left.load(Ordering::SeqCst) == 0 {
-            let since = *drained_since.get_or_insert_with(std::time::Instant::now);
-            if shared.consumed.load(Ordering::SeqCst) >= shared.acked.load(Ordering::SeqCst)
-                || since.elapsed() > DRAIN
-            {
-                return Ok(());
+            if beat.elapsed() >= HEARTBEAT_INTERVAL {
+                beat = std::time::Instant::now();
+                if member.heartbeat().await.map_err(|e| e.to_string())? {
+                    continue 'generation;
+                }
             }
-            f.max_wait_ms = 20;
-        }
-        let mut batch = (0u64, 0u64);
-        let got = f
-            .poll(|_, r| {
-                let now = now_us();
-                let mut st = stats.borrow_mut();
-                let bytes = (r.value.map_or(0, |v| v.len()) + r.key.map_or(0, |k| k.len())) as u64;
-                let stamp = r.value.and_then(stamp_of);
-                st.second.consumed += 1;
-                st.second.consumed_bytes += bytes;
-                if catch_up.is_some() {
-                    st.total.consumed += 1;
-                    st.total.consumed_bytes += bytes;
-                } else if let Some(s) = stamp {
-                    let lat = now.saturating_sub(s);
-                    st.second.end_to_end_latency.record(lat);
-                    if s >= measure_from {
-                        st.total.end_to_end_latency.record(lat);
+            let Some(f) = fetcher.as_mut() else {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            if shared.producers_left.load(Ordering::SeqCst) == 0 || catch_up.is_some() {
+                f.max_wait_ms = 20;
+            }
+            let mut batch = (0u64, 0u64);
+            let got = f
+                .poll(|_, r| {
+                    let now = now_us();
+                    let mut st = stats.borrow_mut();
+                    let bytes =
+                        (r.value.map_or(0, |v| v.len()) + r.key.map_or(0, |k| k.len())) as u64;
+                    let stamp = r.value.and_then(stamp_of);
+                    st.second.consumed += 1;
+                    st.second.consumed_bytes += bytes;
+                    if catch_up.is_some() {
                         st.total.consumed += 1;
                         st.total.consumed_bytes += bytes;
+                    } else if let Some(s) = stamp {
+                        let lat = now.saturating_sub(s);
+                        st.second.end_to_end_latency.record(lat);
+                        if s >= measure_from {
+                            st.total.end_to_end_latency.record(lat);
+                            st.total.consumed += 1;
+                            st.total.consumed_bytes += bytes;
+                        }
                     }
+                    batch.0 += 1;
+                    batch.1 += bytes;
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            {
+                let mut all = shared.positions.lock().expect("not poisoned");
+                for (p, o) in f.positions() {
+                    all[*p as usize] = *o;
                 }
-                batch.0 += 1;
-                batch.1 += bytes;
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        shared.consumed.fetch_add(batch.0, Ordering::SeqCst);
-        for (_, code) in got.errors {
-            let e = format!("consume: {}", error_name(code));
-            stats.borrow_mut().second.error(&e, 1);
-            stats.borrow_mut().total.error(&e, 1);
+            }
+            shared.consumed.fetch_add(batch.0, Ordering::SeqCst);
+            for (_, code) in got.errors {
+                let e = format!("consume: {}", error_name(code));
+                stats.borrow_mut().second.error(&e, 1);
+                stats.borrow_mut().total.error(&e, 1);
+            }
         }
     }
 }

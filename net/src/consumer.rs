@@ -2,14 +2,12 @@
 //! partitions of one topic from given offsets with Fetch (v11) and hands
 //! every record to a callback.
 
-use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{encode_request, ClientError};
+use crate::client::ClientError;
 use crate::records::{for_each_record, RecordView};
 
 pub const FETCH_VERSION: i16 = 11;
@@ -68,7 +66,6 @@ impl Fetcher {
         &mut self,
         mut f: impl FnMut(i32, RecordView<'_>),
     ) -> Result<Fetched, FetchError> {
-        let io = |addr: &str, e: std::io::Error| FetchError::Io(addr.to_string(), e);
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let req = FetchRequest::default()
@@ -94,38 +91,15 @@ impl Fetcher {
                         })
                         .collect(),
                 )]);
-        let frame = encode_request(ApiKey::Fetch, FETCH_VERSION, id, "sluice-loadgen", &req)
-            .map_err(|e| FetchError::Protocol(e.to_string()))?;
-        self.stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| io(&self.addr, e))?;
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| io(&self.addr, e))?;
-        let n = i32::from_be_bytes(len);
-        if !(4..=crate::frame::RESPONSE_FRAME_BYTES_MAX as i32).contains(&n) {
-            return Err(FetchError::Protocol(format!("answer of {n} bytes")));
-        }
-        let mut body = vec![0u8; n as usize];
-        self.stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| io(&self.addr, e))?;
-        let mut b = Bytes::from(body);
-        let hv = ApiKey::Fetch.response_header_version(FETCH_VERSION);
-        let h =
-            ResponseHeader::decode(&mut b, hv).map_err(|e| FetchError::Protocol(e.to_string()))?;
-        if h.correlation_id != id {
-            return Err(FetchError::Protocol(format!(
-                "answer for request {} where {id} was expected",
-                h.correlation_id
-            )));
-        }
-        let r = FetchResponse::decode(&mut b, FETCH_VERSION)
-            .map_err(|e| FetchError::Protocol(e.to_string()))?;
+        let r: FetchResponse = crate::aio::call(
+            &mut self.stream,
+            &self.addr,
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            id,
+            &req,
+        )
+        .await?;
         let mut out = Fetched::default();
         if r.error_code != 0 {
             out.errors.push((-1, r.error_code));

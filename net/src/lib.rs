@@ -5,9 +5,11 @@
 //! `producer` / `consumer` (asynchronous, on glommio executors, for the
 //! load generator). The broker's sockets belong to the broker.
 
+pub mod aio;
 pub mod client;
 pub mod consumer;
 pub mod frame;
+pub mod group;
 pub mod guard;
 pub mod producer;
 pub mod records;

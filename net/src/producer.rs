@@ -120,6 +120,7 @@ pub struct Producer {
     on_ack: AckSink,
     /// Set by a reader whose connection failed.
     broken: Rc<RefCell<Option<String>>>,
+    batches_sent: u64,
 }
 
 impl Producer {
@@ -140,11 +141,17 @@ impl Producer {
             open: (0..n).map(|_| None).collect(),
             on_ack: Rc::new(on_ack),
             broken: Rc::new(RefCell::new(None)),
+            batches_sent: 0,
         }
     }
 
     pub fn partitions(&self) -> usize {
         self.leaders.len()
+    }
+
+    /// Batches handed to the network so far.
+    pub fn batches_sent(&self) -> u64 {
+        self.batches_sent
     }
 
     /// Records in the open batch of `partition`.
@@ -224,6 +231,7 @@ impl Producer {
             return Ok(());
         }
         let batch = o.builder.finish(self.cfg.compression)?;
+        self.batches_sent += 1;
         let addr = self.leaders[partition as usize].clone();
         if addr.is_empty() {
             return Err(ProducerError::NoLeader(partition));
