@@ -33,7 +33,10 @@ impl Host {
             .unwrap_or_else(|_| "unknown".into());
         Host {
             cpu_model,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Online CPUs of the host (not just those this process may
+            // use).
+            // SAFETY: sysconf reads a system value.
+            cores: unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize,
             kernel,
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),
         }

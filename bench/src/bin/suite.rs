@@ -1,0 +1,493 @@
+//! The benchmark suite: one command that starts a sluice broker on a fresh
+//! data directory, measures this machine's limits in the same run (fio:
+//! direct sequential write with fdatasync, direct sequential read; iperf3:
+//! loopback), runs the standard workloads with `sluice loadgen`, and
+//! writes `target/bench/suite.json` and a Markdown table.
+//!
+//!     cargo build --release -p sluice-broker -p sluice-bench
+//!     target/release/suite
+//!
+//! SLUICE_SUITE_REPEATS (default 3): rounds; each round measures the
+//! limits and then every workload, and each workload is reported as the
+//! median over rounds of its ratio to the limit of its own round.
+//! SLUICE_SUITE_SECONDS (default 10): measured seconds per workload.
+//! SLUICE_SUITE_BACKLOG (default 2GB). SLUICE_SUITE_DIR (default
+//! target/suite). The broker runs on CPU 0, the load generator on CPU 1.
+//! fio, iperf3 and chromium are installed with apt when missing (as root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_bench::{free_port, median};
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ensure_tools() {
+    let missing: Vec<&str> = ["fio", "iperf3", "chromium", "taskset"]
+        .into_iter()
+        .filter(|c| !have(c))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let pkgs: Vec<&str> = missing
+        .iter()
+        .map(|c| if *c == "taskset" { "util-linux" } else { c })
+        .collect();
+    eprintln!("suite: installing {}", pkgs.join(" "));
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {}",
+                pkgs.join(" ")
+            ),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "cannot install {pkgs:?}: install them and run again");
+}
+
+fn run_json(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{cmd:?}: not JSON: {e}"))
+}
+
+/// fio's direct sequential write (1 MiB, depth 4, fdatasync every 4
+/// writes, like acks=all group commit) and read (256 KiB, depth 16), in
+/// bytes per second.
+fn fio_limits(dir: &Path) -> (f64, f64) {
+    let file = dir.join("fio.dat");
+    let fio = |args: &[&str]| {
+        let mut c = Command::new("fio");
+        c.args([
+            "--name=limit",
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--size=2G",
+        ])
+        .arg(format!("--filename={}", file.display()))
+        .args(args)
+        .arg("--output-format=json");
+        run_json(&mut c)
+    };
+    let _ = std::fs::remove_file(&file);
+    let w = fio(&["--rw=write", "--bs=1M", "--iodepth=4", "--fdatasync=4"]);
+    let r = fio(&["--rw=read", "--bs=256k", "--iodepth=16"]);
+    let _ = std::fs::remove_file(&file);
+    (
+        w["jobs"][0]["write"]["bw_bytes"].as_f64().unwrap(),
+        r["jobs"][0]["read"]["bw_bytes"].as_f64().unwrap(),
+    )
+}
+
+/// iperf3 over loopback, one stream, bytes per second.
+fn loopback_limit() -> f64 {
+    let port = free_port().to_string();
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-1", "-p", &port])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("iperf3 runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let v =
+        run_json(Command::new("iperf3").args(["-c", "127.0.0.1", "-p", &port, "-t", "3", "-J"]));
+    let _ = server.wait();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 8.0
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(bin: &Path, data: &Path, fresh: bool) -> Broker {
+        if fresh {
+            let _ = std::fs::remove_dir_all(data);
+        }
+        let port = free_port();
+        let mut child = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(bin)
+            .args([
+                "serve",
+                "--cores",
+                "1",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sluice serve runs");
+        let mut out = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while std::io::Read::read(&mut out, &mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        assert!(
+            String::from_utf8_lossy(&line).contains("serving"),
+            "broker did not start"
+        );
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Broker { child, port }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signals the child this process started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// `sluice loadgen` on CPU 1; returns its JSON report.
+fn loadgen(bin: &Path, broker: &Broker, out: &Path, args: &[String]) -> Value {
+    let status = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(bin)
+        .args(["loadgen", "--bootstrap", &broker.bootstrap(), "--json"])
+        .arg(out)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("sluice loadgen runs");
+    assert!(status.success(), "sluice loadgen {args:?} failed");
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+fn delete_topic(bin: &Path, broker: &Broker, topic: &str) {
+    let _ = Command::new(bin)
+        .args(["topic", "delete", topic, "--bootstrap", &broker.bootstrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn drop_caches() -> bool {
+    // SAFETY: sync has no arguments.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn main() {
+    ensure_tools();
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let repeats: usize = env("SLUICE_SUITE_REPEATS", "3").parse().expect("a count");
+    let seconds = format!("{}s", env("SLUICE_SUITE_SECONDS", "10"));
+    let backlog = env("SLUICE_SUITE_BACKLOG", "2GB");
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().to_path_buf();
+    let bin = std::env::var("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target.join("sluice"));
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p sluice-broker",
+        bin.display()
+    );
+    let dir = std::env::var("SLUICE_SUITE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target.join("../suite"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("loadgen.json");
+    let html = dir.join("w3.html");
+    let data = dir.join("data");
+
+    let bulk = |acks: &str, batch: &str| {
+        args(&[
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--consumers",
+            "0",
+            "--message-bytes",
+            "1000",
+            "--batch-bytes",
+            batch,
+            "--acks",
+            acks,
+            "--max-in-flight",
+            "5",
+            "--duration",
+            &seconds,
+            "--warmup",
+            "2s",
+        ])
+    };
+    let mut rounds = Vec::new();
+    for round in 0..repeats {
+        eprintln!("suite: round {} of {repeats}: limits", round + 1);
+        let (write_limit, read_limit) = fio_limits(&dir);
+        let loopback = loopback_limit();
+        let mut r = json!({
+            "fio_write_bytes_per_sec": write_limit,
+            "fio_read_bytes_per_sec": read_limit,
+            "loopback_bytes_per_sec": loopback,
+        });
+        let broker = Broker::start(&bin, &data, true);
+        let w = |name: &str, topic: &str, a: Vec<String>| -> Value {
+            eprintln!("suite: round {}: {name}", round + 1);
+            let mut a = a;
+            a.extend(args(&["--topic", topic]));
+            let v = loadgen(&bin, &broker, &report, &a);
+            delete_topic(&bin, &broker, topic);
+            v
+        };
+        let w1 = w(
+            "W1 durable bulk",
+            &format!("w1-{round}"),
+            bulk("all", "1048576"),
+        );
+        let w2 = w(
+            "W2 durable small batches",
+            &format!("w2-{round}"),
+            bulk("all", "102400"),
+        );
+        let mut w3a = args(&[
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--consumers",
+            "1",
+            "--message-bytes",
+            "1000",
+            "--batch-bytes",
+            "102400",
+            "--acks",
+            "all",
+            "--rate",
+            "50MB",
+            "--duration",
+            &seconds,
+            "--warmup",
+            "2s",
+            "--html",
+        ]);
+        w3a.push(html.display().to_string());
+        let w3 = w("W3 durable latency at 50 MB/s", &format!("w3-{round}"), w3a);
+        let w5 = w(
+            "W5 acks=1 bulk",
+            &format!("w5-{round}"),
+            bulk("1", "1048576"),
+        );
+        let w4a = w(
+            "W4a hot catch-up",
+            &format!("w4-{round}"),
+            args(&[
+                "--partitions",
+                "2",
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--message-bytes",
+                "1000",
+                "--batch-bytes",
+                "1048576",
+                "--acks",
+                "1",
+                "--backlog",
+                &backlog,
+            ]),
+        );
+        // W4b: the same backlog after a restart with the page cache dropped.
+        let topic = format!("w4b-{round}");
+        let mut a = args(&[
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--consumers",
+            "0",
+            "--message-bytes",
+            "1000",
+            "--batch-bytes",
+            "1048576",
+            "--acks",
+            "1",
+            "--topic",
+            &topic,
+        ]);
+        let backlog_bytes = sluice_loadgen::args::parse_bytes(&backlog).unwrap();
+        a.extend(args(&["--messages", &(backlog_bytes / 1000).to_string()]));
+        eprintln!("suite: round {}: W4b writing the backlog", round + 1);
+        loadgen(&bin, &broker, &report, &a);
+        broker.stop();
+        let dropped = drop_caches();
+        let broker = Broker::start(&bin, &data, false);
+        eprintln!("suite: round {}: W4b cold catch-up", round + 1);
+        let w4b = loadgen(
+            &bin,
+            &broker,
+            &report,
+            &args(&["--topic", &topic, "--producers", "0", "--consumers", "2"]),
+        );
+        delete_topic(&bin, &broker, &topic);
+        broker.stop();
+        let mb = |v: &Value, side: &str| v[side]["mb_per_sec"].as_f64().unwrap() * 1e6;
+        r["w1_bytes_per_sec"] = json!(mb(&w1, "produce"));
+        r["w2_bytes_per_sec"] = json!(mb(&w2, "produce"));
+        r["w3_produce_latency_us"] = w3["produce_latency_us"].clone();
+        r["w3_end_to_end_latency_us"] = w3["end_to_end_latency_us"].clone();
+        r["w3_bytes_per_sec"] = json!(mb(&w3, "produce"));
+        r["w4a_bytes_per_sec"] = json!(mb(&w4a, "consume"));
+        r["w4b_bytes_per_sec"] = json!(mb(&w4b, "consume"));
+        r["w4b_page_cache_dropped"] = json!(dropped);
+        r["w5_bytes_per_sec"] = json!(mb(&w5, "produce"));
+        r["errors"] = json!([
+            w1["produce"]["errors"],
+            w2["produce"]["errors"],
+            w3["produce"]["errors"],
+            w5["produce"]["errors"],
+            w4a["consume"]["errors"],
+            w4b["consume"]["errors"]
+        ]);
+        eprintln!("suite: round {}: {r}", round + 1);
+        rounds.push(r);
+    }
+    // The W3 page must render: headless Chromium prints it to a PNG.
+    let png = dir.join("w3.png");
+    let _ = std::fs::remove_file(&png);
+    let rendered = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=900,1300",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.canonicalize().unwrap().display()))
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000);
+    assert!(
+        rendered,
+        "the HTML report did not render in headless Chromium"
+    );
+
+    let get = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let med = |f: &dyn Fn(&Value) -> f64| median(rounds.iter().map(f).collect());
+    let mb = 1e6;
+    let rows: Vec<(String, f64, f64, String, String)> = vec![
+        (
+            "W1 durable bulk (1 MB batches, acks=all)".into(),
+            med(&|r| get(r, "w1_bytes_per_sec")) / mb,
+            med(&|r| get(r, "w1_bytes_per_sec") / get(r, "fio_write_bytes_per_sec")),
+            "fio write".into(),
+            format!(
+                "{:.2}x peer (goal 1.2x)",
+                med(&|r| get(r, "w1_bytes_per_sec")) / mb / 903.0
+            ),
+        ),
+        (
+            "W2 durable small batches (100 KB, acks=all)".into(),
+            med(&|r| get(r, "w2_bytes_per_sec")) / mb,
+            med(&|r| get(r, "w2_bytes_per_sec") / get(r, "fio_write_bytes_per_sec")),
+            "fio write".into(),
+            format!(
+                "{:.2}x peer (goal 1.5x)",
+                med(&|r| get(r, "w2_bytes_per_sec")) / mb / 540.0
+            ),
+        ),
+        (
+            "W4a hot catch-up (2 consumers)".into(),
+            med(&|r| get(r, "w4a_bytes_per_sec")) / mb,
+            med(&|r| get(r, "w4a_bytes_per_sec") / get(r, "loopback_bytes_per_sec")),
+            "loopback".into(),
+            format!(
+                "{:.2}x peer (goal 1.0x)",
+                med(&|r| get(r, "w4a_bytes_per_sec")) / mb / 2311.0
+            ),
+        ),
+        (
+            "W4b cold catch-up (after restart)".into(),
+            med(&|r| get(r, "w4b_bytes_per_sec")) / mb,
+            med(&|r| get(r, "w4b_bytes_per_sec") / get(r, "fio_read_bytes_per_sec")),
+            "fio read".into(),
+            "goal 0.95 of fio read".into(),
+        ),
+        (
+            "W5 acks=1 bulk".into(),
+            med(&|r| get(r, "w5_bytes_per_sec")) / mb,
+            med(&|r| get(r, "w5_bytes_per_sec") / get(r, "loopback_bytes_per_sec")),
+            "loopback".into(),
+            format!(
+                "{:.2}x peer (goal 1.3x)",
+                med(&|r| get(r, "w5_bytes_per_sec")) / mb / 917.0
+            ),
+        ),
+    ];
+    let pct = |side: &str, p: &str| med(&|r: &Value| r[side][p].as_f64().unwrap_or(0.0)) / 1000.0;
+    let mut table = String::from(
+        "| workload | MB/s | ratio to limit | limit | against the peer |\n|---|---|---|---|---|\n",
+    );
+    for (name, v, ratio, limit, peer) in &rows {
+        table.push_str(&format!(
+            "| {name} | {v:.0} | {ratio:.2} | {limit} | {peer} |\n"
+        ));
+    }
+    table.push_str(&format!(
+        "| W3 durable latency at 50 MB/s | {:.0} | produce p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms; end to end p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms | | goal p99 < 1 ms, p99.99 < 3 ms |\n",
+        med(&|r| get(r, "w3_bytes_per_sec")) / mb,
+        pct("w3_produce_latency_us", "p50"),
+        pct("w3_produce_latency_us", "p99"),
+        pct("w3_produce_latency_us", "p9999"),
+        pct("w3_end_to_end_latency_us", "p50"),
+        pct("w3_end_to_end_latency_us", "p99"),
+        pct("w3_end_to_end_latency_us", "p9999"),
+    ));
+    let limits = format!(
+        "limits (median): fio write {:.0} MB/s, fio read {:.0} MB/s, loopback {:.0} MB/s",
+        med(&|r| get(r, "fio_write_bytes_per_sec")) / mb,
+        med(&|r| get(r, "fio_read_bytes_per_sec")) / mb,
+        med(&|r| get(r, "loopback_bytes_per_sec")) / mb,
+    );
+    println!("suite: median of {repeats} rounds, {seconds} per workload\n{limits}\n\n{table}");
+    let out = target.join("../bench");
+    let _ = std::fs::create_dir_all(&out);
+    std::fs::write(
+        out.join("suite.json"),
+        serde_json::to_string_pretty(&json!({
+            "repeats": repeats,
+            "seconds_per_workload": seconds,
+            "backlog": backlog,
+            "rounds": rounds,
+            "table": table,
+            "limits": limits,
+            "html_rendered": rendered,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
