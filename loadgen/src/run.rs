@@ -130,6 +130,44 @@ pub fn ensure_topic(c: &mut Client, topic: &str, partitions: i32) -> Result<Layo
     ))
 }
 
+/// Kafka errors that mean the client's idea of a partition's leader is out
+/// of date.
+fn stale_leader(code: i16) -> bool {
+    matches!(
+        code,
+        3 | 6 | 74 | 75 | sluice_net::producer::CONNECTION_FAILED
+    )
+}
+
+/// The topic's leaders, asked of `bootstrap` from a shard thread.
+async fn leaders_now(bootstrap: &str, topic: &str) -> Result<Vec<String>, String> {
+    let mut stream = glommio::net::TcpStream::connect(bootstrap)
+        .await
+        .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))?;
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]))
+        .with_allow_auto_topic_creation(false);
+    let r: MetadataResponse =
+        sluice_net::aio::call(&mut stream, bootstrap, ApiKey::Metadata, 9, 1, &req)
+            .await
+            .map_err(|e| e.to_string())?;
+    let brokers: BTreeMap<i32, String> = r
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let t = r.topics.first().ok_or("no topic in the answer")?;
+    let mut leaders = vec![String::new(); t.partitions.len()];
+    for p in &t.partitions {
+        if let Some(l) = leaders.get_mut(p.partition_index as usize) {
+            *l = brokers.get(&p.leader_id.0).cloned().unwrap_or_default();
+        }
+    }
+    Ok(leaders)
+}
+
 /// The address of `group`'s coordinator.
 fn find_coordinator(c: &mut Client, group: &str) -> Result<String, LoadgenError> {
     let (_, r): (i16, FindCoordinatorResponse) = c.call(ApiKey::FindCoordinator, (1, 3), |_| {
@@ -219,6 +257,7 @@ struct Shared {
     positions: std::sync::Mutex<Vec<i64>>,
     coordinator: String,
     group: String,
+    bootstrap: String,
     producers_left: AtomicUsize,
     acked: AtomicU64,
     acked_bytes: AtomicU64,
@@ -430,6 +469,7 @@ impl Ctx<'_> {
             positions: std::sync::Mutex::new(phase.starts),
             coordinator: self.coordinator.clone(),
             group: format!("{}-group", self.layout.topic),
+            bootstrap: self.args.bootstrap.clone(),
             producers_left: AtomicUsize::new(np),
             acked: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
@@ -587,13 +627,19 @@ async fn produce(
         timeout_ms: 30_000,
     };
     let measure_from = shared.measure_from_us;
+    // Set when an answer says the leaders moved: the loop asks for them
+    // again before the next batch.
+    let stale_flag = Rc::new(std::cell::Cell::new(false));
     let on_ack = {
-        let (stats, shared) = (stats.clone(), shared.clone());
+        let (stats, shared, stale) = (stats.clone(), shared.clone(), stale_flag.clone());
         move |ack: sluice_net::producer::Ack| {
             let now = now_us();
             let mut st = stats.borrow_mut();
             let n = ack.stamps.len() as u64;
             if ack.error != 0 {
+                if stale_leader(ack.error) {
+                    stale.set(true);
+                }
                 let e = error_name(ack.error);
                 st.second.error(&e, 1);
                 if ack.stamps.first().is_some_and(|s| *s >= measure_from) {
@@ -658,6 +704,10 @@ async fn produce(
             }
             Next::Send { intended_us } => intended_us,
         };
+        if stale_flag.replace(false) {
+            let leaders = leaders_now(&args.bootstrap, &layout.topic).await?;
+            producer.set_leaders(leaders);
+        }
         let key = keys.next_key();
         let partition = match key {
             Some(k) => crc32c::crc32c(k) % n,
@@ -816,10 +866,27 @@ async fn consume_as_member(
                 }
             }
             shared.consumed.fetch_add(batch.0, Ordering::SeqCst);
+            let mut stale = false;
             for (_, code) in got.errors {
+                stale |= stale_leader(code);
                 let e = format!("consume: {}", error_name(code));
                 stats.borrow_mut().second.error(&e, 1);
                 stats.borrow_mut().total.error(&e, 1);
+            }
+            if stale {
+                // The leader moved: read from the new one, from here.
+                let leaders = leaders_now(&shared.bootstrap, &layout.topic).await?;
+                let positions = f.positions().to_vec();
+                let leader = leaders
+                    .get(positions[0].0 as usize)
+                    .filter(|l| !l.is_empty())
+                    .ok_or("a partition without a leader")?;
+                fetcher = Some(
+                    Fetcher::connect(leader, &layout.topic, positions)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+                glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
     }

@@ -149,6 +149,14 @@ impl Producer {
         self.leaders.len()
     }
 
+    /// Points partitions at new leaders (after a metadata refresh); the
+    /// next batches go there.
+    pub fn set_leaders(&mut self, leaders: Vec<String>) {
+        if leaders.len() == self.leaders.len() {
+            self.leaders = leaders;
+        }
+    }
+
     /// Batches handed to the network so far.
     pub fn batches_sent(&self) -> u64 {
         self.batches_sent
