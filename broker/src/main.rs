@@ -27,6 +27,10 @@ enum Command {
     /// Run the broker: open and recover the data directory, then serve
     /// until SIGINT or SIGTERM.
     Serve(sluice_broker::config::ServeArgs),
+    /// Check this host for running a broker: io_uring, locked memory,
+    /// limits, CPU, memory, disk and network settings; --apply changes
+    /// what can be changed.
+    Tune(sluice_broker::cli::tune::TuneArgs),
     /// Drive a Kafka-compatible broker with producers and consumers and
     /// measure throughput and latency.
     Loadgen(sluice_loadgen::args::LoadgenArgs),
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
         Command::Serve(a) => return serve(a),
+        Command::Tune(a) => return sluice_broker::cli::tune::run(a),
         Command::Loadgen(a) => {
             let mut out = std::io::stdout();
             return match sluice_loadgen::run::run(a, &mut out) {

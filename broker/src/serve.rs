@@ -27,6 +27,11 @@ pub enum ServeError {
          sluice writes segments with direct I/O; use a directory on ext4 or xfs"
     )]
     NoDirectIo(PathBuf),
+    #[error(
+        "io_uring is not available to this process ({0}): the shards do all their I/O through it. \
+         Check kernel.io_uring_disabled and the container's seccomp profile (sluice tune says more)"
+    )]
+    NoIoUring(String),
     #[error("--cores {0}: must be between 1 and the {1} CPUs this process may use")]
     Cores(usize, usize),
     #[error("shard {shard} could not start: {error} (locked-memory limit {limit})")]
@@ -86,6 +91,26 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
     check_direct_io(&cfg.data_dir)?;
+    // The host checks of `sluice tune`: the broker cannot run without
+    // io_uring; everything else short of its recommendation is one
+    // warning line.
+    for c in
+        sluice_tuning::tune::all_checks(&sluice_tuning::tune::Root::host(), &cfg.data_dir, shards)
+    {
+        use sluice_tuning::tune::Status;
+        if c.name == "io_uring" && c.status == Status::Fail {
+            return Err(ServeError::NoIoUring(c.current));
+        }
+        if matches!(c.status, Status::Warn | Status::Fail) {
+            tracing::warn!(
+                check = %c.name,
+                current = %c.current,
+                recommended = %c.recommended,
+                "{} (sluice tune)",
+                c.why
+            );
+        }
+    }
     // The metadata names every partition and its owner shard; a data
     // directory from before metadata existed is adopted as it is.
     let (snap, changed) = metadata::load_or_adopt(&cfg.data_dir, shards)?;

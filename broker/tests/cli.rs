@@ -246,3 +246,55 @@ fn no_broker_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to 127.0.0.1:"), "{err}");
 }
+
+/// `sluice tune` prints every check with the documented JSON fields,
+/// changes nothing without --apply, and fails with a message where the
+/// broker cannot run.
+#[test]
+fn tune_reports_checks() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["tune", "--json", "--dry-run", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = v["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for want in [
+        "io_uring",
+        "locked memory (ulimit -l)",
+        "O_DIRECT in the data directory",
+        "vm.swappiness",
+        "I/O scheduler",
+    ] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    for c in checks {
+        for k in ["name", "current", "recommended", "status", "why"] {
+            assert!(c[k].is_string(), "{k} in {c}");
+        }
+        let s = c["status"].as_str().unwrap();
+        assert!(["ok", "warn", "fail", "not applicable"].contains(&s), "{c}");
+    }
+    let table = Command::new(BIN)
+        .args(["tune", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("CHECK"), "{text}");
+    assert!(text.lines().count() > names.len(), "{text}");
+    let bad = Command::new(BIN)
+        .args(["tune", "--data-dir", "/proc/no-such-dir/x"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("data directory"));
+}

@@ -7,3 +7,4 @@
 
 pub mod host;
 pub mod limits;
+pub mod tune;

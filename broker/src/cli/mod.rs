@@ -7,6 +7,7 @@ mod consume;
 mod group;
 mod produce;
 mod topic;
+pub mod tune;
 
 use std::time::Duration;
 
