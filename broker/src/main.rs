@@ -31,6 +31,9 @@ enum Command {
     /// limits, CPU, memory, disk and network settings; --apply changes
     /// what can be changed.
     Tune(sluice_broker::cli::tune::TuneArgs),
+    /// Measure the disk under a directory with the log's own direct-I/O
+    /// files and write the io-properties `sluice serve` reads from it.
+    Iotune(sluice_broker::cli::iotune::IotuneArgs),
     /// Drive a Kafka-compatible broker with producers and consumers and
     /// measure throughput and latency.
     Loadgen(sluice_loadgen::args::LoadgenArgs),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
         Command::Serve(a) => return serve(a),
         Command::Tune(a) => return sluice_broker::cli::tune::run(a),
+        Command::Iotune(a) => return sluice_broker::cli::iotune::run(a),
         Command::Loadgen(a) => {
             let mut out = std::io::stdout();
             return match sluice_loadgen::run::run(a, &mut out) {

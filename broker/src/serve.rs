@@ -91,6 +91,39 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
     check_direct_io(&cfg.data_dir)?;
+    // The disk's measured properties (`sluice iotune`) size the logs'
+    // writes; without them, the defaults.
+    let io_line = match sluice_tuning::io_properties::IoProperties::load(&cfg.data_dir) {
+        Ok(Some(p)) => {
+            let applied = sluice_storage::config::set_device_defaults(
+                p.write_chunk_bytes as usize,
+                p.queue_depth as usize,
+            );
+            format!(
+                "io-properties {}: writes of {} KiB, {} in flight{}; expected fdatasync {} us",
+                sluice_tuning::io_properties::path_in(&cfg.data_dir).display(),
+                p.write_chunk_bytes / 1024,
+                p.queue_depth,
+                if applied { "" } else { " (not applied: set before)" },
+                p.sync_latency_us
+            )
+        }
+        Ok(None) => format!(
+            "no io-properties in the data directory (sluice iotune --dir {} writes them): writes of {} KiB, {} in flight",
+            cfg.data_dir.display(),
+            limits::TAIL_BUFFER_BYTES_DEFAULT / 1024,
+            limits::WRITE_BEHIND_DEFAULT
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "io-properties ignored; using the defaults");
+            format!(
+                "io-properties unreadable: writes of {} KiB, {} in flight",
+                limits::TAIL_BUFFER_BYTES_DEFAULT / 1024,
+                limits::WRITE_BEHIND_DEFAULT
+            )
+        }
+    };
+    tracing::info!("{io_line}");
     // The host checks of `sluice tune`: the broker cannot run without
     // io_uring; everything else short of its recommendation is one
     // warning line.

@@ -298,3 +298,51 @@ fn tune_reports_checks() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("data directory"));
 }
+
+/// `sluice iotune` measures a directory, writes the io-properties file
+/// there, and `sluice serve` on that directory says it uses them; a
+/// damaged file is reported and the defaults used.
+#[test]
+fn iotune_writes_properties_that_serve_reads() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["iotune", "--json", "--duration", "2s", "--dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seq_write"].as_array().unwrap().len(), 15, "{v}");
+    for p in v["seq_write"].as_array().unwrap() {
+        assert!(p["write_bytes_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(
+            p["latency_p50_us"].is_u64() && p["block_bytes"].is_u64(),
+            "{p}"
+        );
+    }
+    assert!(v["fdatasync"][0]["fdatasync_p50_us"].as_u64().unwrap() > 0);
+    assert!(v["seq_read_bytes_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["rand_read_4k_iops"].as_f64().unwrap() > 0.0);
+    let chunk = v["properties"]["write_chunk_bytes"].as_u64().unwrap();
+    let depth = v["properties"]["queue_depth"].as_u64().unwrap();
+    // Only the properties file is left behind.
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["io-properties.toml"]);
+
+    let mut b = Broker::start(&data, 1, &[]);
+    let line = format!("writes of {} KiB, {depth} in flight", chunk / 1024);
+    assert!(b.wait_for(&line), "serve did not report {line}");
+    drop(b);
+
+    std::fs::write(data.join("io-properties.toml"), "queue_depth = many\n").unwrap();
+    let mut b = Broker::start(&data, 1, &[]);
+    assert!(b.wait_for("io-properties ignored"));
+}

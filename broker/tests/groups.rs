@@ -121,8 +121,11 @@ fn run_consumer(
             since_commit += 1;
             if since_commit >= 50 {
                 since_commit = 0;
+                // What the group has committed, as the coordinator answers
+                // it (the consumer's own position can already include a
+                // partition assigned after the commit).
                 if c.commit_consumer_state(CommitMode::Sync).is_ok() {
-                    if let Ok(pos) = c.position() {
+                    if let Ok(pos) = c.committed(Duration::from_secs(10)) {
                         let mut s = seen.lock().unwrap();
                         for e in pos.elements() {
                             if let Offset::Offset(o) = e.offset() {

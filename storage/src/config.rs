@@ -47,8 +47,29 @@ pub struct LogConfig {
     pub read_ahead_bytes: usize,
 }
 
+/// The write size and depth every log starts from, when the disk's
+/// measured io-properties gave them (set once, at start-up).
+static DEVICE_DEFAULTS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+
+/// Makes `tail_buffer_bytes` and `write_behind` the defaults of every
+/// `LogConfig` from now on (the disk's best write size and useful depth).
+/// Returns false when they were set before, or are out of their limits.
+pub fn set_device_defaults(tail_buffer_bytes: usize, write_behind: usize) -> bool {
+    let ok = (limits::TAIL_BUFFER_BYTES_MIN..=limits::TAIL_BUFFER_BYTES_MAX)
+        .contains(&tail_buffer_bytes)
+        && tail_buffer_bytes.is_multiple_of(limits::DIRECT_IO_ALIGN_BYTES)
+        && (1..=limits::WRITE_BEHIND_MAX).contains(&write_behind);
+    ok && DEVICE_DEFAULTS
+        .set((tail_buffer_bytes, write_behind))
+        .is_ok()
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
+        let (tail_buffer_bytes, write_behind) = DEVICE_DEFAULTS.get().copied().unwrap_or((
+            limits::TAIL_BUFFER_BYTES_DEFAULT,
+            limits::WRITE_BEHIND_DEFAULT,
+        ));
         LogConfig {
             segment_bytes: limits::SEGMENT_BYTES_DEFAULT,
             segment_ms: limits::SEGMENT_MS_DEFAULT,
@@ -59,8 +80,8 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             flush_interval_bytes: limits::FLUSH_INTERVAL_BYTES_DEFAULT,
             flush_interval_ms: limits::FLUSH_INTERVAL_MS_DEFAULT,
-            tail_buffer_bytes: limits::TAIL_BUFFER_BYTES_DEFAULT,
-            write_behind: limits::WRITE_BEHIND_DEFAULT,
+            tail_buffer_bytes,
+            write_behind,
             read_chunk_bytes: limits::READ_CHUNK_BYTES_DEFAULT,
             read_ahead_bytes: limits::READ_AHEAD_BYTES_DEFAULT,
         }

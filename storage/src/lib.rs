@@ -18,6 +18,7 @@ pub mod error;
 pub mod faults;
 mod file;
 mod index;
+pub mod iotune;
 mod log;
 mod probe;
 pub mod runtime;

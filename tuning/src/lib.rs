@@ -6,5 +6,6 @@
 //! read what sluice bounds and by how much.
 
 pub mod host;
+pub mod io_properties;
 pub mod limits;
 pub mod tune;

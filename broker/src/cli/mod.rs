@@ -5,6 +5,7 @@
 
 mod consume;
 mod group;
+pub mod iotune;
 mod produce;
 mod topic;
 pub mod tune;

@@ -1,0 +1,354 @@
+//! `sluice iotune`: the disk under a directory measured with the same DMA
+//! files (O_DIRECT, io_uring) the log writes: sequential writes at several
+//! block sizes and depths, fdatasync after writes of each size, sequential
+//! and random reads; and the io-properties derived from them. Runs inside
+//! a glommio executor; bounded by a time budget; removes its files.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_tuning::io_properties::IoProperties;
+use sluice_tuning::limits;
+
+use crate::file::DirectFile;
+
+pub const BLOCK_SIZES: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20];
+pub const DEPTHS: [usize; 3] = [1, 4, 16];
+/// The most one write point writes (it stops at its time slice first on
+/// slower disks).
+const POINT_BYTES_MAX: u64 = 1 << 30;
+const READ_FILE_BYTES: u64 = 512 << 20;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WritePoint {
+    pub block_bytes: usize,
+    pub depth: usize,
+    pub write_bytes_per_sec: f64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncPoint {
+    pub write_bytes: usize,
+    pub fdatasync_p50_us: u64,
+    pub fdatasync_p99_us: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Results {
+    pub seq_write: Vec<WritePoint>,
+    pub fdatasync: Vec<SyncPoint>,
+    /// 256 KiB reads, 16 in flight.
+    pub seq_read_bytes_per_sec: f64,
+    /// 4 KiB reads at random aligned offsets, 32 in flight.
+    pub rand_read_4k_iops: f64,
+    pub seconds: f64,
+}
+
+fn pct(v: &mut [u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Sequential extending writes of `block` bytes with `depth` in flight for
+/// `slice` (or `POINT_BYTES_MAX`).
+async fn write_point(
+    dir: &Path,
+    block: usize,
+    depth: usize,
+    slice: Duration,
+) -> std::io::Result<WritePoint> {
+    let scratch = Scratch(dir.join(".sluice-iotune-write"));
+    let _ = std::fs::remove_file(&scratch.0);
+    let f = DirectFile::open(&scratch.0, true).await?;
+    let mut buf = f.alloc(block);
+    buf.as_bytes_mut().fill(0x5a);
+    let buf = Rc::new(buf);
+    let start = Instant::now();
+    let mut pos = 0u64;
+    let mut inflight = std::collections::VecDeque::new();
+    let mut lat = Vec::new();
+    loop {
+        let more = start.elapsed() < slice && pos < POINT_BYTES_MAX;
+        if more && inflight.len() < depth {
+            let (f, b, p) = (f.clone(), buf.clone(), pos);
+            let t = Instant::now();
+            inflight.push_back(glommio::spawn_local(async move {
+                f.write(b, p).await.map(|()| t.elapsed().as_micros() as u64)
+            }));
+            pos += block as u64;
+            continue;
+        }
+        match inflight.pop_front() {
+            Some(h) => lat.push(h.await?),
+            None => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(WritePoint {
+        block_bytes: block,
+        depth,
+        write_bytes_per_sec: pos as f64 / secs,
+        latency_p50_us: pct(&mut lat, 0.5),
+        latency_p99_us: pct(&mut lat, 0.99),
+    })
+}
+
+/// A write of `block` bytes then an fdatasync, repeated for `slice`.
+async fn sync_point(dir: &Path, block: usize, slice: Duration) -> std::io::Result<SyncPoint> {
+    let scratch = Scratch(dir.join(".sluice-iotune-sync"));
+    let _ = std::fs::remove_file(&scratch.0);
+    let f = DirectFile::open(&scratch.0, true).await?;
+    let buf = Rc::new(f.alloc(block));
+    let start = Instant::now();
+    let (mut pos, mut lat) = (0u64, Vec::new());
+    while start.elapsed() < slice || lat.len() < 3 {
+        f.write(buf.clone(), pos).await?;
+        pos += block as u64;
+        let t = Instant::now();
+        f.fdatasync().await?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(SyncPoint {
+        write_bytes: block,
+        fdatasync_p50_us: pct(&mut lat, 0.5),
+        fdatasync_p99_us: pct(&mut lat, 0.99),
+    })
+}
+
+/// Reads of `block` bytes with `depth` in flight for `slice`, sequential
+/// or at random aligned offsets; returns (bytes per second, reads per
+/// second).
+async fn read_point(
+    f: &DirectFile,
+    size: u64,
+    block: usize,
+    depth: usize,
+    random: bool,
+    slice: Duration,
+) -> std::io::Result<(f64, f64)> {
+    let start = Instant::now();
+    let blocks = (size / block as u64).max(1);
+    let (mut next, mut rng, mut done) = (0u64, 0x9E37_79B9_7F4A_7C15u64, 0u64);
+    let mut inflight = std::collections::VecDeque::new();
+    loop {
+        if start.elapsed() < slice && inflight.len() < depth {
+            let i = if random {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % blocks
+            } else {
+                let i = next % blocks;
+                next += 1;
+                i
+            };
+            let f = f.clone();
+            inflight.push_back(glommio::spawn_local(async move {
+                f.read_chunk(i * block as u64, block).await.map(|_| ())
+            }));
+            continue;
+        }
+        match inflight.pop_front() {
+            Some(h) => {
+                h.await?;
+                done += 1;
+            }
+            None => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((done as f64 * block as f64 / secs, done as f64 / secs))
+}
+
+/// Measures the disk under `dir` within about `budget`.
+pub async fn measure(
+    dir: &Path,
+    budget: Duration,
+    mut progress: impl FnMut(&str),
+) -> std::io::Result<Results> {
+    let started = Instant::now();
+    let points = (BLOCK_SIZES.len() * DEPTHS.len()) as u32;
+    let write_slice = budget.mul_f64(0.55) / points;
+    let sync_slice = budget.mul_f64(0.15) / BLOCK_SIZES.len() as u32;
+    let read_slice = budget.mul_f64(0.1);
+    let mut seq_write = Vec::new();
+    for &b in &BLOCK_SIZES {
+        for &d in &DEPTHS {
+            progress(&format!("sequential write {} KiB x {d}", b >> 10));
+            seq_write.push(write_point(dir, b, d, write_slice).await?);
+        }
+    }
+    let mut fdatasync = Vec::new();
+    for &b in &BLOCK_SIZES {
+        progress(&format!("fdatasync after {} KiB", b >> 10));
+        fdatasync.push(sync_point(dir, b, sync_slice).await?);
+    }
+    // A file to read: written at 1 MiB x 4 for up to a tenth of the budget.
+    progress("writing a file to read");
+    let scratch = Scratch(dir.join(".sluice-iotune-read"));
+    let _ = std::fs::remove_file(&scratch.0);
+    let f = DirectFile::open(&scratch.0, true).await?;
+    let buf = Rc::new(f.alloc(1 << 20));
+    let t = Instant::now();
+    let mut size = 0u64;
+    while size < READ_FILE_BYTES && (t.elapsed() < budget.mul_f64(0.1) || size < (64 << 20)) {
+        let mut hs = Vec::new();
+        for _ in 0..4 {
+            let (f, b, p) = (f.clone(), buf.clone(), size);
+            hs.push(glommio::spawn_local(async move { f.write(b, p).await }));
+            size += 1 << 20;
+        }
+        for h in hs {
+            h.await?;
+        }
+    }
+    f.fdatasync().await?;
+    progress("sequential read 256 KiB x 16");
+    let (seq_read, _) = read_point(&f, size, 256 << 10, 16, false, read_slice).await?;
+    progress("random read 4 KiB x 32");
+    let (_, iops) = read_point(&f, size, 4 << 10, 32, true, read_slice).await?;
+    Ok(Results {
+        seq_write,
+        fdatasync,
+        seq_read_bytes_per_sec: seq_read,
+        rand_read_4k_iops: iops,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl Results {
+    /// The io-properties these figures give: the smallest block whose best
+    /// bandwidth is within 10% of the best of all, the smallest depth that
+    /// gets that block within 10% of its best, and the fdatasync after a
+    /// write of that block.
+    pub fn properties(&self) -> IoProperties {
+        let best_of = |b: usize| {
+            self.seq_write
+                .iter()
+                .filter(|p| p.block_bytes == b)
+                .map(|p| p.write_bytes_per_sec)
+                .fold(0.0, f64::max)
+        };
+        let best = BLOCK_SIZES.iter().map(|b| best_of(*b)).fold(0.0, f64::max);
+        let chunk = BLOCK_SIZES
+            .iter()
+            .copied()
+            .find(|b| best_of(*b) >= 0.9 * best)
+            .unwrap_or(limits::TAIL_BUFFER_BYTES_DEFAULT);
+        let depth = self
+            .seq_write
+            .iter()
+            .filter(|p| p.block_bytes == chunk && p.write_bytes_per_sec >= 0.9 * best_of(chunk))
+            .map(|p| p.depth)
+            .min()
+            .unwrap_or(limits::WRITE_BEHIND_DEFAULT);
+        let sync = self
+            .fdatasync
+            .iter()
+            .find(|s| s.write_bytes == chunk)
+            .map_or(0, |s| s.fdatasync_p50_us);
+        IoProperties {
+            write_chunk_bytes: chunk as u64,
+            queue_depth: depth as u64,
+            sync_latency_us: sync,
+            write_bytes_per_sec: best as u64,
+            read_bytes_per_sec: self.seq_read_bytes_per_sec as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(b: usize, d: usize, mb: f64) -> WritePoint {
+        WritePoint {
+            block_bytes: b,
+            depth: d,
+            write_bytes_per_sec: mb * 1e6,
+            latency_p50_us: 0,
+            latency_p99_us: 0,
+        }
+    }
+
+    /// The smallest block near the best bandwidth, the smallest depth
+    /// near that block's best, and that block's sync latency.
+    #[test]
+    fn properties_pick_the_knee() {
+        let mut seq_write = Vec::new();
+        for (b, bw) in [
+            (4 << 10, 100.0),
+            (16 << 10, 300.0),
+            (64 << 10, 900.0),
+            (256 << 10, 1000.0),
+            (1 << 20, 1020.0),
+        ] {
+            for (d, share) in [(1, 0.5), (4, 0.95), (16, 1.0)] {
+                seq_write.push(point(b, d, bw * share));
+            }
+        }
+        let r = Results {
+            seq_write,
+            fdatasync: BLOCK_SIZES
+                .iter()
+                .map(|b| SyncPoint {
+                    write_bytes: *b,
+                    fdatasync_p50_us: *b as u64 / 100,
+                    fdatasync_p99_us: 0,
+                })
+                .collect(),
+            seq_read_bytes_per_sec: 2e9,
+            rand_read_4k_iops: 1e5,
+            seconds: 1.0,
+        };
+        let p = r.properties();
+        assert_eq!(p.write_chunk_bytes, 256 << 10);
+        assert_eq!(p.queue_depth, 4);
+        assert_eq!(p.sync_latency_us, (256 << 10) / 100);
+        assert_eq!(p.write_bytes_per_sec, 1_020_000_000);
+        assert_eq!(p.read_bytes_per_sec, 2_000_000_000);
+        // The properties pass their own validation.
+        IoProperties::from_toml(&p.to_toml()).unwrap();
+    }
+
+    /// A short real run on this machine's disk: every point measured, the
+    /// scratch files gone.
+    #[test]
+    fn measures_and_cleans_up() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let d = dir.path().to_path_buf();
+        let r = crate::runtime::executor_builder(
+            glommio::Placement::Unbound,
+            256 * 1024,
+            Duration::ZERO,
+        )
+        .spawn(move || async move { measure(&d, Duration::from_millis(1500), |_| {}).await })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.seq_write.len(), BLOCK_SIZES.len() * DEPTHS.len());
+        assert!(r.seq_write.iter().all(|p| p.write_bytes_per_sec > 0.0));
+        assert!(r.fdatasync.iter().all(|s| s.fdatasync_p50_us > 0));
+        assert!(r.seq_read_bytes_per_sec > 0.0 && r.rand_read_4k_iops > 0.0);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "scratch files removed"
+        );
+    }
+}
