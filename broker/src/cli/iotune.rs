@@ -37,10 +37,13 @@ pub fn run(a: IotuneArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     let (dir, budget, quiet) = (a.dir.clone(), a.duration, a.json);
+    // Polled like a shard (the broker's default idle poll), so completions
+    // are seen as a shard would see them.
+    let idle_poll = Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT);
     let r = sluice_storage::runtime::executor_builder(
         glommio::Placement::Unbound,
         io_memory,
-        Duration::ZERO,
+        idle_poll,
     )
     .name("sluice-iotune")
     .spawn(move || async move {

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""iotune's figures next to fio's for the same block sizes and depths, on
+the same directory in the same run (sequential writes; fdatasync after a
+write; sequential 256 KiB reads at depth 16). fio runs with
+--fallocate=none unless FIO_FALLOCATE says otherwise (fio's own default,
+native, preallocates the file, which the log does not).
+
+    cargo build --release -p sluice-broker
+    python3 bench/iotune-vs-fio.py DIR [ROUNDS]
+
+Rounds alternate which tool goes first; each ratio is iotune/fio per
+round, and the table gives the median. Needs fio (apt-get install fio).
+"""
+import json, os, statistics, subprocess, sys
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sluice = os.environ.get("SLUICE_BIN", os.path.join(root, "target/release/sluice"))
+d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "target/iotune-vs-fio")
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+os.makedirs(d, exist_ok=True)
+f = os.path.join(d, "fio.dat")
+sizes = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20]
+depths = [1, 4, 16]
+
+
+def fio(*args):
+    if os.path.exists(f):
+        os.remove(f)
+    out = subprocess.run(
+        ["fio", "--name=x", "--ioengine=io_uring", "--direct=1", "--filename=" + f,
+         "--fallocate=" + os.environ.get("FIO_FALLOCATE", "none"),
+         "--output-format=json", *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["jobs"][0]
+
+
+def fio_round():
+    r = {}
+    for bs in sizes:
+        for qd in depths:
+            j = fio("--rw=write", f"--bs={bs}", f"--iodepth={qd}", "--size=1G", "--runtime=1", "--time_based=0")
+            r[("w", bs, qd)] = j["write"]["bw_bytes"]
+        j = fio("--rw=write", f"--bs={bs}", "--iodepth=1", "--fdatasync=1", "--size=64M", "--runtime=1")
+        r[("s", bs)] = j["sync"]["lat_ns"]["percentile"]["50.000000"] / 1000
+    fio("--rw=write", "--bs=1M", "--iodepth=4", "--size=512M")
+    j = fio("--rw=read", "--bs=256k", "--iodepth=16", "--size=512M", "--runtime=2")
+    r[("r",)] = j["read"]["bw_bytes"]
+    os.remove(f)
+    return r
+
+
+def iotune_round():
+    out = subprocess.run([sluice, "iotune", "--json", "--duration", "30s", "--dir", d],
+                         check=True, capture_output=True, text=True).stdout
+    v = json.loads(out)
+    r = {}
+    for p in v["seq_write"]:
+        r[("w", p["block_bytes"], p["depth"])] = p["write_bytes_per_sec"]
+    for s in v["fdatasync"]:
+        r[("s", s["write_bytes"])] = s["fdatasync_p50_us"]
+    r[("r",)] = v["seq_read_bytes_per_sec"]
+    return r
+
+
+ratios, ours, theirs = {}, {}, {}
+for i in range(rounds):
+    a, b = (iotune_round(), fio_round()) if i % 2 == 0 else tuple(reversed((fio_round(), iotune_round())))
+    for k in b:
+        ratios.setdefault(k, []).append(a[k] / b[k])
+        ours.setdefault(k, []).append(a[k])
+        theirs.setdefault(k, []).append(b[k])
+
+med = statistics.median
+print(f"iotune against fio, median of {rounds} rounds, {d}\n")
+print("| case | iotune | fio | iotune/fio |\n|---|---|---|---|")
+for k in sorted(ratios, key=str):
+    if k[0] == "w":
+        name, unit, scale = f"write {k[1] >> 10} KiB x {k[2]}", "MB/s", 1e6
+    elif k[0] == "s":
+        name, unit, scale = f"fdatasync after {k[1] >> 10} KiB (p50)", "us", 1
+    else:
+        name, unit, scale = "read 256 KiB x 16", "MB/s", 1e6
+    print(f"| {name} | {med(ours[k]) / scale:.0f} {unit} | {med(theirs[k]) / scale:.0f} {unit} | {med(ratios[k]):.2f} |")
