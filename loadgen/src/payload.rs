@@ -100,6 +100,23 @@ impl Values {
         }
     }
 
+    /// The next value as its two parts, the stamp and the payload after
+    /// it (for a producer that copies them straight into its batch).
+    pub fn next_parts(&mut self, stamp_us: u64) -> ([u8; 8], &[u8]) {
+        let n = if self.sizes.0 == self.sizes.1 {
+            self.sizes.0
+        } else {
+            self.rng.range(self.sizes.0 as u64, self.sizes.1 as u64) as usize
+        };
+        let rest = n - 8;
+        if self.at + rest > self.pool.len() {
+            self.at = 0;
+        }
+        let at = self.at;
+        self.at = (self.at + 4099) % POOL_BYTES;
+        (stamp_us.to_be_bytes(), &self.pool[at..at + rest])
+    }
+
     /// The next value, stamped with `stamp_us`.
     pub fn next(&mut self, stamp_us: u64) -> &[u8] {
         let n = if self.sizes.0 == self.sizes.1 {
@@ -237,6 +254,12 @@ mod tests {
             let b = v.next(i);
             assert!((100..=200).contains(&b.len()));
             assert_eq!(stamp_of(b), Some(i));
+        }
+        let mut p = Values::new(&Payload::Random, (100, 200), 7);
+        for i in 0..100 {
+            let (stamp, rest) = p.next_parts(i);
+            assert_eq!(u64::from_be_bytes(stamp), i);
+            assert!((92..=192).contains(&rest.len()));
         }
         let mut z = Values::new(&Payload::Zeros, (64, 64), 7);
         assert!(z.next(1)[8..].iter().all(|b| *b == 0));

@@ -713,10 +713,16 @@ async fn produce(
             Some(k) => crc32c::crc32c(k) % n,
             None => sticky,
         } as i32;
-        let value = values.next(intended);
+        let (stamp, rest) = values.next_parts(intended);
         let sent_before = producer.batches_sent();
         producer
-            .send(partition, key, value, (intended / 1000) as i64, intended)
+            .send_parts(
+                partition,
+                key,
+                &[&stamp, rest],
+                (intended / 1000) as i64,
+                intended,
+            )
             .await
             .map_err(|e| e.to_string())?;
         // Without keys, a partition's batch fills and then the next one's

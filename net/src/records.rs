@@ -69,9 +69,11 @@ fn get_varint(b: &[u8], at: &mut usize) -> Result<i64, RecordsError> {
     Err(RecordsError::Malformed("varint too long"))
 }
 
-/// One batch being filled: records go straight into its buffer.
+/// One batch being filled: records go straight into its buffer, behind
+/// room for the header, so an uncompressed batch is finished in place.
 pub struct BatchBuilder {
-    records: BytesMut,
+    buf: BytesMut,
+    capacity: usize,
     count: i32,
     first_ts: i64,
     max_ts: i64,
@@ -79,8 +81,11 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(capacity: usize) -> BatchBuilder {
+        let mut buf = BytesMut::with_capacity(capacity.max(BATCH_HEADER_BYTES));
+        buf.resize(BATCH_HEADER_BYTES, 0);
         BatchBuilder {
-            records: BytesMut::with_capacity(capacity),
+            buf,
+            capacity,
             count: 0,
             first_ts: 0,
             max_ts: 0,
@@ -97,11 +102,16 @@ impl BatchBuilder {
 
     /// Bytes of the batch so far (before compression).
     pub fn bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.buf.len()
     }
 
     /// Appends a record with timestamp `ts_ms`.
     pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], ts_ms: i64) {
+        self.push_parts(key, &[value], ts_ms)
+    }
+
+    /// Appends a record whose value is `parts` one after another.
+    pub fn push_parts(&mut self, key: Option<&[u8]>, parts: &[&[u8]], ts_ms: i64) {
         if self.count == 0 {
             self.first_ts = ts_ms;
             self.max_ts = ts_ms;
@@ -110,15 +120,16 @@ impl BatchBuilder {
         let ts_delta = ts_ms - self.first_ts;
         let offset_delta = self.count as i64;
         let key_len = key.map_or(-1, |k| k.len() as i64);
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let body = 1
             + varint_len(ts_delta)
             + varint_len(offset_delta)
             + varint_len(key_len)
             + key.map_or(0, |k| k.len())
-            + varint_len(value.len() as i64)
-            + value.len()
+            + varint_len(value_len as i64)
+            + value_len
             + 1;
-        let r = &mut self.records;
+        let r = &mut self.buf;
         put_varint(r, body as i64);
         r.put_u8(0);
         put_varint(r, ts_delta);
@@ -127,8 +138,10 @@ impl BatchBuilder {
         if let Some(k) = key {
             r.put_slice(k);
         }
-        put_varint(r, value.len() as i64);
-        r.put_slice(value);
+        put_varint(r, value_len as i64);
+        for p in parts {
+            r.put_slice(p);
+        }
         put_varint(r, 0);
         self.count += 1;
     }
@@ -136,41 +149,47 @@ impl BatchBuilder {
     /// The finished batch (base offset 0, no producer id), compressed with
     /// `compression`; the builder is empty again afterwards.
     pub fn finish(&mut self, compression: Compression) -> Result<Bytes, RecordsError> {
-        let records = self.records.split().freeze();
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len());
-        out.put_i64(0); // base offset
-        out.put_i32(0); // batch length, set below
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(2); // magic
-        out.put_u32(0); // crc, set below
-        out.put_i16(compression as i16);
-        out.put_i32(self.count - 1);
-        out.put_i64(self.first_ts);
-        out.put_i64(self.max_ts);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(self.count);
-        let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
-            tmp.put_slice(&records);
-            Ok(())
-        };
-        let r = match compression {
-            Compression::None => {
-                out.put_slice(&records);
-                Ok(())
+        let mut out = match compression {
+            Compression::None => self.buf.split(),
+            codec_id => {
+                let records = self.buf.split().freeze();
+                let body = &records[BATCH_HEADER_BYTES..];
+                let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + body.len() / 2);
+                out.resize(BATCH_HEADER_BYTES, 0);
+                let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
+                    tmp.put_slice(body);
+                    Ok(())
+                };
+                let r = match codec_id {
+                    Compression::Gzip => codec::Gzip::compress(&mut out, fill),
+                    Compression::Snappy => codec::Snappy::compress(&mut out, fill),
+                    Compression::Lz4 => codec::Lz4::compress(&mut out, fill),
+                    _ => codec::Zstd::compress(&mut out, fill),
+                };
+                r.map_err(|e| RecordsError::Codec(e.to_string()))?;
+                out
             }
-            Compression::Gzip => codec::Gzip::compress(&mut out, fill),
-            Compression::Snappy => codec::Snappy::compress(&mut out, fill),
-            Compression::Lz4 => codec::Lz4::compress(&mut out, fill),
-            Compression::Zstd => codec::Zstd::compress(&mut out, fill),
         };
-        r.map_err(|e| RecordsError::Codec(e.to_string()))?;
         let len = (out.len() - 12) as i32;
-        out[8..12].copy_from_slice(&len.to_be_bytes());
+        let mut h = &mut out[..BATCH_HEADER_BYTES];
+        h.put_i64(0); // base offset
+        h.put_i32(len);
+        h.put_i32(-1); // partition leader epoch
+        h.put_i8(2); // magic
+        h.put_u32(0); // crc, set below
+        h.put_i16(compression as i16);
+        h.put_i32(self.count - 1);
+        h.put_i64(self.first_ts);
+        h.put_i64(self.max_ts);
+        h.put_i64(-1); // producer id
+        h.put_i16(-1); // producer epoch
+        h.put_i32(-1); // base sequence
+        h.put_i32(self.count);
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         self.count = 0;
+        self.buf.reserve(self.capacity.max(BATCH_HEADER_BYTES));
+        self.buf.resize(BATCH_HEADER_BYTES, 0);
         Ok(out.freeze())
     }
 }
