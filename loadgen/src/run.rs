@@ -332,15 +332,7 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         )?;
         let ends = offsets(&mut client, &layout, -1)?;
         let _ = writeln!(out, "reading the backlog back");
-        let consumed = ctx.phase(
-            Phase {
-                consumers: args.consumers,
-                starts,
-                catch_up: Some(ends),
-                ..Phase::default()
-            },
-            out,
-        )?;
+        let consumed = ctx.catch_up(starts, ends, out)?;
         let mut total = produced.1;
         total.merge(&consumed.1);
         let mut series = produced.0;
@@ -350,15 +342,7 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         // Catch-up only: everything the topic holds now.
         let starts = offsets(&mut client, &layout, -2)?;
         let ends = offsets(&mut client, &layout, -1)?;
-        let (series, total, secs) = ctx.phase(
-            Phase {
-                consumers: args.consumers,
-                starts,
-                catch_up: Some(ends),
-                ..Phase::default()
-            },
-            out,
-        )?;
+        let (series, total, secs) = ctx.catch_up(starts, ends, out)?;
         (series, total, secs, secs)
     } else {
         let ends = offsets(&mut client, &layout, -1)?;
@@ -428,6 +412,24 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The consumers reading from `starts` up to `ends`, measured.
+    fn catch_up(
+        &self,
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Vec<Second>, Stats, f64), LoadgenError> {
+        self.phase(
+            Phase {
+                consumers: self.args.consumers,
+                starts,
+                catch_up: Some(ends),
+                ..Phase::default()
+            },
+            out,
+        )
+    }
+
     /// Runs a phase on one pinned executor per core (producers and
     /// consumers dealt round-robin); prints a line a second. Returns the
     /// series, the measured totals and the measured seconds.

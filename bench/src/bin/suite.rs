@@ -411,53 +411,57 @@ fn main() {
     let get = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
     let med = |f: &dyn Fn(&Value) -> f64| median(rounds.iter().map(f).collect());
     let mb = 1e6;
-    let rows: Vec<(String, f64, f64, String, String)> = vec![
-        (
-            "W1 durable bulk (1 MB batches, acks=all)".into(),
-            med(&|r| get(r, "w1_bytes_per_sec")) / mb,
-            med(&|r| get(r, "w1_bytes_per_sec") / get(r, "fio_write_bytes_per_sec")),
-            "fio write".into(),
-            format!(
-                "{:.2}x peer (goal 1.2x)",
-                med(&|r| get(r, "w1_bytes_per_sec")) / mb / 903.0
-            ),
+    // (workload, its figure, the limit it is a share of, the peer's MB/s
+    // and the goal against it)
+    let row = |name: &str, key: &str, limit: &str, limit_name: &str, peer: Option<(f64, &str)>| {
+        let v = med(&|r| get(r, key)) / mb;
+        let ratio = med(&|r| get(r, key) / get(r, limit));
+        let against = match peer {
+            Some((p, goal)) => format!("{:.2}x peer (goal {goal})", v / p),
+            None => "goal 0.95 of fio read".to_string(),
+        };
+        (name.to_string(), v, ratio, limit_name.to_string(), against)
+    };
+    let (fw, fr, lo) = (
+        "fio_write_bytes_per_sec",
+        "fio_read_bytes_per_sec",
+        "loopback_bytes_per_sec",
+    );
+    let rows = vec![
+        row(
+            "W1 durable bulk (1 MB batches, acks=all)",
+            "w1_bytes_per_sec",
+            fw,
+            "fio write",
+            Some((903.0, "1.2x")),
         ),
-        (
-            "W2 durable small batches (100 KB, acks=all)".into(),
-            med(&|r| get(r, "w2_bytes_per_sec")) / mb,
-            med(&|r| get(r, "w2_bytes_per_sec") / get(r, "fio_write_bytes_per_sec")),
-            "fio write".into(),
-            format!(
-                "{:.2}x peer (goal 1.5x)",
-                med(&|r| get(r, "w2_bytes_per_sec")) / mb / 540.0
-            ),
+        row(
+            "W2 durable small batches (100 KB, acks=all)",
+            "w2_bytes_per_sec",
+            fw,
+            "fio write",
+            Some((540.0, "1.5x")),
         ),
-        (
-            "W4a hot catch-up (2 consumers)".into(),
-            med(&|r| get(r, "w4a_bytes_per_sec")) / mb,
-            med(&|r| get(r, "w4a_bytes_per_sec") / get(r, "loopback_bytes_per_sec")),
-            "loopback".into(),
-            format!(
-                "{:.2}x peer (goal 1.0x)",
-                med(&|r| get(r, "w4a_bytes_per_sec")) / mb / 2311.0
-            ),
+        row(
+            "W4a hot catch-up (2 consumers)",
+            "w4a_bytes_per_sec",
+            lo,
+            "loopback",
+            Some((2311.0, "1.0x")),
         ),
-        (
-            "W4b cold catch-up (after restart)".into(),
-            med(&|r| get(r, "w4b_bytes_per_sec")) / mb,
-            med(&|r| get(r, "w4b_bytes_per_sec") / get(r, "fio_read_bytes_per_sec")),
-            "fio read".into(),
-            "goal 0.95 of fio read".into(),
+        row(
+            "W4b cold catch-up (after restart)",
+            "w4b_bytes_per_sec",
+            fr,
+            "fio read",
+            None,
         ),
-        (
-            "W5 acks=1 bulk".into(),
-            med(&|r| get(r, "w5_bytes_per_sec")) / mb,
-            med(&|r| get(r, "w5_bytes_per_sec") / get(r, "loopback_bytes_per_sec")),
-            "loopback".into(),
-            format!(
-                "{:.2}x peer (goal 1.3x)",
-                med(&|r| get(r, "w5_bytes_per_sec")) / mb / 917.0
-            ),
+        row(
+            "W5 acks=1 bulk",
+            "w5_bytes_per_sec",
+            lo,
+            "loopback",
+            Some((917.0, "1.3x")),
         ),
     ];
     let pct = |side: &str, p: &str| med(&|r: &Value| r[side][p].as_f64().unwrap_or(0.0)) / 1000.0;
