@@ -98,7 +98,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), S
         done.answered.notify_all();
         r
     });
-    let read = read_requests(shard, &mut rd, &tx, &inflight, peer).await;
+    let read = read_requests(shard, fd, &mut rd, &tx, &inflight, peer).await;
     drop(tx);
     let written = writer.await;
     read.and(written)
@@ -131,8 +131,51 @@ async fn write_answers(
     Ok(())
 }
 
+/// Bytes the read that waits for a quiet socket asks for (and zero-fills).
+const WAIT_READ_BYTES: usize = 16 * 1024;
+
+enum RecvNow {
+    Got,
+    Empty,
+    Closed,
+    Failed(std::io::Error),
+}
+
+/// One non-blocking `recv` of up to `want` bytes into `buf`'s spare
+/// capacity.
+fn recv_now(fd: RawFd, buf: &mut BytesMut, want: usize) -> RecvNow {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(want);
+    // SAFETY: recv writes at most `len` bytes into the spare capacity we
+    // own (uninitialised memory is a valid target for a write); set_len
+    // then covers exactly the bytes it wrote.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr() as *mut libc::c_void,
+            len,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n > 0 {
+        // SAFETY: see above: `n` bytes past the length were just written.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        return RecvNow::Got;
+    }
+    if n == 0 {
+        return RecvNow::Closed;
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => RecvNow::Empty,
+        _ => RecvNow::Failed(e),
+    }
+}
+
 async fn read_requests(
     shard: &Rc<Shard>,
+    fd: RawFd,
     rd: &mut futures_lite::io::ReadHalf<TcpStream>,
     tx: &local_channel::LocalSender<Pending>,
     inflight: &InFlight,
@@ -152,7 +195,31 @@ async fn read_requests(
         let missing = decoder.missing(&buf).map_err(|e| e.to_string())?;
         if missing > 0 {
             let have = buf.len();
-            buf.resize(have + missing.max(SOCKET_READ_BYTES), 0);
+            let want = missing.max(SOCKET_READ_BYTES);
+            // What the socket already holds is taken straight into the
+            // buffer's spare room (no zero-filling it first); only when
+            // it holds nothing does the read wait, through the stream.
+            match recv_now(fd, &mut buf, want) {
+                RecvNow::Got => {
+                    // A long frame arriving in many pieces still lets the
+                    // shard's other tasks run.
+                    glommio::executor().yield_if_needed().await;
+                    continue;
+                }
+                RecvNow::Closed => {
+                    return if have == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!("closed mid-frame ({have} bytes)"))
+                    };
+                }
+                RecvNow::Failed(e) => return Err(format!("read: {e}")),
+                RecvNow::Empty => {}
+            }
+            // Nothing there yet: wait for the next bytes with a small read
+            // (the rest then comes through `recv_now`).
+            let want = want.min(WAIT_READ_BYTES);
+            buf.resize(have + want, 0);
             let n = rd
                 .read(&mut buf[have..])
                 .await
