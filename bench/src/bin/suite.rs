@@ -189,6 +189,20 @@ fn delete_topic(bin: &Path, broker: &Broker, topic: &str) {
         .status();
 }
 
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs writes into the struct we own; the path is a valid
+    // C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
 fn drop_caches() -> bool {
     // SAFETY: sync has no arguments.
     unsafe { libc::sync() };
@@ -230,6 +244,17 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| target.join("../suite"));
     std::fs::create_dir_all(&dir).unwrap();
+    // Bulk workloads write about a gigabyte a second while they run (the
+    // topic is deleted after each): refuse to start without room.
+    let free = free_bytes(&dir);
+    let need: u64 = 40 << 30;
+    assert!(
+        free >= need,
+        "{}: {} GiB free; the suite needs {} GiB (SLUICE_SUITE_DIR elsewhere)",
+        dir.display(),
+        free >> 30,
+        need >> 30
+    );
     let report = dir.join("loadgen.json");
     let html = dir.join("w3.html");
     let data = dir.join("data");
