@@ -4,8 +4,8 @@
 //! loopback), runs the standard workloads with `sluice loadgen`, and
 //! writes `target/bench/suite.json` and a Markdown table.
 //!
-//!     cargo build --release -p sluice-broker -p sluice-bench
-//!     target/release/suite
+//!     cargo build --release -p sluice-broker
+//!     cargo run --release -p sluice-bench --example suite
 //!
 //! SLUICE_SUITE_REPEATS (default 3): rounds; each round measures the
 //! limits and then every workload, and each workload is reported as the
@@ -230,8 +230,12 @@ fn main() {
         Ok(v) => sluice_loadgen::args::parse_bytes(&v).expect("a byte count"),
         Err(_) => backlog_bytes + backlog_bytes / 4,
     };
+    // target/<profile>/examples/suite: the binaries are one level up.
     let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().to_path_buf();
+    let mut target = exe.parent().unwrap().to_path_buf();
+    if target.ends_with("examples") {
+        target.pop();
+    }
     let bin = std::env::var("SLUICE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| target.join("sluice"));
