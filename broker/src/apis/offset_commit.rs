@@ -53,7 +53,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
                 Err(code) => {
                     let _ = tx.try_send(code);
                 }
-                Ok(()) => c.spawn_commit(items, tx),
+                Ok(()) => c.spawn_group_commit(&group, items, tx),
             }
             rx
         })

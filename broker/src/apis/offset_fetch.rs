@@ -32,6 +32,8 @@ async fn lookup(
     shard
         .call(owner, move |s| async move {
             let c = s.coordinator();
+            // A commit the group accepted is seen by every later fetch.
+            c.wait_for_commits(&group).await;
             match wanted {
                 Some(topics) => topics
                     .into_iter()

@@ -79,6 +79,11 @@ pub struct GroupView {
 pub struct Coordinator {
     groups: RefCell<BTreeMap<String, Group>>,
     pub offsets: OffsetStore,
+    /// Member commits accepted and not yet stored, per group: an
+    /// OffsetFetch for the group waits for them, so a member given a
+    /// partition never starts below a commit the group already accepted.
+    pending_commits: RefCell<BTreeMap<String, usize>>,
+    commits_stored: Rc<crate::shard::Notify>,
 }
 
 impl Coordinator {
@@ -86,6 +91,8 @@ impl Coordinator {
         Coordinator {
             groups: RefCell::new(BTreeMap::new()),
             offsets,
+            pending_commits: RefCell::new(BTreeMap::new()),
+            commits_stored: Rc::new(crate::shard::Notify::default()),
         }
     }
 
@@ -314,6 +321,50 @@ impl Coordinator {
 
     /// Stores offset changes durably on a task of its own; the error code
     /// (0 on success) comes on `tx`.
+    /// A member's commit for `group`: stored like `spawn_commit`, and
+    /// counted as pending until it is (see `wait_for_commits`).
+    pub fn spawn_group_commit(
+        self: &Rc<Self>,
+        group: &str,
+        items: Vec<(OffsetKey, Option<Committed>)>,
+        tx: flume::Sender<i16>,
+    ) {
+        *self
+            .pending_commits
+            .borrow_mut()
+            .entry(group.to_string())
+            .or_default() += 1;
+        let (done_tx, done_rx) = flume::bounded(1);
+        self.spawn_commit(items, done_tx);
+        let (c, group) = (self.clone(), group.to_string());
+        glommio::spawn_local(async move {
+            let code = done_rx.recv_async().await.unwrap_or(-1);
+            {
+                let mut p = c.pending_commits.borrow_mut();
+                if let Some(n) = p.get_mut(&group) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.remove(&group);
+                    }
+                }
+            }
+            c.commits_stored.notify_all();
+            let _ = tx.try_send(code);
+        })
+        .detach();
+    }
+
+    /// Returns once no commit accepted for `group` is still being stored.
+    pub async fn wait_for_commits(&self, group: &str) {
+        loop {
+            let seen = self.commits_stored.generation();
+            if !self.pending_commits.borrow().contains_key(group) {
+                return;
+            }
+            self.commits_stored.changed(seen).await;
+        }
+    }
+
     pub fn spawn_commit(
         self: &Rc<Self>,
         items: Vec<(OffsetKey, Option<Committed>)>,
