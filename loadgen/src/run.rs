@@ -55,37 +55,46 @@ pub struct Layout {
 }
 
 fn metadata(c: &mut Client, topic: &str) -> Result<Option<Layout>, LoadgenError> {
-    let (_, r): (i16, MetadataResponse) = c.call(ApiKey::Metadata, (4, 12), |_| {
-        MetadataRequest::default()
-            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-            )
-            .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]))
-            .with_allow_auto_topic_creation(false)
-    })?;
+    let (_, r): (i16, MetadataResponse) =
+        c.call(ApiKey::Metadata, (4, 12), |_| metadata_request(topic))?;
+    match r.topics.first().map(|t| t.error_code) {
+        None | Some(3) => return Ok(None), // UNKNOWN_TOPIC_OR_PARTITION
+        Some(0) => {}
+        Some(e) => return Err(LoadgenError::Topic(topic.into(), error_name(e))),
+    }
+    Ok(Some(Layout {
+        topic: topic.to_string(),
+        leaders: leaders_of(&r),
+    }))
+}
+
+/// A Metadata request for `topic` alone, creating nothing.
+fn metadata_request(topic: &str) -> MetadataRequest {
+    MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]))
+        .with_allow_auto_topic_creation(false)
+}
+
+/// The leader address of every partition of the answer's first topic
+/// (empty where there is none).
+fn leaders_of(r: &MetadataResponse) -> Vec<String> {
     let brokers: BTreeMap<i32, String> = r
         .brokers
         .iter()
         .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
         .collect();
     let Some(t) = r.topics.first() else {
-        return Ok(None);
+        return Vec::new();
     };
-    match t.error_code {
-        0 => {}
-        3 => return Ok(None), // UNKNOWN_TOPIC_OR_PARTITION
-        e => return Err(LoadgenError::Topic(topic.into(), error_name(e))),
-    }
     let mut leaders = vec![String::new(); t.partitions.len()];
     for p in &t.partitions {
-        let i = p.partition_index as usize;
-        if i < leaders.len() {
-            leaders[i] = brokers.get(&p.leader_id.0).cloned().unwrap_or_default();
+        if let Some(l) = leaders.get_mut(p.partition_index as usize) {
+            *l = brokers.get(&p.leader_id.0).cloned().unwrap_or_default();
         }
     }
-    Ok(Some(Layout {
-        topic: topic.to_string(),
-        leaders,
-    }))
+    leaders
 }
 
 /// The topic's layout, creating it with `partitions` when it is missing.
@@ -144,28 +153,20 @@ async fn leaders_now(bootstrap: &str, topic: &str) -> Result<Vec<String>, String
     let mut stream = glommio::net::TcpStream::connect(bootstrap)
         .await
         .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))?;
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-        )
-        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]))
-        .with_allow_auto_topic_creation(false);
-    let r: MetadataResponse =
-        sluice_net::aio::call(&mut stream, bootstrap, ApiKey::Metadata, 9, 1, &req)
-            .await
-            .map_err(|e| e.to_string())?;
-    let brokers: BTreeMap<i32, String> = r
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
-        .collect();
-    let t = r.topics.first().ok_or("no topic in the answer")?;
-    let mut leaders = vec![String::new(); t.partitions.len()];
-    for p in &t.partitions {
-        if let Some(l) = leaders.get_mut(p.partition_index as usize) {
-            *l = brokers.get(&p.leader_id.0).cloned().unwrap_or_default();
-        }
+    let r: MetadataResponse = sluice_net::aio::call(
+        &mut stream,
+        bootstrap,
+        ApiKey::Metadata,
+        9,
+        1,
+        &metadata_request(topic),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if r.topics.is_empty() {
+        return Err("no topic in the answer".into());
     }
-    Ok(leaders)
+    Ok(leaders_of(&r))
 }
 
 /// The address of `group`'s coordinator.

@@ -566,16 +566,6 @@ pub fn all_checks(root: &Root, data_dir: &Path, shards: usize) -> Vec<Check> {
     out
 }
 
-/// The checks the broker cannot run without (run by `sluice serve` at
-/// start-up).
-pub fn critical_checks(data_dir: &Path, shards: usize) -> Vec<Check> {
-    vec![
-        io_uring(&Root::host(), Some(test_ring())),
-        memlock(host::memlock_limit_bytes(), shards),
-        direct_io(data_dir),
-    ]
-}
-
 /// Applies `c`'s fixes; returns one line per change made or refused.
 pub fn apply(c: &mut Check) -> Vec<String> {
     let mut lines = Vec::new();
