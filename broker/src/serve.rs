@@ -2,7 +2,7 @@
 //! directory, wait for SIGINT/SIGTERM, shut down cleanly.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use glommio::Placement;
@@ -23,10 +23,10 @@ pub enum ServeError {
     #[error("data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
     #[error(
-        "data directory {0} is on a file system without O_DIRECT support (tmpfs?): \
+        "data directory {0} does not take O_DIRECT writes ({1}; tmpfs?): \
          sluice writes segments with direct I/O; use a directory on ext4 or xfs"
     )]
-    NoDirectIo(PathBuf),
+    NoDirectIo(PathBuf, String),
     #[error(
         "io_uring is not available to this process ({0}): the shards do all their I/O through it. \
          Check kernel.io_uring_disabled and the container's seccomp profile (sluice tune says more)"
@@ -46,23 +46,6 @@ pub enum ServeError {
     Metadata(#[from] metadata::MetaError),
 }
 
-fn check_direct_io(dir: &Path) -> Result<(), ServeError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let probe = dir.join(".sluice-direct-io-probe");
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe);
-    let _ = std::fs::remove_file(&probe);
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(ServeError::NoDirectIo(dir.into())),
-        Err(e) => Err(ServeError::DataDir(dir.into(), e)),
-    }
-}
-
 fn blocked_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the set we own.
     unsafe {
@@ -74,7 +57,61 @@ fn blocked_signals() -> libc::sigset_t {
     }
 }
 
+/// `sluice serve`: starts the broker, waits for SIGINT or SIGTERM, stops
+/// it cleanly.
 pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
+    // Signals are taken by this thread alone (sigwait below); shard threads
+    // inherit the blocked mask and never see them.
+    let set = blocked_signals();
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let broker = start(cfg)?;
+    if broker.failed == 0 {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits for one of the signals blocked above.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        tracing::info!(signal = sig, "shutting down");
+    }
+    broker.stop()?;
+    println!("sluice: stopped cleanly");
+    Ok(())
+}
+
+/// A broker running in this process: one executor thread per shard,
+/// serving until [`Running::stop`].
+pub struct Running {
+    stops: Vec<flume::Sender<()>>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    failed: usize,
+}
+
+impl Running {
+    /// Partitions or listeners that failed to open (the broker serves the
+    /// rest).
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// Stops every shard (each finishes its writes and closes its logs)
+    /// and waits for them.
+    pub fn stop(self) -> Result<(), ServeError> {
+        for s in &self.stops {
+            let _ = s.send(());
+        }
+        for h in self.handles {
+            let _ = h.join();
+        }
+        if self.failed > 0 {
+            return Err(ServeError::PartitionsFailed(self.failed));
+        }
+        Ok(())
+    }
+}
+
+/// Starts the broker: checks the host, recovers the data directory and
+/// starts the shards; returns once every shard serves (or failed to open
+/// something), after printing the serving line.
+pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     let started = Instant::now();
     let cpus = host::online_cpus();
     let shards = cfg.cores.unwrap_or(cpus);
@@ -90,7 +127,6 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
         })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
-    check_direct_io(&cfg.data_dir)?;
     // The disk's measured properties (`sluice iotune`) size the logs'
     // writes; without them, the defaults.
     let io_line = match sluice_tuning::io_properties::IoProperties::load(&cfg.data_dir) {
@@ -134,6 +170,9 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
         if c.name == "io_uring" && c.status == Status::Fail {
             return Err(ServeError::NoIoUring(c.current));
         }
+        if c.name == sluice_tuning::tune::DIRECT_IO && c.status == Status::Fail {
+            return Err(ServeError::NoDirectIo(cfg.data_dir.clone(), c.current));
+        }
         if matches!(c.status, Status::Warn | Status::Fail) {
             tracing::warn!(
                 check = %c.name,
@@ -154,12 +193,6 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     let cache_bytes = cfg
         .cache_bytes_max
         .unwrap_or_else(|| host::cache_bytes_per_shard(host::total_memory_bytes(), shards));
-
-    // Signals are taken by this thread alone (sigwait below); shard threads
-    // inherit the blocked mask and never see them.
-    let set = blocked_signals();
-    // SAFETY: changes this thread's signal mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     let listen = cfg.listen;
     let data_dir = cfg.data_dir.clone();
@@ -238,21 +271,9 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     );
     println!("{line}");
     let _ = std::io::stdout().flush();
-    if failed == 0 {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: waits for one of the signals blocked above.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        tracing::info!(signal = sig, "shutting down");
-    }
-    for s in &stops {
-        let _ = s.send(());
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    if failed > 0 {
-        return Err(ServeError::PartitionsFailed(failed));
-    }
-    println!("sluice: stopped cleanly");
-    Ok(())
+    Ok(Running {
+        stops,
+        handles,
+        failed,
+    })
 }

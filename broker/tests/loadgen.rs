@@ -265,3 +265,294 @@ fn backlog_and_catch_up_read_everything_back() {
     assert_eq!(r["consume"]["messages"].as_u64().unwrap(), produced);
     assert_eq!(r["produce"]["messages"].as_u64().unwrap(), 0);
 }
+
+/// loadgen against a broker in this process (both on glommio executors
+/// of their own): what the report counts is what the topic holds and
+/// what the group consumed.
+#[test]
+fn in_process_broker_and_report_agree() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: sluice_loadgen::args::LoadgenArgs,
+    }
+
+    let dir = tempdir();
+    let port = free_port();
+    let mut cfg = sluice_broker::config::BrokerConfig::with_defaults(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &dir.path().join("data"),
+    );
+    cfg.cores = Some(1);
+    cfg.cache_bytes_max = Some(64 << 20);
+    let broker = sluice_broker::serve::start(cfg).expect("broker starts");
+    assert_eq!(broker.failed(), 0);
+    let bootstrap = format!("127.0.0.1:{port}");
+    let args = Cmd::try_parse_from([
+        "loadgen",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        "inproc",
+        "--partitions",
+        "4",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--messages",
+        "20000",
+        "--message-bytes",
+        "100",
+        "--batch-bytes",
+        "16384",
+        "--acks",
+        "all",
+        "--keys",
+        "round-robin",
+        "--key-count",
+        "64",
+    ])
+    .unwrap()
+    .args;
+    let mut out = Vec::new();
+    let report = sluice_loadgen::run::run(args, &mut out).expect("loadgen runs");
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(report.produce.messages, 20000, "{text}");
+    assert_eq!(report.consume.messages, 20000, "{text}");
+    assert_eq!(report.produce.bytes, report.consume.bytes, "{text}");
+    assert!(report.produce.errors.is_empty(), "{text}");
+    assert!(report.consume.errors.is_empty(), "{text}");
+    // Every message produced is in the topic, once.
+    assert_eq!(end_offsets_sum(&bootstrap, "inproc", 4), 20000);
+    // Every message consumed carried its send time: one end-to-end
+    // sample each, and the series adds up to the totals.
+    let consumed: u64 = report.series.iter().map(|s| s.consumed).sum();
+    let produced: u64 = report.series.iter().map(|s| s.produced).sum();
+    assert_eq!((produced, consumed), (20000, 20000));
+    assert!(report.end_to_end_latency_us.p50 > 0);
+    assert!(report.end_to_end_latency_us.max >= report.end_to_end_latency_us.p99);
+    broker.stop().expect("stops cleanly");
+}
+
+/// A broker that led the topic and no longer does, in front of the real
+/// one: until it has refused a client, its Metadata answers (the real
+/// broker's, rewritten) name it the leader of every partition; it refuses
+/// every Produce and Fetch with NOT_LEADER_OR_FOLLOWER; anything else it
+/// forwards to the real broker.
+struct FormerLeader {
+    port: u16,
+    refused_produce: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    refused_fetch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FormerLeader {
+    fn start(real: u16) -> FormerLeader {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let moved = Arc::new(AtomicBool::new(false));
+        let (rp, rf) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let counts = (rp.clone(), rf.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let (moved, counts) = (moved.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    let _ = former_leader_connection(client, real, port, &moved, &counts);
+                });
+            }
+        });
+        FormerLeader {
+            port,
+            refused_produce: rp,
+            refused_fetch: rf,
+        }
+    }
+}
+
+fn read_frame(s: &mut std::net::TcpStream) -> std::io::Result<bytes::Bytes> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body.into())
+}
+
+fn former_leader_connection(
+    mut client: std::net::TcpStream,
+    real: u16,
+    me: u16,
+    moved: &std::sync::atomic::AtomicBool,
+    counts: &(
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ),
+) -> std::io::Result<()> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use sluice_net::response::encode_response;
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    const NOT_LEADER: i16 = 6;
+    const ME: i32 = 7;
+    let mut upstream = std::net::TcpStream::connect(("127.0.0.1", real))?;
+    loop {
+        let frame = read_frame(&mut client)?;
+        let req = sluice_net::request::decode_request(frame.clone(), |_| Some((0, i16::MAX)))
+            .expect("loadgen sends well-formed requests");
+        let id = req.header.correlation_id;
+        let answer = match req.body {
+            RequestKind::Produce(p) => {
+                counts.0.fetch_add(1, Ordering::SeqCst);
+                moved.store(true, Ordering::SeqCst);
+                let r = ProduceResponse::default().with_responses(
+                    p.topic_data
+                        .iter()
+                        .map(|t| {
+                            produce_response::TopicProduceResponse::default()
+                                .with_name(t.name.clone())
+                                .with_partition_responses(
+                                    t.partition_data
+                                        .iter()
+                                        .map(|d| {
+                                            produce_response::PartitionProduceResponse::default()
+                                                .with_index(d.index)
+                                                .with_error_code(NOT_LEADER)
+                                                .with_base_offset(-1)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+                encode_response(id, req.api_key, req.version, &ResponseKind::Produce(r)).unwrap()
+            }
+            RequestKind::Fetch(f) => {
+                counts.1.fetch_add(1, Ordering::SeqCst);
+                moved.store(true, Ordering::SeqCst);
+                let r = FetchResponse::default().with_responses(
+                    f.topics
+                        .iter()
+                        .map(|t| {
+                            fetch_response::FetchableTopicResponse::default()
+                                .with_topic(t.topic.clone())
+                                .with_partitions(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            fetch_response::PartitionData::default()
+                                                .with_partition_index(p.partition)
+                                                .with_error_code(NOT_LEADER)
+                                                .with_high_watermark(-1)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+                encode_response(id, req.api_key, req.version, &ResponseKind::Fetch(r)).unwrap()
+            }
+            _ => {
+                let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+                out.extend_from_slice(&frame);
+                upstream.write_all(&out)?;
+                let answer = read_frame(&mut upstream)?;
+                if req.api_key != ApiKey::Metadata || moved.load(Ordering::SeqCst) {
+                    let mut whole = (answer.len() as i32).to_be_bytes().to_vec();
+                    whole.extend_from_slice(&answer);
+                    whole.into()
+                } else {
+                    let mut body = answer;
+                    let hv =
+                        sluice_net::response::response_header_version(req.api_key, req.version);
+                    ResponseHeader::decode(&mut body, hv).unwrap();
+                    let mut m = MetadataResponse::decode(&mut body, req.version).unwrap();
+                    m.brokers = vec![metadata_response::MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(ME))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(i32::from(me))];
+                    m.controller_id = BrokerId(ME);
+                    for t in &mut m.topics {
+                        for p in &mut t.partitions {
+                            p.leader_id = BrokerId(ME);
+                            p.replica_nodes = vec![BrokerId(ME)];
+                            p.isr_nodes = vec![BrokerId(ME)];
+                        }
+                    }
+                    encode_response(id, req.api_key, req.version, &ResponseKind::Metadata(m))
+                        .unwrap()
+                }
+            }
+        };
+        client.write_all(&answer)?;
+    }
+}
+
+/// The leaders move while loadgen runs: the producers and the consumers
+/// are refused by the broker Metadata named first, count the refusals,
+/// ask for the leaders again and carry on against the new leader; what
+/// was acknowledged is exactly what the topic holds and what the group
+/// read.
+#[test]
+fn follows_leaders_that_move() {
+    use std::sync::atomic::Ordering;
+    let dir = tempdir();
+    let b = Broker::start(&dir.path().join("data"), 1, &[]);
+    let real = b.bootstrap();
+    // The topic exists on the real broker first; loadgen meets it through
+    // the former leader.
+    end_offsets_sum(&real, "moving", 3);
+    let former = FormerLeader::start(b.port);
+    let json = dir.path().join("report.json");
+    let (code, out, err) = loadgen(&[
+        "--bootstrap",
+        &format!("127.0.0.1:{}", former.port),
+        "--topic",
+        "moving",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--messages",
+        "20000",
+        "--message-bytes",
+        "100",
+        "--batch-bytes",
+        "4096",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(former.refused_produce.load(Ordering::SeqCst) >= 1, "{out}");
+    assert!(former.refused_fetch.load(Ordering::SeqCst) >= 1, "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The refusals are counted, by kind, on their side.
+    assert!(
+        r["produce"]["errors"]["NotLeaderOrFollower"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{r}"
+    );
+    assert!(
+        r["consume"]["errors"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(k, v)| k.contains("NotLeaderOrFollower") && v.as_u64().unwrap() >= 1),
+        "{r}"
+    );
+    // Refused batches are not in the topic; everything acknowledged is,
+    // and the group read all of it.
+    let acked = r["produce"]["messages"].as_u64().unwrap();
+    assert!(acked > 0 && acked <= 20000, "{r}");
+    assert_eq!(end_offsets_sum(&real, "moving", 3) as u64, acked);
+    assert_eq!(r["consume"]["messages"].as_u64().unwrap(), acked, "{r}");
+}

@@ -429,9 +429,13 @@ pub fn nics(root: &Root, cpus: usize) -> Check {
 }
 
 /// Whether `dir` takes O_DIRECT writes at the storage's alignment.
+/// The name of the O_DIRECT check (`sluice serve` refuses to start when it
+/// fails).
+pub const DIRECT_IO: &str = "O_DIRECT in the data directory";
+
 pub fn direct_io(dir: &Path) -> Check {
     let mut c = Check::new(
-        "O_DIRECT in the data directory",
+        DIRECT_IO,
         "unknown",
         format!("supported at {} bytes", limits::DIRECT_IO_ALIGN_BYTES),
     );
