@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_port, tempdir, Broker, BIN};
+use kafka_protocol::messages::ApiKey;
 use sluice_net::client::Client;
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
@@ -336,40 +337,56 @@ fn in_process_broker_and_report_agree() {
     broker.stop().expect("stops cleanly");
 }
 
-/// A broker that led the topic and no longer does, in front of the real
-/// one: until it has refused a client, its Metadata answers (the real
-/// broker's, rewritten) name it the leader of every partition; it refuses
-/// every Produce and Fetch with NOT_LEADER_OR_FOLLOWER; anything else it
-/// forwards to the real broker.
-struct FormerLeader {
-    port: u16,
-    refused_produce: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    refused_fetch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// What the stand-in broker in front of the real one plays.
+#[derive(Clone)]
+enum Role {
+    /// It led the topic and no longer does: until it has refused a
+    /// client, its Metadata answers (the real broker's, rewritten) name it
+    /// the leader of every partition; it refuses every Produce and Fetch
+    /// with NOT_LEADER_OR_FOLLOWER.
+    Former,
+    /// It leads these partitions (Metadata says so, next to the real
+    /// broker for the rest) and passes their Produce and Fetch requests on
+    /// to the real broker.
+    Leads(Vec<i32>),
 }
 
-impl FormerLeader {
-    fn start(real: u16) -> FormerLeader {
-        use std::sync::atomic::{AtomicBool, AtomicU64};
-        use std::sync::Arc;
+/// A stand-in broker: forwards what its role does not answer itself to
+/// the real broker, and records the partitions of every Produce and
+/// Fetch it was sent.
+struct StandIn {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(ApiKey, i32)>>>,
+}
+
+impl StandIn {
+    fn start(real: u16, role: Role) -> StandIn {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let moved = Arc::new(AtomicBool::new(false));
-        let (rp, rf) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let counts = (rp.clone(), rf.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let (moved, counts) = (moved.clone(), counts.clone());
+                let (moved, log, role) = (moved.clone(), log.clone(), role.clone());
                 std::thread::spawn(move || {
-                    let _ = former_leader_connection(client, real, port, &moved, &counts);
+                    let _ = stand_in_connection(client, real, port, &role, &moved, &log);
                 });
             }
         });
-        FormerLeader {
-            port,
-            refused_produce: rp,
-            refused_fetch: rf,
-        }
+        StandIn { port, seen }
+    }
+
+    /// The partitions of the `api` requests it was sent.
+    fn partitions(&self, api: ApiKey) -> Vec<i32> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(a, _)| *a == api)
+            .map(|(_, p)| *p)
+            .collect()
     }
 }
 
@@ -382,15 +399,13 @@ fn read_frame(s: &mut std::net::TcpStream) -> std::io::Result<bytes::Bytes> {
     Ok(body.into())
 }
 
-fn former_leader_connection(
+fn stand_in_connection(
     mut client: std::net::TcpStream,
     real: u16,
     me: u16,
+    role: &Role,
     moved: &std::sync::atomic::AtomicBool,
-    counts: &(
-        std::sync::Arc<std::sync::atomic::AtomicU64>,
-        std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ),
+    seen: &std::sync::Mutex<Vec<(ApiKey, i32)>>,
 ) -> std::io::Result<()> {
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -405,63 +420,87 @@ fn former_leader_connection(
         let req = sluice_net::request::decode_request(frame.clone(), |_| Some((0, i16::MAX)))
             .expect("loadgen sends well-formed requests");
         let id = req.header.correlation_id;
+        let refuse = matches!(role, Role::Former);
         let answer = match req.body {
             RequestKind::Produce(p) => {
-                counts.0.fetch_add(1, Ordering::SeqCst);
-                moved.store(true, Ordering::SeqCst);
-                let r = ProduceResponse::default().with_responses(
-                    p.topic_data
-                        .iter()
-                        .map(|t| {
-                            produce_response::TopicProduceResponse::default()
-                                .with_name(t.name.clone())
-                                .with_partition_responses(
-                                    t.partition_data
-                                        .iter()
-                                        .map(|d| {
-                                            produce_response::PartitionProduceResponse::default()
+                let mut log = seen.lock().unwrap();
+                for t in &p.topic_data {
+                    log.extend(t.partition_data.iter().map(|d| (ApiKey::Produce, d.index)));
+                }
+                drop(log);
+                if !refuse {
+                    None
+                } else {
+                    moved.store(true, Ordering::SeqCst);
+                    let r = ProduceResponse::default().with_responses(
+                        p.topic_data
+                            .iter()
+                            .map(|t| {
+                                produce_response::TopicProduceResponse::default()
+                                    .with_name(t.name.clone())
+                                    .with_partition_responses(
+                                        t.partition_data
+                                            .iter()
+                                            .map(|d| {
+                                                produce_response::PartitionProduceResponse::default(
+                                                )
                                                 .with_index(d.index)
                                                 .with_error_code(NOT_LEADER)
                                                 .with_base_offset(-1)
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                );
-                encode_response(id, req.api_key, req.version, &ResponseKind::Produce(r)).unwrap()
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    );
+                    Some(ResponseKind::Produce(r))
+                }
             }
             RequestKind::Fetch(f) => {
-                counts.1.fetch_add(1, Ordering::SeqCst);
-                moved.store(true, Ordering::SeqCst);
-                let r = FetchResponse::default().with_responses(
-                    f.topics
-                        .iter()
-                        .map(|t| {
-                            fetch_response::FetchableTopicResponse::default()
-                                .with_topic(t.topic.clone())
-                                .with_partitions(
-                                    t.partitions
-                                        .iter()
-                                        .map(|p| {
-                                            fetch_response::PartitionData::default()
-                                                .with_partition_index(p.partition)
-                                                .with_error_code(NOT_LEADER)
-                                                .with_high_watermark(-1)
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                );
-                encode_response(id, req.api_key, req.version, &ResponseKind::Fetch(r)).unwrap()
+                let mut log = seen.lock().unwrap();
+                for t in &f.topics {
+                    log.extend(t.partitions.iter().map(|p| (ApiKey::Fetch, p.partition)));
+                }
+                drop(log);
+                if !refuse {
+                    None
+                } else {
+                    moved.store(true, Ordering::SeqCst);
+                    let r = FetchResponse::default().with_responses(
+                        f.topics
+                            .iter()
+                            .map(|t| {
+                                fetch_response::FetchableTopicResponse::default()
+                                    .with_topic(t.topic.clone())
+                                    .with_partitions(
+                                        t.partitions
+                                            .iter()
+                                            .map(|p| {
+                                                fetch_response::PartitionData::default()
+                                                    .with_partition_index(p.partition)
+                                                    .with_error_code(NOT_LEADER)
+                                                    .with_high_watermark(-1)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    );
+                    Some(ResponseKind::Fetch(r))
+                }
             }
-            _ => {
+            _ => None,
+        };
+        let whole = match answer {
+            Some(r) => encode_response(id, req.api_key, req.version, &r).unwrap(),
+            None => {
                 let mut out = (frame.len() as i32).to_be_bytes().to_vec();
                 out.extend_from_slice(&frame);
                 upstream.write_all(&out)?;
                 let answer = read_frame(&mut upstream)?;
-                if req.api_key != ApiKey::Metadata || moved.load(Ordering::SeqCst) {
+                let rewrite =
+                    req.api_key == ApiKey::Metadata && !(refuse && moved.load(Ordering::SeqCst));
+                if !rewrite {
                     let mut whole = (answer.len() as i32).to_be_bytes().to_vec();
                     whole.extend_from_slice(&answer);
                     whole.into()
@@ -471,16 +510,27 @@ fn former_leader_connection(
                         sluice_net::response::response_header_version(req.api_key, req.version);
                     ResponseHeader::decode(&mut body, hv).unwrap();
                     let mut m = MetadataResponse::decode(&mut body, req.version).unwrap();
-                    m.brokers = vec![metadata_response::MetadataResponseBroker::default()
+                    let stand_in = metadata_response::MetadataResponseBroker::default()
                         .with_node_id(BrokerId(ME))
                         .with_host(StrBytes::from_static_str("127.0.0.1"))
-                        .with_port(i32::from(me))];
-                    m.controller_id = BrokerId(ME);
+                        .with_port(i32::from(me));
+                    if refuse {
+                        m.brokers = vec![stand_in];
+                        m.controller_id = BrokerId(ME);
+                    } else {
+                        m.brokers.push(stand_in);
+                    }
                     for t in &mut m.topics {
                         for p in &mut t.partitions {
-                            p.leader_id = BrokerId(ME);
-                            p.replica_nodes = vec![BrokerId(ME)];
-                            p.isr_nodes = vec![BrokerId(ME)];
+                            let led = match role {
+                                Role::Former => true,
+                                Role::Leads(ps) => ps.contains(&p.partition_index),
+                            };
+                            if led {
+                                p.leader_id = BrokerId(ME);
+                                p.replica_nodes = vec![BrokerId(ME)];
+                                p.isr_nodes = vec![BrokerId(ME)];
+                            }
                         }
                     }
                     encode_response(id, req.api_key, req.version, &ResponseKind::Metadata(m))
@@ -488,7 +538,7 @@ fn former_leader_connection(
                 }
             }
         };
-        client.write_all(&answer)?;
+        client.write_all(&whole)?;
     }
 }
 
@@ -499,14 +549,13 @@ fn former_leader_connection(
 /// read.
 #[test]
 fn follows_leaders_that_move() {
-    use std::sync::atomic::Ordering;
     let dir = tempdir();
     let b = Broker::start(&dir.path().join("data"), 1, &[]);
     let real = b.bootstrap();
     // The topic exists on the real broker first; loadgen meets it through
     // the former leader.
     end_offsets_sum(&real, "moving", 3);
-    let former = FormerLeader::start(b.port);
+    let former = StandIn::start(b.port, Role::Former);
     let json = dir.path().join("report.json");
     let (code, out, err) = loadgen(&[
         "--bootstrap",
@@ -529,8 +578,8 @@ fn follows_leaders_that_move() {
         json.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(former.refused_produce.load(Ordering::SeqCst) >= 1, "{out}");
-    assert!(former.refused_fetch.load(Ordering::SeqCst) >= 1, "{out}");
+    assert!(!former.partitions(ApiKey::Produce).is_empty(), "{out}");
+    assert!(!former.partitions(ApiKey::Fetch).is_empty(), "{out}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     // The refusals are counted, by kind, on their side.
@@ -555,4 +604,57 @@ fn follows_leaders_that_move() {
     assert!(acked > 0 && acked <= 20000, "{r}");
     assert_eq!(end_offsets_sum(&real, "moving", 3) as u64, acked);
     assert_eq!(r["consume"]["messages"].as_u64().unwrap(), acked, "{r}");
+}
+
+/// Partitions of one topic on two leaders: each producer sends every
+/// partition's batches to its own leader, and one consumer that owns all
+/// partitions fetches each from its leader, both leaders at once.
+#[test]
+fn reads_and_writes_each_partition_at_its_leader() {
+    let dir = tempdir();
+    let b = Broker::start(&dir.path().join("data"), 1, &[]);
+    end_offsets_sum(&b.bootstrap(), "split", 3);
+    let other = StandIn::start(b.port, Role::Leads(vec![1]));
+    let json = dir.path().join("report.json");
+    let (code, out, err) = loadgen(&[
+        "--bootstrap",
+        &format!("127.0.0.1:{}", other.port),
+        "--topic",
+        "split",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--consumers",
+        "1",
+        "--messages",
+        "20000",
+        "--message-bytes",
+        "100",
+        "--batch-bytes",
+        "4096",
+        "--keys",
+        "round-robin",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("errors: none"), "{out}");
+    let (produced, fetched) = (
+        other.partitions(ApiKey::Produce),
+        other.partitions(ApiKey::Fetch),
+    );
+    assert!(
+        !produced.is_empty() && produced.iter().all(|p| *p == 1),
+        "{produced:?}"
+    );
+    assert!(
+        !fetched.is_empty() && fetched.iter().all(|p| *p == 1),
+        "{fetched:?}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["produce"]["messages"], 20000, "{r}");
+    assert_eq!(r["consume"]["messages"], 20000, "{r}");
+    assert_eq!(end_offsets_sum(&b.bootstrap(), "split", 3), 20000);
 }

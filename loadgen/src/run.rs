@@ -766,6 +766,63 @@ async fn consume(
     r
 }
 
+/// One fetcher per leader of `positions`' partitions.
+async fn fetchers_for(
+    leaders: &[String],
+    topic: &str,
+    positions: Vec<(i32, i64)>,
+) -> Result<Vec<Fetcher>, String> {
+    let mut by_leader: std::collections::BTreeMap<&str, Vec<(i32, i64)>> = Default::default();
+    for (p, o) in positions {
+        let leader = leaders
+            .get(p as usize)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| format!("partition {p} has no leader"))?;
+        by_leader.entry(leader).or_default().push((p, o));
+    }
+    let mut out = Vec::with_capacity(by_leader.len());
+    for (leader, positions) in by_leader {
+        out.push(
+            Fetcher::connect(leader, topic, positions)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(out)
+}
+
+/// Counts and times every record one fetch brings; returns the records
+/// and bytes it saw.
+fn on_record(
+    stats: Rc<RefCell<WorkerStats>>,
+    catch_up: bool,
+    measure_from: u64,
+    seen: Rc<std::cell::Cell<(u64, u64)>>,
+) -> impl FnMut(i32, sluice_net::records::RecordView<'_>) {
+    move |_, r| {
+        let now = now_us();
+        let mut st = stats.borrow_mut();
+        let bytes = (r.value.map_or(0, |v| v.len()) + r.key.map_or(0, |k| k.len())) as u64;
+        let stamp = r.value.and_then(stamp_of);
+        st.second.consumed += 1;
+        st.second.consumed_bytes += bytes;
+        if catch_up {
+            st.total.consumed += 1;
+            st.total.consumed_bytes += bytes;
+        } else if let Some(s) = stamp {
+            let lat = now.saturating_sub(s);
+            st.second.end_to_end_latency.record(lat);
+            if s >= measure_from {
+                st.total.end_to_end_latency.record(lat);
+                st.total.consumed += 1;
+                st.total.consumed_bytes += bytes;
+            }
+        }
+        let (n, b) = seen.get();
+        seen.set((n + 1, b + bytes));
+    }
+}
+
 async fn consume_as_member(
     member: &mut GroupMember,
     partitions: i32,
@@ -776,20 +833,14 @@ async fn consume_as_member(
     let measure_from = shared.measure_from_us;
     let catch_up = shared.catch_up.as_ref();
     let mut drained_since: Option<std::time::Instant> = None;
+    let mut leaders = layout.leaders.clone();
     'generation: loop {
         let mine = member.join(partitions).await.map_err(|e| e.to_string())?;
         let positions: Vec<(i32, i64)> = {
             let all = shared.positions.lock().expect("not poisoned");
             mine.iter().map(|p| (*p, all[*p as usize])).collect()
         };
-        let mut fetcher = match positions.first() {
-            Some((p, _)) => Some(
-                Fetcher::connect(&layout.leaders[*p as usize], &layout.topic, positions)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
+        let mut fetchers = fetchers_for(&leaders, &layout.topic, positions).await?;
         let mut beat = std::time::Instant::now();
         loop {
             let done = match catch_up {
@@ -810,10 +861,10 @@ async fn consume_as_member(
             if done {
                 // What was read is committed, as a consumer would: the
                 // group's lag then shows what was left unread.
-                let mut mine: Vec<i32> = fetcher
-                    .as_ref()
-                    .map(|f| f.positions().iter().map(|(p, _)| *p).collect())
-                    .unwrap_or_default();
+                let mut mine: Vec<i32> = fetchers
+                    .iter()
+                    .flat_map(|f| f.positions().iter().map(|(p, _)| *p))
+                    .collect();
                 for _ in 0..10 {
                     let offsets: Vec<(i32, i64)> = {
                         let all = shared.positions.lock().expect("not poisoned");
@@ -834,67 +885,67 @@ async fn consume_as_member(
                     continue 'generation;
                 }
             }
-            let Some(f) = fetcher.as_mut() else {
+            if fetchers.is_empty() {
                 glommio::timer::sleep(Duration::from_millis(20)).await;
                 continue;
-            };
-            if shared.producers_left.load(Ordering::SeqCst) == 0 || catch_up.is_some() {
-                f.max_wait_ms = 20;
             }
-            let mut batch = (0u64, 0u64);
-            let got = f
-                .poll(|_, r| {
-                    let now = now_us();
-                    let mut st = stats.borrow_mut();
-                    let bytes =
-                        (r.value.map_or(0, |v| v.len()) + r.key.map_or(0, |k| k.len())) as u64;
-                    let stamp = r.value.and_then(stamp_of);
-                    st.second.consumed += 1;
-                    st.second.consumed_bytes += bytes;
-                    if catch_up.is_some() {
-                        st.total.consumed += 1;
-                        st.total.consumed_bytes += bytes;
-                    } else if let Some(s) = stamp {
-                        let lat = now.saturating_sub(s);
-                        st.second.end_to_end_latency.record(lat);
-                        if s >= measure_from {
-                            st.total.end_to_end_latency.record(lat);
-                            st.total.consumed += 1;
-                            st.total.consumed_bytes += bytes;
-                        }
+            let draining = shared.producers_left.load(Ordering::SeqCst) == 0 || catch_up.is_some();
+            // Every leader at once: a fetch waiting on an idle leader
+            // does not hold up the others.
+            let seen = Rc::new(std::cell::Cell::new((0u64, 0u64)));
+            let polls: Vec<_> = fetchers
+                .drain(..)
+                .map(|mut f| {
+                    if draining {
+                        f.max_wait_ms = 20;
                     }
-                    batch.0 += 1;
-                    batch.1 += bytes;
+                    let cb = on_record(
+                        stats.clone(),
+                        catch_up.is_some(),
+                        measure_from,
+                        seen.clone(),
+                    );
+                    glommio::spawn_local(async move {
+                        let got = f.poll(cb).await;
+                        (f, got)
+                    })
                 })
-                .await
-                .map_err(|e| e.to_string())?;
-            {
-                let mut all = shared.positions.lock().expect("not poisoned");
-                for (p, o) in f.positions() {
-                    all[*p as usize] = *o;
+                .collect();
+            let mut errors = Vec::new();
+            let mut failed = None;
+            for poll in polls {
+                let (f, got) = poll.await;
+                match got {
+                    Ok(got) => errors.extend(got.errors),
+                    Err(e) => failed = Some(e.to_string()),
                 }
+                {
+                    let mut all = shared.positions.lock().expect("not poisoned");
+                    for (p, o) in f.positions() {
+                        all[*p as usize] = *o;
+                    }
+                }
+                fetchers.push(f);
             }
-            shared.consumed.fetch_add(batch.0, Ordering::SeqCst);
+            shared.consumed.fetch_add(seen.get().0, Ordering::SeqCst);
+            if let Some(e) = failed {
+                return Err(e);
+            }
             let mut stale = false;
-            for (_, code) in got.errors {
+            for (_, code) in errors {
                 stale |= stale_leader(code);
                 let e = format!("consume: {}", error_name(code));
                 stats.borrow_mut().second.error(&e, 1);
                 stats.borrow_mut().total.error(&e, 1);
             }
             if stale {
-                // The leader moved: read from the new one, from here.
-                let leaders = leaders_now(&shared.bootstrap, &layout.topic).await?;
-                let positions = f.positions().to_vec();
-                let leader = leaders
-                    .get(positions[0].0 as usize)
-                    .filter(|l| !l.is_empty())
-                    .ok_or("a partition without a leader")?;
-                fetcher = Some(
-                    Fetcher::connect(leader, &layout.topic, positions)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                // Leaders moved: read from the new ones, from here.
+                leaders = leaders_now(&shared.bootstrap, &layout.topic).await?;
+                let positions: Vec<(i32, i64)> = fetchers
+                    .iter()
+                    .flat_map(|f| f.positions().iter().copied())
+                    .collect();
+                fetchers = fetchers_for(&leaders, &layout.topic, positions).await?;
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
