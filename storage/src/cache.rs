@@ -6,11 +6,17 @@
 //! insertions go first. Batches not yet written to their file are pinned:
 //! they are the only copy a reader can be served from.
 //!
+//! Batches read ahead for a sequential reader (a consumer catching up) are
+//! read once: they leave the cache as soon as their reader has them, so a
+//! catch-up neither pushes the recent batches other readers want out of the
+//! cache nor grows the process by the size of what it reads (memory the
+//! kernel must fault in and zero, page by page; freed and reused instead).
+//!
 //! One `ShardCache` is shared by all the logs of a shard (it is `!Send`, as
 //! everything on a shard is). Each log holds a `LogCache` handle.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use crate::batch::Batch;
@@ -22,6 +28,8 @@ pub struct CacheStats {
     pub misses: u64,
     pub inserted_bytes: u64,
     pub evicted_bytes: u64,
+    /// Read-ahead batches dropped once their reader had them.
+    pub read_once_bytes: u64,
     pub used_bytes: usize,
     pub entries: usize,
 }
@@ -48,6 +56,8 @@ struct Entries {
     map: BTreeMap<i64, (u64, Batch)>,
     /// Batches at or above this offset are not yet written to disk.
     pinned_from: i64,
+    /// Bases of the batches that leave once read.
+    read_once: BTreeSet<i64>,
 }
 
 impl ShardCache {
@@ -126,6 +136,7 @@ impl ShardCache {
                         continue;
                     }
                     let (_, b) = e.map.remove(&t.base).unwrap();
+                    e.read_once.remove(&t.base);
                     self.release(b.len(), 1);
                     self.bump(|s| s.evicted_bytes += b.len() as u64);
                 }
@@ -160,6 +171,16 @@ pub(crate) struct LogCache {
 impl LogCache {
     /// Caches a batch. A pinned batch stays until `unpin_below` passes it.
     pub(crate) fn insert(&self, batch: Batch) {
+        self.insert_as(batch, false);
+    }
+
+    /// Caches a batch read ahead for one reader: it leaves once
+    /// [`LogCache::drop_read_once`] says the reader has it.
+    pub(crate) fn insert_read_once(&self, batch: Batch) {
+        self.insert_as(batch, true);
+    }
+
+    fn insert_as(&self, batch: Batch, once: bool) {
         let id = self.shard.id();
         let base = batch.base_offset();
         let len = batch.len();
@@ -167,6 +188,11 @@ impl LogCache {
             let mut e = self.entries.borrow_mut();
             if let Some((_, old)) = e.map.insert(base, (id, batch)) {
                 self.shard.release(old.len(), 1);
+            }
+            if once {
+                e.read_once.insert(base);
+            } else {
+                e.read_once.remove(&base);
             }
         }
         self.shard.used_bytes.set(self.shard.used_bytes.get() + len);
@@ -241,6 +267,26 @@ impl LogCache {
         self.shard.budget_bytes
     }
 
+    /// Drops the read-once batches that start in `[from, to)`: their reader
+    /// was just served them.
+    pub(crate) fn drop_read_once(&self, from: i64, to: i64) {
+        let mut e = self.entries.borrow_mut();
+        let bases: Vec<i64> = e.read_once.range(from..to).copied().collect();
+        let mut bytes = 0;
+        let mut count = 0;
+        for base in bases {
+            e.read_once.remove(&base);
+            if let Some((_, b)) = e.map.remove(&base) {
+                bytes += b.len();
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.shard.release(bytes, count);
+            self.shard.bump(|s| s.read_once_bytes += bytes as u64);
+        }
+    }
+
     /// Drops every batch whose last offset is at or above `offset`.
     pub(crate) fn remove_from(&self, offset: i64) {
         let mut e = self.entries.borrow_mut();
@@ -249,6 +295,7 @@ impl LogCache {
             _ => offset,
         };
         let gone = e.map.split_off(&from);
+        let _ = e.read_once.split_off(&from);
         self.shard
             .release(gone.values().map(|(_, b)| b.len()).sum(), gone.len());
     }
@@ -258,6 +305,7 @@ impl LogCache {
         let mut e = self.entries.borrow_mut();
         let keep = e.map.split_off(&offset);
         let gone = std::mem::replace(&mut e.map, keep);
+        e.read_once = e.read_once.split_off(&offset);
         self.shard
             .release(gone.values().map(|(_, b)| b.len()).sum(), gone.len());
     }

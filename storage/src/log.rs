@@ -739,6 +739,8 @@ impl PartitionLog {
             if let Some(last) = chain.last() {
                 self.probe.update(|s| s.cache_reads += 1);
                 self.note_served(offset, last.next_offset());
+                self.cache
+                    .drop_read_once(chain[0].base_offset(), last.next_offset());
                 return Ok(chain);
             }
             // A streamer reading toward this offset will bring it: wait for

@@ -562,6 +562,23 @@ fn sequential_cold_reads_are_streamed_ahead() {
             "little read twice: {st:?}"
         );
         println!("sequential cold read: {total} bytes served, {st:?}");
+        // What was streamed left the cache once served: the cache holds
+        // what the reader's own disk reads brought, not the whole log.
+        let cs = cache.stats();
+        assert!(
+            cs.read_once_bytes >= st.streamed_bytes * 3 / 4,
+            "{cs:?} {st:?}"
+        );
+        assert!(
+            cs.used_bytes as u64 <= st.disk_read_bytes + 2 * 16 * 1024,
+            "{cs:?} {st:?}"
+        );
+        // A second read of streamed batches comes from disk, unchanged.
+        let again = read_all(&log, 300).await;
+        assert_eq!(again.len(), 300);
+        for (g, s) in again.iter().zip(&sent[100..]) {
+            assert_eq!(&g.to_vec()[61..], &s[61..]);
+        }
         log.close().await.unwrap();
         drop(log);
 

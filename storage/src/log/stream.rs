@@ -3,7 +3,8 @@
 //! A streamer serves one sequential reader of a log: it keeps a constant
 //! number of chunk reads in flight (`read_ahead_bytes / read_chunk_bytes`),
 //! parses and checks batches as chunks arrive in order, and puts them in the
-//! shard cache, where the reader finds them. It stops once it is
+//! shard cache, where the reader finds them (read once: they leave the
+//! cache when the reader is served them). It stops once it is
 //! `2 * read_ahead_bytes` ahead of its reader (a later read starts a new
 //! one), at the end of the written data, on corruption (the reader's own
 //! disk read then reports it), or when the log is truncated.
@@ -247,7 +248,7 @@ impl PartitionLog {
                             expected = h.last_offset() + 1;
                             st.parsed_next.set(expected);
                             if h.last_offset() >= offset && self.inner.borrow().generation == gen {
-                                self.cache.insert(Batch::from_stored(bytes, &h));
+                                self.cache.insert_read_once(Batch::from_stored(bytes, &h));
                                 self.probe.update(|s| s.streamed_bytes += len as u64);
                                 served = true;
                             }
