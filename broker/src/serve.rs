@@ -129,36 +129,48 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
     // The disk's measured properties (`sluice iotune`) size the logs'
     // writes; without them, the defaults.
-    let io_line = match sluice_tuning::io_properties::IoProperties::load(&cfg.data_dir) {
-        Ok(Some(p)) => {
-            let applied = sluice_storage::config::set_device_defaults(
-                p.write_chunk_bytes as usize,
-                p.queue_depth as usize,
-            );
-            format!(
-                "io-properties {}: writes of {} KiB, {} in flight{}; expected fdatasync {} us",
+    let io_line =
+        match sluice_tuning::io_properties::IoProperties::load(&cfg.data_dir) {
+            Ok(Some(p)) => {
+                let applied = sluice_storage::config::set_device_defaults(
+                    sluice_storage::config::DeviceDefaults {
+                        tail_buffer_bytes: p.write_chunk_bytes as usize,
+                        write_behind: p.queue_depth as usize,
+                        flush_interval_ms: p.background_sync_ms(),
+                    },
+                );
+                format!(
+                "io-properties {}: writes of {} KiB, {} in flight; expected fdatasync {} us, so \
+                 appends nobody waits on (acks 0 and 1) are synced within {} ms{}; \
+                 an acks=all produce shares the next sync",
                 sluice_tuning::io_properties::path_in(&cfg.data_dir).display(),
                 p.write_chunk_bytes / 1024,
                 p.queue_depth,
+                p.sync_latency_us,
+                p.background_sync_ms(),
                 if applied { "" } else { " (not applied: set before)" },
-                p.sync_latency_us
             )
-        }
-        Ok(None) => format!(
-            "no io-properties in the data directory (sluice iotune --dir {} writes them): writes of {} KiB, {} in flight",
-            cfg.data_dir.display(),
-            limits::TAIL_BUFFER_BYTES_DEFAULT / 1024,
-            limits::WRITE_BEHIND_DEFAULT
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "io-properties ignored; using the defaults");
-            format!(
-                "io-properties unreadable: writes of {} KiB, {} in flight",
+            }
+            Ok(None) => format!(
+                "no io-properties in the data directory (sluice iotune --dir {} writes them): \
+             writes of {} KiB, {} in flight; appends nobody waits on (acks 0 and 1) are synced \
+             within {} ms; an acks=all produce shares the next sync",
+                cfg.data_dir.display(),
                 limits::TAIL_BUFFER_BYTES_DEFAULT / 1024,
-                limits::WRITE_BEHIND_DEFAULT
+                limits::WRITE_BEHIND_DEFAULT,
+                limits::FLUSH_INTERVAL_MS_DEFAULT
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "io-properties ignored; using the defaults");
+                format!(
+                "io-properties unreadable: writes of {} KiB, {} in flight; appends nobody waits \
+                 on are synced within {} ms",
+                limits::TAIL_BUFFER_BYTES_DEFAULT / 1024,
+                limits::WRITE_BEHIND_DEFAULT,
+                limits::FLUSH_INTERVAL_MS_DEFAULT
             )
-        }
-    };
+            }
+        };
     tracing::info!("{io_line}");
     // The host checks of `sluice tune`: the broker cannot run without
     // io_uring; everything else short of its recommendation is one

@@ -337,8 +337,12 @@ fn iotune_writes_properties_that_serve_reads() {
         .collect();
     assert_eq!(names, ["io-properties.toml"]);
 
+    let sync_us = v["properties"]["sync_latency_us"].as_u64().unwrap();
+    let window_ms = (sync_us * 50).div_ceil(1000).clamp(1, 1000);
     let mut b = Broker::start(&data, 1, &[]);
     let line = format!("writes of {} KiB, {depth} in flight", chunk / 1024);
+    assert!(b.wait_for(&line), "serve did not report {line}");
+    let line = format!("synced within {window_ms} ms");
     assert!(b.wait_for(&line), "serve did not report {line}");
     drop(b);
 

@@ -47,29 +47,41 @@ pub struct LogConfig {
     pub read_ahead_bytes: usize,
 }
 
-/// The write size and depth every log starts from, when the disk's
-/// measured io-properties gave them (set once, at start-up).
-static DEVICE_DEFAULTS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+/// What the disk's measured io-properties set for every log (once, at
+/// start-up): the write size and depth, and how long an append nobody
+/// waits on may stay unsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceDefaults {
+    pub tail_buffer_bytes: usize,
+    pub write_behind: usize,
+    pub flush_interval_ms: u64,
+}
 
-/// Makes `tail_buffer_bytes` and `write_behind` the defaults of every
-/// `LogConfig` from now on (the disk's best write size and useful depth).
-/// Returns false when they were set before, or are out of their limits.
-pub fn set_device_defaults(tail_buffer_bytes: usize, write_behind: usize) -> bool {
+static DEVICE_DEFAULTS: std::sync::OnceLock<DeviceDefaults> = std::sync::OnceLock::new();
+
+/// Makes `d` the defaults of every `LogConfig` from now on. Returns false
+/// when they were set before, or are out of their limits.
+pub fn set_device_defaults(d: DeviceDefaults) -> bool {
     let ok = (limits::TAIL_BUFFER_BYTES_MIN..=limits::TAIL_BUFFER_BYTES_MAX)
-        .contains(&tail_buffer_bytes)
-        && tail_buffer_bytes.is_multiple_of(limits::DIRECT_IO_ALIGN_BYTES)
-        && (1..=limits::WRITE_BEHIND_MAX).contains(&write_behind);
-    ok && DEVICE_DEFAULTS
-        .set((tail_buffer_bytes, write_behind))
-        .is_ok()
+        .contains(&d.tail_buffer_bytes)
+        && d.tail_buffer_bytes
+            .is_multiple_of(limits::DIRECT_IO_ALIGN_BYTES)
+        && (1..=limits::WRITE_BEHIND_MAX).contains(&d.write_behind)
+        && (1..=limits::FLUSH_INTERVAL_MS_DEFAULT).contains(&d.flush_interval_ms);
+    ok && DEVICE_DEFAULTS.set(d).is_ok()
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        let (tail_buffer_bytes, write_behind) = DEVICE_DEFAULTS.get().copied().unwrap_or((
-            limits::TAIL_BUFFER_BYTES_DEFAULT,
-            limits::WRITE_BEHIND_DEFAULT,
-        ));
+        let DeviceDefaults {
+            tail_buffer_bytes,
+            write_behind,
+            flush_interval_ms,
+        } = DEVICE_DEFAULTS.get().copied().unwrap_or(DeviceDefaults {
+            tail_buffer_bytes: limits::TAIL_BUFFER_BYTES_DEFAULT,
+            write_behind: limits::WRITE_BEHIND_DEFAULT,
+            flush_interval_ms: limits::FLUSH_INTERVAL_MS_DEFAULT,
+        });
         LogConfig {
             segment_bytes: limits::SEGMENT_BYTES_DEFAULT,
             segment_ms: limits::SEGMENT_MS_DEFAULT,
@@ -79,7 +91,7 @@ impl Default for LogConfig {
             index_interval_bytes: limits::INDEX_INTERVAL_BYTES_DEFAULT,
             timestamp_type: TimestampType::CreateTime,
             flush_interval_bytes: limits::FLUSH_INTERVAL_BYTES_DEFAULT,
-            flush_interval_ms: limits::FLUSH_INTERVAL_MS_DEFAULT,
+            flush_interval_ms,
             tail_buffer_bytes,
             write_behind,
             read_chunk_bytes: limits::READ_CHUNK_BYTES_DEFAULT,

@@ -114,6 +114,8 @@ struct Inner {
 
 /// Tail buffers kept for reuse per log.
 const FREE_BUFFERS_MAX: usize = 2;
+/// How often the active segment's new index entries are written.
+const INDEX_PERSIST_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Inner {
     fn active(&self) -> &Segment {
@@ -145,6 +147,9 @@ pub struct PartitionLog {
     poisoned: Cell<bool>,
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
+    /// A task is waiting to sync the oldest unsynced append once it is
+    /// `flush_interval_ms` old.
+    age_flush_scheduled: Cell<bool>,
     open_report: OpenReport,
     me: Weak<PartitionLog>,
     probe: LogProbe,
@@ -265,6 +270,7 @@ impl PartitionLog {
             poisoned: Cell::new(false),
             closed: Cell::new(false),
             flush_scheduled: Cell::new(false),
+            age_flush_scheduled: Cell::new(false),
             open_report: report,
             probe: LogProbe::default(),
             streamers: RefCell::new(Vec::new()),
@@ -421,6 +427,9 @@ impl PartitionLog {
             let inner = self.inner.borrow();
             (inner.appended_bytes - inner.synced_bytes, inner.log_start)
         };
+        if !self.age_flush_scheduled.replace(true) {
+            glommio::spawn_local(age_flush(self.me.clone())).detach();
+        }
         if unsynced >= self.cfg.borrow().flush_interval_bytes && !self.flush_scheduled.get() {
             self.flush_scheduled.set(true);
             let weak = self.me.clone();
@@ -1212,31 +1221,49 @@ async fn read_disk(
     Ok(out)
 }
 
-/// Syncs appends nobody waited on once they are `flush_interval_ms` old,
-/// and writes new index entries, until the log is dropped or closed.
+/// Syncs appends nobody waited on once they are `flush_interval_ms` old:
+/// runs while the log has unsynced appends (started by the append that
+/// finds none scheduled), so an idle log has no timer.
+async fn age_flush(weak: Weak<PartitionLog>) {
+    loop {
+        let wait = {
+            let Some(log) = weak.upgrade() else {
+                return;
+            };
+            let oldest = log.inner.borrow().oldest_unsynced_ms;
+            match oldest {
+                Some(t) if !log.closed.get() && !log.poisoned.get() => {
+                    let interval = log.cfg.borrow().flush_interval_ms.max(1) as i64;
+                    let wait = t + interval - log.clock.now_ms();
+                    if wait <= 0 {
+                        if log.sync().await.is_err() {
+                            log.age_flush_scheduled.set(false);
+                            return;
+                        }
+                        continue;
+                    }
+                    wait as u64
+                }
+                _ => {
+                    log.age_flush_scheduled.set(false);
+                    return;
+                }
+            }
+        };
+        glommio::timer::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// Writes the active segment's new index entries every half second, until
+/// the log is dropped or closed.
 async fn flusher(weak: Weak<PartitionLog>) {
     loop {
-        let Some(interval) = weak
-            .upgrade()
-            .map(|l| l.cfg.borrow().flush_interval_ms.max(1))
-        else {
-            return;
-        };
-        glommio::timer::sleep(Duration::from_millis(interval.div_ceil(2))).await;
+        glommio::timer::sleep(INDEX_PERSIST_INTERVAL).await;
         let Some(log) = weak.upgrade() else {
             return;
         };
         if log.closed.get() || log.poisoned.get() {
             return;
-        }
-        let now = log.clock.now_ms();
-        let due = log
-            .inner
-            .borrow()
-            .oldest_unsynced_ms
-            .is_some_and(|t| now - t >= interval as i64);
-        if due {
-            let _ = log.sync().await;
         }
         let _ = log.persist_active_index().await;
     }

@@ -10,6 +10,9 @@ use crate::limits;
 /// The file name in the data directory.
 pub const FILE_NAME: &str = "io-properties.toml";
 
+/// The background sync window in sync latencies.
+const BACKGROUND_SYNC_PERIODS: u64 = 50;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IoProperties {
     /// The smallest write that reaches (nearly) the device's best
@@ -88,6 +91,19 @@ impl IoProperties {
         Ok(p)
     }
 
+    /// The group-commit window of appends nobody waits on (acks 0 and 1):
+    /// they are synced once this old, which keeps those background syncs to
+    /// about one in fifty of the disk's time (one sync of
+    /// `sync_latency_us` per window), within 1 ms and the default of
+    /// `limits::FLUSH_INTERVAL_MS_DEFAULT`. An acks=all produce has no
+    /// window: it starts a sync at once, or joins the next one, which then
+    /// covers every append waiting for it.
+    pub fn background_sync_ms(&self) -> u64 {
+        (self.sync_latency_us * BACKGROUND_SYNC_PERIODS)
+            .div_ceil(1000)
+            .clamp(1, limits::FLUSH_INTERVAL_MS_DEFAULT)
+    }
+
     /// The file in `dir`: `Ok(None)` when there is none.
     pub fn load(dir: &Path) -> Result<Option<IoProperties>, String> {
         let p = path_in(dir);
@@ -138,6 +154,20 @@ mod tests {
             .unwrap_err()
             .contains("missing"));
         std::fs::write(path_in(dir.path()), "garbage").unwrap();
+        // The window: fifty syncs' time, within 1 ms and the default.
+        assert_eq!(p.background_sync_ms(), 43);
+        let w = |us| {
+            IoProperties {
+                sync_latency_us: us,
+                ..p
+            }
+            .background_sync_ms()
+        };
+        assert_eq!(w(88), 5);
+        assert_eq!(w(0), 1);
+        assert_eq!(w(10), 1);
+        assert_eq!(w(8_000), 400);
+        assert_eq!(w(1_000_000), limits::FLUSH_INTERVAL_MS_DEFAULT);
         assert!(IoProperties::load(dir.path()).is_err());
     }
 }
