@@ -482,6 +482,7 @@ impl Ctx<'_> {
         let (tick_tx, tick_rx) = flume::bounded::<Tick>(4096);
         let (done_tx, done_rx) = flume::bounded::<Stats>(workers);
         let mut handles = Vec::new();
+        let rate_limited = self.args.rate.is_some();
         for (w, plan) in plans.into_iter().enumerate() {
             let (args, shared, layout) = (self.args.clone(), shared.clone(), self.layout.clone());
             let (payload, keys) = (self.payload.clone(), self.keys.clone());
@@ -493,6 +494,16 @@ impl Ctx<'_> {
             let h = LocalExecutorBuilder::new(placement)
                 .name(&format!("loadgen-{w}"))
                 .io_memory(256 << 10)
+                // At a fixed rate, poll a while before sleeping, as the
+                // broker does: a worker that sleeps between sends adds its
+                // own wake-up time to every latency it measures. Flat out
+                // it never idles but to wait for answers, where polling
+                // would only burn CPU.
+                .spin_before_park(if rate_limited {
+                    IDLE_POLL
+                } else {
+                    Duration::ZERO
+                })
                 .spawn(move || async move {
                     let total = worker(plan, args, payload, keys, shared, layout, tick_tx).await;
                     let _ = done_tx.send(total);
@@ -741,6 +752,9 @@ async fn produce(
     }
     producer.close().await.map_err(|e| e.to_string())
 }
+
+/// How long an idle worker polls before it sleeps.
+const IDLE_POLL: Duration = Duration::from_micros(200);
 
 /// How often a consumer heartbeats its group.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
