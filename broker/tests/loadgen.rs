@@ -399,6 +399,61 @@ fn read_frame(s: &mut std::net::TcpStream) -> std::io::Result<bytes::Bytes> {
     Ok(body.into())
 }
 
+/// A Produce or Fetch answer refusing every named partition with
+/// NOT_LEADER_OR_FOLLOWER.
+fn not_leader(
+    api: ApiKey,
+    named: &[(kafka_protocol::messages::TopicName, Vec<i32>)],
+) -> kafka_protocol::messages::ResponseKind {
+    use kafka_protocol::messages::*;
+    const NOT_LEADER: i16 = 6;
+    if api == ApiKey::Produce {
+        ResponseKind::Produce(
+            ProduceResponse::default().with_responses(
+                named
+                    .iter()
+                    .map(|(name, ps)| {
+                        produce_response::TopicProduceResponse::default()
+                            .with_name(name.clone())
+                            .with_partition_responses(
+                                ps.iter()
+                                    .map(|p| {
+                                        produce_response::PartitionProduceResponse::default()
+                                            .with_index(*p)
+                                            .with_error_code(NOT_LEADER)
+                                            .with_base_offset(-1)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        )
+    } else {
+        ResponseKind::Fetch(
+            FetchResponse::default().with_responses(
+                named
+                    .iter()
+                    .map(|(name, ps)| {
+                        fetch_response::FetchableTopicResponse::default()
+                            .with_topic(name.clone())
+                            .with_partitions(
+                                ps.iter()
+                                    .map(|p| {
+                                        fetch_response::PartitionData::default()
+                                            .with_partition_index(*p)
+                                            .with_error_code(NOT_LEADER)
+                                            .with_high_watermark(-1)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        )
+    }
+}
+
 fn stand_in_connection(
     mut client: std::net::TcpStream,
     real: u16,
@@ -412,7 +467,6 @@ fn stand_in_connection(
     use sluice_net::response::encode_response;
     use std::io::Write;
     use std::sync::atomic::Ordering;
-    const NOT_LEADER: i16 = 6;
     const ME: i32 = 7;
     let mut upstream = std::net::TcpStream::connect(("127.0.0.1", real))?;
     loop {
@@ -421,76 +475,41 @@ fn stand_in_connection(
             .expect("loadgen sends well-formed requests");
         let id = req.header.correlation_id;
         let refuse = matches!(role, Role::Former);
-        let answer = match req.body {
-            RequestKind::Produce(p) => {
-                let mut log = seen.lock().unwrap();
-                for t in &p.topic_data {
-                    log.extend(t.partition_data.iter().map(|d| (ApiKey::Produce, d.index)));
-                }
-                drop(log);
-                if !refuse {
-                    None
-                } else {
-                    moved.store(true, Ordering::SeqCst);
-                    let r = ProduceResponse::default().with_responses(
-                        p.topic_data
-                            .iter()
-                            .map(|t| {
-                                produce_response::TopicProduceResponse::default()
-                                    .with_name(t.name.clone())
-                                    .with_partition_responses(
-                                        t.partition_data
-                                            .iter()
-                                            .map(|d| {
-                                                produce_response::PartitionProduceResponse::default(
-                                                )
-                                                .with_index(d.index)
-                                                .with_error_code(NOT_LEADER)
-                                                .with_base_offset(-1)
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    );
-                    Some(ResponseKind::Produce(r))
-                }
-            }
-            RequestKind::Fetch(f) => {
-                let mut log = seen.lock().unwrap();
-                for t in &f.topics {
-                    log.extend(t.partitions.iter().map(|p| (ApiKey::Fetch, p.partition)));
-                }
-                drop(log);
-                if !refuse {
-                    None
-                } else {
-                    moved.store(true, Ordering::SeqCst);
-                    let r = FetchResponse::default().with_responses(
-                        f.topics
-                            .iter()
-                            .map(|t| {
-                                fetch_response::FetchableTopicResponse::default()
-                                    .with_topic(t.topic.clone())
-                                    .with_partitions(
-                                        t.partitions
-                                            .iter()
-                                            .map(|p| {
-                                                fetch_response::PartitionData::default()
-                                                    .with_partition_index(p.partition)
-                                                    .with_error_code(NOT_LEADER)
-                                                    .with_high_watermark(-1)
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    );
-                    Some(ResponseKind::Fetch(r))
-                }
-            }
-            _ => None,
+        // The partitions a Produce or Fetch names, by topic.
+        let named: Vec<(TopicName, Vec<i32>)> = match &req.body {
+            RequestKind::Produce(p) => p
+                .topic_data
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.partition_data.iter().map(|d| d.index).collect(),
+                    )
+                })
+                .collect(),
+            RequestKind::Fetch(f) => f
+                .topics
+                .iter()
+                .map(|t| {
+                    (
+                        t.topic.clone(),
+                        t.partitions.iter().map(|p| p.partition).collect(),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
         };
+        let data = matches!(req.api_key, ApiKey::Produce | ApiKey::Fetch);
+        if data {
+            let mut log = seen.lock().unwrap();
+            for (_, ps) in &named {
+                log.extend(ps.iter().map(|p| (req.api_key, *p)));
+            }
+        }
+        let answer = (data && refuse).then(|| {
+            moved.store(true, Ordering::SeqCst);
+            not_leader(req.api_key, &named)
+        });
         let whole = match answer {
             Some(r) => encode_response(id, req.api_key, req.version, &r).unwrap(),
             None => {

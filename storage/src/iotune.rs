@@ -74,9 +74,14 @@ async fn write_point(
     let scratch = Scratch(dir.join(".sluice-iotune-write"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
-    let mut buf = f.alloc(block);
-    buf.as_bytes_mut().fill(0x5a);
-    let buf = Rc::new(buf);
+    // One buffer per write in flight, as the log's tail buffers are.
+    let bufs: Vec<Rc<_>> = (0..depth)
+        .map(|i| {
+            let mut b = f.alloc(block);
+            b.as_bytes_mut().fill(0x5a ^ i as u8);
+            Rc::new(b)
+        })
+        .collect();
     let start = Instant::now();
     let mut pos = 0u64;
     let mut inflight = std::collections::VecDeque::new();
@@ -84,7 +89,8 @@ async fn write_point(
     loop {
         let more = start.elapsed() < slice && pos < POINT_BYTES_MAX;
         if more && inflight.len() < depth {
-            let (f, b, p) = (f.clone(), buf.clone(), pos);
+            let b = bufs[(pos / block as u64) as usize % depth].clone();
+            let (f, p) = (f.clone(), pos);
             let t = Instant::now();
             inflight.push_back(glommio::spawn_local(async move {
                 f.write(b, p).await.map(|()| t.elapsed().as_micros() as u64)
