@@ -225,9 +225,15 @@ async fn log_cold_read(dir: &Path, log_bytes: u64) -> (f64, u64) {
     let paths = sluice_storage::runtime::read_paths();
     log.close().await.unwrap();
     drop(log);
-    // Hot passes: a cache that holds the whole log.
+    // Hot passes: a cache that holds the whole log, filled by a first pass
+    // without read-ahead (read-ahead batches are read once: they leave the
+    // cache as their reader gets them).
     let cache = ShardCache::new(2 * bytes as usize + (64 << 20));
-    let log = PartitionLog::open(dir, config(), &cache, Rc::new(SystemClock))
+    let hot_config = LogConfig {
+        read_ahead_bytes: 0,
+        ..config()
+    };
+    let log = PartitionLog::open(dir, hot_config, &cache, Rc::new(SystemClock))
         .await
         .unwrap();
     read_through(&log, |_| {}).await;
