@@ -163,6 +163,23 @@ fn produce_consume_and_group_commands() {
     }
     let from_end = ok(&b, &["consume", "t", "--from", "end"], None);
     assert_eq!(from_end, "");
+    // A topic that does not exist yet is created by the broker (it allows
+    // that by default) when produced to, as a producer client's would be;
+    // consuming does not create one.
+    let (code, _, err) = sluice(&b, &["consume", "fresh"], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no topic fresh") || err.contains("fresh"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&b, &["produce", "fresh"], Some("one\ntwo\n")),
+        "produced 2 message(s) to fresh\n"
+    );
+    assert_eq!(
+        ok(&b, &["consume", "fresh", "--format", "%s\\n"], None),
+        "one\ntwo\n"
+    );
     let future = ok(&b, &["consume", "t", "--timestamp", "99999999999999"], None);
     assert_eq!(future, "");
     assert_eq!(

@@ -8,7 +8,7 @@ use kafka_protocol::messages::*;
 use serde_json::json;
 use sluice_storage::batch::build;
 
-use super::topic::{partitions, topic_name};
+use super::topic::{partitions_creating, topic_name};
 use super::{check, connect, CliError, Common, Result};
 
 /// A key (if any) and a value.
@@ -27,7 +27,7 @@ pub struct ProduceArgs {
 
 pub fn run(a: ProduceArgs, common: &Common, input: impl BufRead) -> Result<String> {
     let mut c = connect(common)?;
-    let count = match partitions(&mut c, std::slice::from_ref(&a.topic))?.first() {
+    let count = match partitions_creating(&mut c, std::slice::from_ref(&a.topic))?.first() {
         Some((_, n, 0)) if *n > 0 => *n,
         Some((_, _, code)) => {
             return Err(CliError::Refused(format!(

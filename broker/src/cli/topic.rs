@@ -40,10 +40,24 @@ pub fn topic_name(s: &str) -> TopicName {
 
 /// Partition count per topic (`names` empty: every topic).
 pub fn partitions(c: &mut Client, names: &[String]) -> Result<Vec<(String, i32, i16)>> {
+    metadata_partitions(c, names, false)
+}
+
+/// `partitions`, letting the broker create a missing topic where it
+/// allows that (as a producer client does).
+pub fn partitions_creating(c: &mut Client, names: &[String]) -> Result<Vec<(String, i32, i16)>> {
+    metadata_partitions(c, names, true)
+}
+
+fn metadata_partitions(
+    c: &mut Client,
+    names: &[String],
+    auto_create: bool,
+) -> Result<Vec<(String, i32, i16)>> {
     let (v, r): (i16, MetadataResponse) = c.call(ApiKey::Metadata, (1, 12), |v| {
         let req = MetadataRequest::default();
         let req = if v >= 4 {
-            req.with_allow_auto_topic_creation(false)
+            req.with_allow_auto_topic_creation(auto_create)
         } else {
             req
         };
