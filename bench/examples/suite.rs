@@ -263,27 +263,35 @@ fn main() {
     let html = dir.join("w3.html");
     let data = dir.join("data");
 
-    let bulk = |acks: &str, batch: &str| {
+    // Every workload's producers: 2 partitions, 2 producers, 1000-byte
+    // messages.
+    let producing = |consumers: &str, batch: &str, acks: &str| {
         args(&[
             "--partitions",
             "2",
             "--producers",
             "2",
             "--consumers",
-            "0",
+            consumers,
             "--message-bytes",
             "1000",
             "--batch-bytes",
             batch,
             "--acks",
             acks,
+        ])
+    };
+    let bulk = |acks: &str, batch: &str| {
+        let mut a = producing("0", batch, acks);
+        a.extend(args(&[
             "--max-in-flight",
             "5",
             "--duration",
             &seconds,
             "--warmup",
             "3s",
-        ])
+        ]));
+        a
     };
     let mut rounds = Vec::new();
     for round in 0..repeats {
@@ -314,19 +322,8 @@ fn main() {
             &format!("w2-{round}"),
             bulk("all", "102400"),
         );
-        let mut w3a = args(&[
-            "--partitions",
-            "2",
-            "--producers",
-            "2",
-            "--consumers",
-            "1",
-            "--message-bytes",
-            "1000",
-            "--batch-bytes",
-            "102400",
-            "--acks",
-            "all",
+        let mut w3a = producing("1", "102400", "all");
+        w3a.extend(args(&[
             "--rate",
             "50MB",
             "--duration",
@@ -334,7 +331,7 @@ fn main() {
             "--warmup",
             "3s",
             "--html",
-        ]);
+        ]));
         w3a.push(html.display().to_string());
         let w3 = w("W3 durable latency at 50 MB/s", &format!("w3-{round}"), w3a);
         let w5 = w(
@@ -342,44 +339,15 @@ fn main() {
             &format!("w5-{round}"),
             bulk("1", "1048576"),
         );
-        let w4a = w(
-            "W4a hot catch-up",
-            &format!("w4-{round}"),
-            args(&[
-                "--partitions",
-                "2",
-                "--producers",
-                "2",
-                "--consumers",
-                "2",
-                "--message-bytes",
-                "1000",
-                "--batch-bytes",
-                "1048576",
-                "--acks",
-                "1",
-                "--backlog",
-                &backlog,
-            ]),
-        );
+        let w4a = w("W4a hot catch-up", &format!("w4-{round}"), {
+            let mut a = producing("2", "1048576", "1");
+            a.extend(args(&["--backlog", &backlog]));
+            a
+        });
         // W4b: the same backlog after a restart with the page cache dropped.
         let topic = format!("w4b-{round}");
-        let mut a = args(&[
-            "--partitions",
-            "2",
-            "--producers",
-            "2",
-            "--consumers",
-            "0",
-            "--message-bytes",
-            "1000",
-            "--batch-bytes",
-            "1048576",
-            "--acks",
-            "1",
-            "--topic",
-            &topic,
-        ]);
+        let mut a = producing("0", "1048576", "1");
+        a.extend(args(&["--topic", &topic]));
         a.extend(args(&["--messages", &(backlog_bytes / 1000).to_string()]));
         eprintln!("suite: round {}: W4b writing the backlog", round + 1);
         loadgen(&bin, &broker, &report, &a);
