@@ -62,7 +62,26 @@ fn produce(b: &Broker, topic: &str, n: usize) {
     p.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn consumer(b: &Broker, group: &str) -> BaseConsumer {
+/// librdkafka's log lines about offsets, kept (bounded) so a violation can
+/// say where a consumer's position came from.
+#[derive(Clone, Default)]
+struct OffsetLog(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+impl rdkafka::ClientContext for OffsetLog {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        let l = line.to_ascii_lowercase();
+        if l.contains("offset") || l.contains("reset") || l.contains("assign") {
+            let mut q = self.0.lock().unwrap();
+            if q.len() >= 400 {
+                q.pop_front();
+            }
+            q.push_back(format!("{fac}: {line}"));
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for OffsetLog {}
+
+fn consumer(b: &Broker, group: &str, log: OffsetLog) -> BaseConsumer<OffsetLog> {
     ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())
         .set("group.id", group)
@@ -71,7 +90,8 @@ fn consumer(b: &Broker, group: &str) -> BaseConsumer {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "300")
         .set("partition.assignment.strategy", "range")
-        .create()
+        .set("debug", "cgrp,topic,fetch")
+        .create_with_context(log)
         .unwrap()
 }
 
@@ -95,7 +115,8 @@ fn run_consumer(
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    let c = consumer(b, "g");
+    let log = OffsetLog::default();
+    let c = consumer(b, "g", log.clone());
     std::thread::spawn(move || {
         c.subscribe(&[topic]).unwrap();
         let mut since_commit = 0;
@@ -112,8 +133,20 @@ fn run_consumer(
                 let mut s = seen.lock().unwrap();
                 if let Some(&c) = s.committed.get(&p) {
                     if o < c {
-                        s.violations
-                            .push(format!("consumer {idx} read {p}:{o} below committed {c}"));
+                        // With what librdkafka said about this partition.
+                        let tag = format!("[{p}]");
+                        let lines: Vec<String> = log
+                            .0
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|l| l.contains(&tag))
+                            .cloned()
+                            .collect();
+                        s.violations.push(format!(
+                            "consumer {idx} read {p}:{o} below committed {c}; librdkafka:\n{}",
+                            lines.join("\n")
+                        ));
                     }
                 }
                 *s.consumed.entry((p, o)).or_default() += 1;
@@ -289,7 +322,7 @@ fn consumers_share_partitions_through_leave_and_expiry() {
 }
 
 fn committed(b: &Broker, group: &str, topic: &str) -> Vec<i64> {
-    let c = consumer(b, group);
+    let c = consumer(b, group, OffsetLog::default());
     let mut tpl = TopicPartitionList::new();
     for p in 0..4 {
         tpl.add_partition(topic, p);
@@ -314,7 +347,7 @@ fn committed_offsets_survive_restart_and_kill() {
     create_topic(&b, "kept", 4);
     produce(&b, "kept", 400);
     let commit = |b: &Broker, group: &str, base: i64| {
-        let c = consumer(b, group);
+        let c = consumer(b, group, OffsetLog::default());
         let mut tpl = TopicPartitionList::new();
         for p in 0..4 {
             tpl.add_partition_offset("kept", p, Offset::Offset(base + p as i64))
