@@ -72,7 +72,7 @@ impl rdkafka::ClientContext for OffsetLog {
         let l = line.to_ascii_lowercase();
         if l.contains("offset") || l.contains("reset") || l.contains("assign") {
             let mut q = self.0.lock().unwrap();
-            if q.len() >= 400 {
+            if q.len() >= 4000 {
                 q.pop_front();
             }
             q.push_back(format!("{fac}: {line}"));
@@ -91,6 +91,7 @@ fn consumer(b: &Broker, group: &str, log: OffsetLog) -> BaseConsumer<OffsetLog> 
         .set("heartbeat.interval.ms", "300")
         .set("partition.assignment.strategy", "range")
         .set("debug", "cgrp,topic,fetch")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
         .create_with_context(log)
         .unwrap()
 }
