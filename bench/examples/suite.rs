@@ -232,18 +232,8 @@ fn main() {
     };
     // target/<profile>/examples/suite: the binaries are one level up.
     let exe = std::env::current_exe().unwrap();
-    let mut target = exe.parent().unwrap().to_path_buf();
-    if target.ends_with("examples") {
-        target.pop();
-    }
-    let bin = std::env::var("SLUICE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target.join("sluice"));
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p sluice-broker",
-        bin.display()
-    );
+    let target = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = sluice_bench::broker_bin();
     let dir = std::env::var("SLUICE_SUITE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| target.join("../suite"));

@@ -128,7 +128,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The `sluice` binary next to this benchmark (target/<profile>/deps/x ->
+/// The `sluice` binary next to this benchmark or example
+/// (target/<profile>/deps/x or target/<profile>/examples/x ->
 /// target/<profile>/sluice), or SLUICE_BIN.
 pub fn broker_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
