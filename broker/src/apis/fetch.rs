@@ -229,6 +229,16 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
             ..Default::default()
         };
         if w.offset < start || w.offset > hw {
+            // The consumer will reset by its auto.offset.reset: worth a line.
+            tracing::info!(
+                shard = shard.id,
+                topic = w.topic,
+                partition = w.partition,
+                offset = w.offset,
+                log_start = start,
+                high_watermark = hw,
+                "fetch outside the log: OFFSET_OUT_OF_RANGE"
+            );
             g.error = ResponseError::OffsetOutOfRange.code();
         } else if w.offset < hw && w.max_bytes > 0 {
             // The first batch comes whole even when over the limits (KIP-74).
@@ -248,7 +258,9 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
                         }
                     }
                 }
-                Err(StorageError::OffsetOutOfRange { .. }) => {
+                Err(e @ StorageError::OffsetOutOfRange { .. }) => {
+                    tracing::info!(shard = shard.id, topic = w.topic, partition = w.partition,
+                        error = %e, "fetch outside the log: OFFSET_OUT_OF_RANGE");
                     g.error = ResponseError::OffsetOutOfRange.code();
                 }
                 Err(e) => {

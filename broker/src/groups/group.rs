@@ -595,6 +595,11 @@ impl Group {
     }
 
     /// Whether a member may commit offsets now (generation-checked commits).
+    /// As Kafka does: a member of the current generation commits while
+    /// the group is stable and while it prepares a rebalance (members
+    /// commit what they processed before rejoining, under the generation
+    /// that assigned it); between the joins and the leader's assignment,
+    /// the new generation has no assignment to commit for yet.
     pub fn check_commit(
         &self,
         member_id: &str,
@@ -602,7 +607,7 @@ impl Group {
         generation: i32,
     ) -> Result<(), i16> {
         self.check(member_id, instance_id, generation)?;
-        if self.state == State::PreparingRebalance {
+        if self.state == State::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress.code());
         }
         Ok(())
@@ -676,9 +681,20 @@ mod tests {
             g.heartbeat(&a, None, 1, t0),
             ResponseError::RebalanceInProgress.code()
         );
+        // A commits what it processed under generation 1 before rejoining.
+        assert_eq!(g.check_commit(&a, None, 1), Ok(()));
         let ra = join(&mut g, &a, None, t0);
         let (ja, jb) = (ra.recv().unwrap(), rb.recv().unwrap());
         assert_eq!((ja.generation, jb.generation), (2, 2));
+        // Generation 2 has no assignment until the leader's sync.
+        assert_eq!(
+            g.check_commit(&a, None, 2),
+            Err(ResponseError::RebalanceInProgress.code())
+        );
+        assert_eq!(
+            g.check_commit(&a, None, 1),
+            Err(ResponseError::IllegalGeneration.code())
+        );
         assert_eq!(ja.leader, a, "the leader stays the leader");
         assert_eq!((ja.members.len(), jb.members.len()), (2, 0));
         // Stale generation and unknown members are told so.
@@ -707,6 +723,7 @@ mod tests {
         );
         assert_eq!(rxa.recv().unwrap().assignment, Bytes::from_static(b"p0"));
         assert_eq!(rxb.recv().unwrap().assignment, Bytes::from_static(b"p1"));
+        assert_eq!(g.check_commit(&b, None, 2), Ok(()));
 
         // B goes silent past its session timeout: expelled, rebalance.
         let t1 = t0 + Duration::from_secs(5);
