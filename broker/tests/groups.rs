@@ -191,10 +191,45 @@ fn run_consumer(
                 }
             }
         }
-        // Leaving: commit what was processed, then close (LeaveGroup).
+        // Leaving: commit what was processed, then leave the group.
         let _ = c.commit_consumer_state(CommitMode::Sync);
         seen.lock().unwrap().assigned.remove(&idx);
+        leave(&c);
     })
+}
+
+/// Leaves the group before the consumer is dropped: unsubscribe (LeaveGroup)
+/// and poll until librdkafka has revoked the assignment. Dropping a
+/// consumer while a rebalance is still queued for it can hang for ever in
+/// librdkafka's close path (its rd_kafka_assign from the revoke callback
+/// is never served, confluentinc/librdkafka#4884); it hung this test once.
+fn leave<C: rdkafka::consumer::ConsumerContext>(c: &BaseConsumer<C>) {
+    c.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let _ = c.poll(Duration::from_millis(50));
+        if c.assignment().map_or(true, |a| a.count() == 0) {
+            break;
+        }
+    }
+    // Whatever the revoke left queued is served before the drop closes.
+    for _ in 0..4 {
+        let _ = c.poll(Duration::from_millis(25));
+    }
+}
+
+/// Joins a consumer thread, failing (not hanging) if it has not finished
+/// within `secs`.
+fn join_within(t: std::thread::JoinHandle<()>, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !t.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "a consumer did not stop within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.join().unwrap();
 }
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -298,7 +333,7 @@ fn consumers_share_partitions_through_leave_and_expiry() {
 
     // One leaves: the two others take all twelve.
     stops[2].store(true, Ordering::Relaxed);
-    threads[2].take().unwrap().join().unwrap();
+    join_within(threads[2].take().unwrap(), 60);
     wait_until("two consumers cover the partitions", 60, || {
         split_among(&seen, 2)
     });
@@ -323,7 +358,7 @@ fn consumers_share_partitions_through_leave_and_expiry() {
     for (i, s) in stops.iter().enumerate() {
         s.store(true, Ordering::Relaxed);
         if let Some(t) = threads[i].take() {
-            t.join().unwrap();
+            join_within(t, 60);
         }
     }
     let s = seen.lock().unwrap();
