@@ -11,12 +11,6 @@
 //!   member's sync round trip) as ApiVersions requests the broker answers
 //!   at once. Ratio = rebalance / minimum. Also reported: the ratio to
 //!   each member's two round trips run independently of the others.
-//! - rebalance, polled: the same rebalance with the eight members on one
-//!   client thread (a non-blocking socket each, `poll`), each sending its
-//!   SyncGroup as soon as its JoinGroup is answered; its minimum is the
-//!   same two ordered rounds of ApiVersions from that thread. The threaded
-//!   figures include the clients' core switching between eight threads
-//!   for every burst of answers; the polled ones leave mostly the broker.
 //! - offset commits: one connection, then four at once, each keeping 128
 //!   OffsetCommit requests (one partition each, outside group management)
 //!   in flight; commits per second, each answered only once durable.
@@ -33,8 +27,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_bench::{
-    broker_bin, create_topic, frame, free_port, median, pin_this_thread, pipeline, read_frame,
-    serve,
+    broker_bin, create_topic, frame, free_port, median, pin_this_thread, pipeline, serve,
 };
 use sluice_net::client::Client;
 
@@ -197,225 +190,6 @@ fn rebalance_round(port: u16, round: usize) -> (f64, f64, f64) {
     (rebalance, minimum, independent)
 }
 
-/// The eight members driven from one thread: a non-blocking socket each
-/// and `poll`, so a burst of answers costs one wake-up, not eight thread
-/// switches on the clients' core.
-struct Members {
-    socks: Vec<std::net::TcpStream>,
-    inbufs: Vec<Vec<u8>>,
-}
-
-impl Members {
-    fn connect(port: u16) -> Members {
-        let socks = (0..MEMBERS)
-            .map(|_| {
-                let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-                s.set_nodelay(true).unwrap();
-                s
-            })
-            .collect();
-        Members {
-            socks,
-            inbufs: vec![Vec::new(); MEMBERS],
-        }
-    }
-
-    fn send(&mut self, i: usize, frame: &[u8]) {
-        use std::io::Write;
-        let mut at = 0;
-        while at < frame.len() {
-            match self.socks[i].write(&frame[at..]) {
-                Ok(n) => at += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-    }
-
-    /// Waits until at least one answer is whole; returns every whole answer
-    /// (member, frame without its length prefix) in the order read.
-    fn answers(&mut self) -> Vec<(usize, Bytes)> {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let mut out = Vec::new();
-        while out.is_empty() {
-            let mut fds: Vec<libc::pollfd> = self
-                .socks
-                .iter()
-                .map(|s| libc::pollfd {
-                    fd: s.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            // SAFETY: `fds` is a valid array of MEMBERS pollfds.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 30_000) };
-            assert!(n > 0, "no answer within 30 s");
-            for (i, fd) in fds.iter().enumerate() {
-                if fd.revents == 0 {
-                    continue;
-                }
-                let mut chunk = [0u8; 64 << 10];
-                match self.socks[i].read(&mut chunk) {
-                    Ok(0) => panic!("the broker closed member {i}'s connection"),
-                    Ok(n) => self.inbufs[i].extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("read: {e}"),
-                }
-                let buf = &mut self.inbufs[i];
-                while buf.len() >= 4 {
-                    let len = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if buf.len() < 4 + len {
-                        break;
-                    }
-                    out.push((i, Bytes::copy_from_slice(&buf[4..4 + len])));
-                    buf.drain(..4 + len);
-                }
-            }
-        }
-        out
-    }
-
-    /// Waits for one answer from every member.
-    fn all_answers(&mut self) -> Vec<Bytes> {
-        let mut got: Vec<Option<Bytes>> = vec![None; MEMBERS];
-        while got.iter().any(Option::is_none) {
-            for (i, b) in self.answers() {
-                assert!(got[i].replace(b).is_none(), "one answer per member");
-            }
-        }
-        got.into_iter().map(Option::unwrap).collect()
-    }
-}
-
-fn decode<R: Decodable>(api: ApiKey, version: i16, mut b: Bytes) -> R {
-    ResponseHeader::decode(&mut b, api.response_header_version(version)).unwrap();
-    R::decode(&mut b, version).unwrap()
-}
-
-fn join_frame(group: &str, id: &str) -> Vec<u8> {
-    frame(
-        ApiKey::JoinGroup,
-        7,
-        0,
-        &JoinGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_session_timeout_ms(30_000)
-            .with_rebalance_timeout_ms(30_000)
-            .with_member_id(StrBytes::from_string(id.to_string()))
-            .with_group_instance_id(None)
-            .with_protocol_type(StrBytes::from_static_str("consumer"))
-            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-            )
-            .with_name(StrBytes::from_static_str("roundrobin"))
-            .with_metadata(subscription())]),
-    )
-}
-
-fn sync_frame(group: &str, joined: &JoinGroupResponse) -> Vec<u8> {
-    let assignments = if joined.leader == joined.member_id {
-        assert_eq!(
-            joined.members.len(),
-            MEMBERS,
-            "every member in one generation"
-        );
-        joined
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let parts: Vec<i32> = (0..PARTITIONS)
-                    .filter(|p| *p as usize % MEMBERS == i)
-                    .collect();
-                sync_group_request::SyncGroupRequestAssignment::default()
-                    .with_member_id(m.member_id.clone())
-                    .with_assignment(assignment(&parts))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    frame(
-        ApiKey::SyncGroup,
-        5,
-        0,
-        &SyncGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id(joined.generation_id)
-            .with_member_id(joined.member_id.clone())
-            .with_group_instance_id(None)
-            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-            .with_protocol_name(Some(StrBytes::from_static_str("roundrobin")))
-            .with_assignments(assignments),
-    )
-}
-
-/// (rebalance, minimum) in seconds for one round with the members on one
-/// thread. Each member sends its SyncGroup as soon as its own JoinGroup is
-/// answered (the leader's first when several answers arrive together);
-/// the minimum is the same two rounds as ApiVersions requests, in the
-/// protocol's order (the second round once every first is answered).
-fn rebalance_round_polled(port: u16, round: usize) -> (f64, f64) {
-    pin_this_thread(1);
-    let group = format!("bench-polled-{round}");
-    let mut m = Members::connect(port);
-    // Member ids (untimed): the coordinator then waits for all eight.
-    let mut ids = Vec::new();
-    for i in 0..MEMBERS {
-        m.send(i, &join_frame(&group, ""));
-        let r: JoinGroupResponse = decode(ApiKey::JoinGroup, 7, read_frame(&mut m.socks[i]));
-        assert_eq!(r.error_code, 79, "{r:?}");
-        ids.push(r.member_id.to_string());
-    }
-    for s in &m.socks {
-        s.set_nonblocking(true).unwrap();
-    }
-    let versions = frame(ApiKey::ApiVersions, 3, 0, &ApiVersionsRequest::default());
-    let t = Instant::now();
-    for i in 0..MEMBERS {
-        m.send(i, &versions);
-    }
-    m.all_answers();
-    for i in 0..MEMBERS {
-        m.send(i, &versions);
-    }
-    m.all_answers();
-    let minimum = t.elapsed().as_secs_f64();
-
-    let joins: Vec<Vec<u8>> = ids.iter().map(|id| join_frame(&group, id)).collect();
-    let t = Instant::now();
-    for (i, f) in joins.iter().enumerate() {
-        m.send(i, f);
-    }
-    let (mut joined, mut synced) = (vec![false; MEMBERS], 0);
-    while synced < MEMBERS {
-        let mut batch = m.answers();
-        // JoinGroup answers before SyncGroup ones, the leader's first.
-        let mut joins_now = Vec::new();
-        batch.retain(|(i, b)| {
-            if joined[*i] {
-                return true;
-            }
-            let r: JoinGroupResponse = decode(ApiKey::JoinGroup, 7, b.clone());
-            joins_now.push((*i, r));
-            false
-        });
-        joins_now.sort_by_key(|(_, r)| r.leader != r.member_id);
-        for (i, r) in joins_now {
-            assert_eq!(r.error_code, 0, "{r:?}");
-            m.send(i, &sync_frame(&group, &r));
-            joined[i] = true;
-        }
-        for (_, b) in batch {
-            let r: SyncGroupResponse = decode(ApiKey::SyncGroup, 5, b);
-            assert_eq!(r.error_code, 0);
-            assert!(!r.assignment.is_empty(), "every member gets partitions");
-            synced += 1;
-        }
-    }
-    (t.elapsed().as_secs_f64(), minimum)
-}
-
 /// Offset commits per second with `window` in flight on one connection.
 fn commits(port: u16, count: usize, window: usize) -> f64 {
     pin_this_thread(1);
@@ -481,12 +255,7 @@ fn main() {
     create_topic(port, TOPIC, PARTITIONS, &[]);
     let (mut reb, mut min, mut ratio, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut indep, mut indep_ratio, mut rates4) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut preb, mut pmin, mut pratio) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..repeats {
-        let (r, m) = rebalance_round_polled(port, round);
-        preb.push(r);
-        pmin.push(m);
-        pratio.push(r / m);
         let (r, m, i) = rebalance_round(port, round);
         reb.push(r);
         min.push(m);
@@ -505,8 +274,6 @@ fn main() {
         rates4.push((count / 4 * 4) as f64 / t.elapsed().as_secs_f64());
     }
     let per_round: Vec<String> = ratio.iter().map(|r| format!("{r:.2}")).collect();
-    let per_round_polled: Vec<String> = pratio.iter().map(|r| format!("{r:.2}")).collect();
-    let (preb, pmin, pratio) = (median(preb), median(pmin), median(pratio));
     let (reb, min, ratio, rate) = (median(reb), median(min), median(ratio), median(rates));
     let (rate4, indep, indep_ratio) = (median(rates4), median(indep), median(indep_ratio));
     println!(
@@ -523,12 +290,6 @@ fn main() {
         "  (against independent round trips, {:.2} ms: ratio {indep_ratio:.2})",
         indep * 1e3
     );
-    println!(
-        "  rebalance, members on one polling thread: {:.2} ms; the clients' minimum {:.2} ms; ratio {pratio:.2} (per round {})",
-        preb * 1e3,
-        pmin * 1e3,
-        per_round_polled.join(" ")
-    );
     println!("  offset commits, one shard, 1 connection x 128 in flight: {rate:.0} per second");
     println!("  offset commits, one shard, 4 connections x 128 in flight: {rate4:.0} per second");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench");
@@ -536,12 +297,10 @@ fn main() {
     let _ = std::fs::write(
         out.join(if quick { "groups-smoke.json" } else { "groups.json" }),
         format!(
-            "{{\"repeats\":{repeats},\"rebalance_ms\":{:.3},\"minimum_ms\":{:.3},\"ratio\":{ratio:.3},\"independent_ms\":{:.3},\"independent_ratio\":{indep_ratio:.3},\"polled_rebalance_ms\":{:.3},\"polled_minimum_ms\":{:.3},\"polled_ratio\":{pratio:.3},\"commits_per_sec\":{rate:.0},\"commits_per_sec_4_connections\":{rate4:.0}}}\n",
+            "{{\"repeats\":{repeats},\"rebalance_ms\":{:.3},\"minimum_ms\":{:.3},\"ratio\":{ratio:.3},\"independent_ms\":{:.3},\"independent_ratio\":{indep_ratio:.3},\"commits_per_sec\":{rate:.0},\"commits_per_sec_4_connections\":{rate4:.0}}}\n",
             reb * 1e3,
             min * 1e3,
-            indep * 1e3,
-            preb * 1e3,
-            pmin * 1e3
+            indep * 1e3
         ),
     );
 }
