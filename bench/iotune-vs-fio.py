@@ -60,6 +60,11 @@ def fio_round():
         j = fio("--rw=write", f"--bs={bs}", "--iodepth=1", "--fdatasync=1", "--size=64M",
                 "--runtime=1", polled=False)
         r[("s", bs)] = j["sync"]["lat_ns"]["percentile"]["50.000000"] / 1000
+        # The same with the system calls (psync engine): against iotune's
+        # fdatasync(2) figure.
+        j = fio("--rw=write", f"--bs={bs}", "--fdatasync=1", "--size=64M", "--runtime=1",
+                "--ioengine=psync", polled=False)
+        r[("y", bs)] = j["sync"]["lat_ns"]["percentile"]["50.000000"] / 1000
     # The file to read: written whole first (an appending job would read
     # past its end).
     if os.path.exists(f):
@@ -88,6 +93,7 @@ def iotune_round():
         r[("w", p["block_bytes"], p["depth"])] = p["write_bytes_per_sec"]
     for s in v["fdatasync"]:
         r[("s", s["write_bytes"])] = s["fdatasync_p50_us"]
+        r[("y", s["write_bytes"])] = s["syscall_p50_us"]
     r[("r",)] = v["seq_read_bytes_per_sec"]
     return r
 
@@ -107,7 +113,9 @@ for k in sorted(ratios, key=str):
     if k[0] == "w":
         name, unit, scale = f"write {k[1] >> 10} KiB x {k[2]}", "MB/s", 1e6
     elif k[0] == "s":
-        name, unit, scale = f"fdatasync after {k[1] >> 10} KiB (p50)", "us", 1
+        name, unit, scale = f"fdatasync after {k[1] >> 10} KiB (p50, io_uring)", "us", 1
+    elif k[0] == "y":
+        name, unit, scale = f"fdatasync after {k[1] >> 10} KiB (p50, system call)", "us", 1
     else:
         name, unit, scale = "read 256 KiB x 16", "MB/s", 1e6
     print(f"| {name} | {med(ours[k]) / scale:.0f} {unit} | {med(theirs[k]) / scale:.0f} {unit} | {med(ratios[k]):.2f} |")

@@ -71,6 +71,18 @@ impl DirectFile {
         self.file.fdatasync().await.map_err(glommio_io)
     }
 
+    /// fdatasync(2) on the calling thread: blocks it until the disk has
+    /// the data. For measuring (iotune) only; the log uses `fdatasync`.
+    pub fn fdatasync_blocking(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        crate::faults::sync_result()?;
+        // SAFETY: fdatasync on a descriptor this file owns and keeps open.
+        if unsafe { libc::fdatasync(self.file.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
         self.file.truncate(len).await.map_err(glommio_io)
     }

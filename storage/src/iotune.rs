@@ -32,8 +32,15 @@ pub struct WritePoint {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncPoint {
     pub write_bytes: usize,
+    /// The fdatasync as the log issues it: through io_uring (a kernel
+    /// worker runs it), completion seen by the executor.
     pub fdatasync_p50_us: u64,
     pub fdatasync_p99_us: u64,
+    /// fdatasync(2) called on the executor's own thread: the device and
+    /// filesystem alone (how fio's psync engine measures it). The
+    /// difference from the above is the hand-off to the worker and back.
+    pub syscall_p50_us: u64,
+    pub syscall_p99_us: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,25 +120,36 @@ async fn write_point(
     })
 }
 
-/// A write of `block` bytes then an fdatasync, repeated for `slice`.
+/// A write of `block` bytes then an fdatasync, repeated for `slice`; the
+/// fdatasync alternates between the log's way (io_uring) and the system
+/// call made on this thread, so both see the same file and moment. The
+/// system call blocks this executor while the disk syncs: iotune serves
+/// nothing else (a broker shard never does this).
 async fn sync_point(dir: &Path, block: usize, slice: Duration) -> std::io::Result<SyncPoint> {
     let scratch = Scratch(dir.join(".sluice-iotune-sync"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
     let buf = Rc::new(f.alloc(block));
     let start = Instant::now();
-    let (mut pos, mut lat) = (0u64, Vec::new());
-    while start.elapsed() < slice || lat.len() < 3 {
+    let (mut pos, mut uring, mut syscall) = (0u64, Vec::new(), Vec::new());
+    while start.elapsed() < slice || syscall.len() < 3 {
         f.write(buf.clone(), pos).await?;
         pos += block as u64;
         let t = Instant::now();
-        f.fdatasync().await?;
-        lat.push(t.elapsed().as_micros() as u64);
+        if uring.len() <= syscall.len() {
+            f.fdatasync().await?;
+            uring.push(t.elapsed().as_micros() as u64);
+        } else {
+            f.fdatasync_blocking()?;
+            syscall.push(t.elapsed().as_micros() as u64);
+        }
     }
     Ok(SyncPoint {
         write_bytes: block,
-        fdatasync_p50_us: pct(&mut lat, 0.5),
-        fdatasync_p99_us: pct(&mut lat, 0.99),
+        fdatasync_p50_us: pct(&mut uring, 0.5),
+        fdatasync_p99_us: pct(&mut uring, 0.99),
+        syscall_p50_us: pct(&mut syscall, 0.5),
+        syscall_p99_us: pct(&mut syscall, 0.99),
     })
 }
 
@@ -240,7 +258,7 @@ impl Results {
     /// The io-properties these figures give: the smallest block whose best
     /// bandwidth is within 10% of the best of all, the smallest depth that
     /// gets that block within 10% of its best, and the fdatasync after a
-    /// write of that block.
+    /// write of that block (through io_uring: what a shard waits for).
     pub fn properties(&self) -> IoProperties {
         let best_of = |b: usize| {
             self.seq_write
@@ -315,6 +333,8 @@ mod tests {
                     write_bytes: *b,
                     fdatasync_p50_us: *b as u64 / 100,
                     fdatasync_p99_us: 0,
+                    syscall_p50_us: 0,
+                    syscall_p99_us: 0,
                 })
                 .collect(),
             seq_read_bytes_per_sec: 2e9,
@@ -349,7 +369,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.seq_write.len(), BLOCK_SIZES.len() * DEPTHS.len());
         assert!(r.seq_write.iter().all(|p| p.write_bytes_per_sec > 0.0));
-        assert!(r.fdatasync.iter().all(|s| s.fdatasync_p50_us > 0));
+        assert!(r
+            .fdatasync
+            .iter()
+            .all(|s| s.fdatasync_p50_us > 0 && s.syscall_p50_us > 0));
         assert!(r.seq_read_bytes_per_sec > 0.0 && r.rand_read_4k_iops > 0.0);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

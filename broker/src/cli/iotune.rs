@@ -117,11 +117,25 @@ pub fn run(a: IotuneArgs) -> ExitCode {
                 format!("{} KiB", s.write_bytes >> 10),
                 s.fdatasync_p50_us.to_string(),
                 s.fdatasync_p99_us.to_string(),
+                s.syscall_p50_us.to_string(),
+                s.syscall_p99_us.to_string(),
             ]
         })
         .collect();
-    println!("\nfdatasync after a write of");
-    print!("{}", table(&["WRITE", "P50 US", "P99 US"], &rows));
+    println!("\nfdatasync after a write of (through io_uring as the log syncs; as a system call)");
+    print!(
+        "{}",
+        table(
+            &[
+                "WRITE",
+                "P50 US",
+                "P99 US",
+                "SYSCALL P50 US",
+                "SYSCALL P99 US"
+            ],
+            &rows
+        )
+    );
     println!(
         "\nsequential read 256 KiB x 16: {} MB/s; random read 4 KiB x 32: {:.0} IOPS",
         mb(r.seq_read_bytes_per_sec),
