@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::wire::*;
 use common::{free_port, tempdir, Broker};
@@ -126,7 +126,7 @@ fn records_of(r: &FetchResponse) -> (i16, i64, usize) {
 // end are out of range; a first batch over the size limit comes whole.
 #[test]
 fn fetch_long_poll_and_limits() {
-    let (_data, _b, port, mut w) = start_with_topic("poll", 2);
+    let (_data, mut b, port, mut w) = start_with_topic("poll", 2);
     for p in 0..2 {
         // Nothing there and no wait: an empty answer.
         let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("poll", p, 0, 0, 1 << 20));
@@ -153,6 +153,23 @@ fn fetch_long_poll_and_limits() {
         let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("poll", p, 2, 0, 10));
         assert_eq!(records_of(&r), (0, 5, batch.len()));
     }
+    // Out-of-range fetches are logged, at most a line a second per shard
+    // however fast a client repeats them.
+    let started = Instant::now();
+    for _ in 0..200 {
+        let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("poll", 0, 99, 0, 1 << 20));
+        assert_eq!(records_of(&r).0, ResponseError::OffsetOutOfRange.code());
+    }
+    let lines = b
+        .drain(Duration::from_millis(300))
+        .lines()
+        .filter(|l| l.contains("fetch outside the log"))
+        .count();
+    let bound = SHARDS * (started.elapsed().as_secs() as usize + 2);
+    assert!(
+        (1..=bound).contains(&lines),
+        "{lines} out-of-range lines for 202 such fetches (at most {bound})"
+    );
     // An unknown topic is an error in the answer, not a closed connection.
     let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("nope", 0, 0, 0, 1 << 20));
     assert_eq!(
@@ -836,7 +853,7 @@ fn retention_deletes_old_segments() {
     let earliest = |w: &mut Wire| list_offset(w, "aged", 0, -2);
     assert_eq!(earliest(&mut w), 0);
     // Housekeeping runs every 10 s; give it three rounds.
-    let deadline = std::time::Instant::now() + Duration::from_secs(35);
+    let deadline = Instant::now() + Duration::from_secs(35);
     while earliest(&mut w) == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }

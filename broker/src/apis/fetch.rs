@@ -229,16 +229,7 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
             ..Default::default()
         };
         if w.offset < start || w.offset > hw {
-            // The consumer will reset by its auto.offset.reset: worth a line.
-            tracing::info!(
-                shard = shard.id,
-                topic = w.topic,
-                partition = w.partition,
-                offset = w.offset,
-                log_start = start,
-                high_watermark = hw,
-                "fetch outside the log: OFFSET_OUT_OF_RANGE"
-            );
+            log_out_of_range(shard.id, &w, start, hw);
             g.error = ResponseError::OffsetOutOfRange.code();
         } else if w.offset < hw && w.max_bytes > 0 {
             // The first batch comes whole even when over the limits (KIP-74).
@@ -258,9 +249,10 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
                         }
                     }
                 }
-                Err(e @ StorageError::OffsetOutOfRange { .. }) => {
-                    tracing::info!(shard = shard.id, topic = w.topic, partition = w.partition,
-                        error = %e, "fetch outside the log: OFFSET_OUT_OF_RANGE");
+                Err(StorageError::OffsetOutOfRange {
+                    log_start, log_end, ..
+                }) => {
+                    log_out_of_range(shard.id, &w, log_start, log_end);
                     g.error = ResponseError::OffsetOutOfRange.code();
                 }
                 Err(e) => {
@@ -274,6 +266,39 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
         out.push((w.slot, g));
     }
     out
+}
+
+thread_local! {
+    /// This shard's out-of-range fetch lines: when the last was written,
+    /// and how many were left out since.
+    static OUT_OF_RANGE_LOGGED: std::cell::Cell<(Option<Instant>, u64)> =
+        const { std::cell::Cell::new((None, 0)) };
+}
+
+/// A fetch outside [log start, high watermark]: the consumer is about to
+/// reset by its auto.offset.reset, which an operator wants to see. At most
+/// one line a second per shard (a client that keeps asking would
+/// otherwise fill the log), saying how many were left out.
+fn log_out_of_range(shard: usize, w: &Want, log_start: i64, high_watermark: i64) {
+    OUT_OF_RANGE_LOGGED.with(|c| {
+        let (last, left_out) = c.get();
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            c.set((last, left_out + 1));
+            return;
+        }
+        c.set((Some(now), 0));
+        tracing::info!(
+            shard,
+            topic = w.topic,
+            partition = w.partition,
+            offset = w.offset,
+            log_start,
+            high_watermark,
+            left_out,
+            "fetch outside the log: OFFSET_OUT_OF_RANGE"
+        );
+    });
 }
 
 /// On the owner shard: returns once any of the partitions took an append
