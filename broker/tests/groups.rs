@@ -221,14 +221,7 @@ fn leave<C: rdkafka::consumer::ConsumerContext>(c: &BaseConsumer<C>) {
 /// Joins a consumer thread, failing (not hanging) if it has not finished
 /// within `secs`.
 fn join_within(t: std::thread::JoinHandle<()>, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !t.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "a consumer did not stop within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("a consumer stops", secs, || t.is_finished());
     t.join().unwrap();
 }
 

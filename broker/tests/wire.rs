@@ -854,7 +854,7 @@ fn retention_deletes_old_segments() {
     assert_eq!(earliest(&mut w), 0);
     // Housekeeping runs every 10 s; give it three rounds.
     let deadline = Instant::now() + Duration::from_secs(35);
-    while earliest(&mut w) == 0 && std::time::Instant::now() < deadline {
+    while earliest(&mut w) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
     let start = earliest(&mut w);
