@@ -219,9 +219,11 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     let mut stops = Vec::new();
     let mut handles = Vec::new();
-    let cpu_ids: Vec<usize> = glommio::CpuSet::online()
-        .map(|s| s.into_iter().map(|l| l.cpu).collect())
-        .unwrap_or_else(|_| (0..cpus).collect());
+    // Shard N on the N-th CPU this process may use: the affinity mask (not
+    // every online CPU, which would pin shards outside a `taskset` or a
+    // cpuset), in ascending order (glommio's CpuSet is a hash set, so its
+    // order changes from one start to the next).
+    let cpu_ids = host::allowed_cpus();
     for (shard, inbox) in inboxes.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         stops.push(stop_tx);

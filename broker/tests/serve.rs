@@ -143,6 +143,95 @@ fn serve_refuses_bad_arguments() {
     assert!(out.contains("--cores 0"), "{out}");
 }
 
+/// Each thread of process `pid`: its name and the CPUs it may run on.
+fn thread_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("status")),
+        ) else {
+            continue; // the thread ended
+        };
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        let cpus = sluice_tuning::host::parse_cpu_list(list).unwrap();
+        out.push((comm.trim().to_string(), cpus));
+    }
+    out
+}
+
+/// The CPU shard `shard`'s executor thread is pinned to: the one thread of
+/// that shard bound to a single CPU (its blocking-pool threads are not).
+fn shard_cpu(threads: &[(String, Vec<usize>)], shard: usize) -> Vec<usize> {
+    let prefix = format!("sluice-shard-{shard}");
+    threads
+        .iter()
+        .filter(|(name, cpus)| name.starts_with(&prefix) && cpus.len() == 1)
+        .map(|(_, cpus)| cpus[0])
+        .collect()
+}
+
+// Proves shards run on the CPUs the process was given, in order: under a
+// one-CPU affinity mask (taskset, a cpuset) every broker thread stays on
+// that CPU, and with the whole machine shard N is on the N-th CPU. Before,
+// shards were pinned over every online CPU in a hash set's order, so a
+// broker started on CPU 1 could put its shard on CPU 0 beside a load
+// generator started there.
+#[test]
+fn shards_run_on_the_cpus_the_process_may_use() {
+    let allowed = sluice_tuning::host::allowed_cpus();
+    let last = *allowed.last().unwrap();
+    let data = tempdir();
+    let port = free_port();
+    let mut c = serve_command(data.path(), port);
+    c.env("SLUICE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec the child only calls
+    // sched_setaffinity on itself, which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(last, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("sluice: serving") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the broker exited before serving"
+        );
+    }
+    let threads = thread_cpus(child.id());
+    // SAFETY: signals the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(threads.iter().any(|(n, _)| n.starts_with("sluice-shard-0")));
+    for (name, cpus) in &threads {
+        assert_eq!(cpus, &vec![last], "{name} left CPU {last}: {threads:?}");
+    }
+
+    if allowed.len() >= 2 {
+        let data = tempdir();
+        let mut b = Broker::start(data.path(), 2, &[]);
+        let threads = thread_cpus(b.child.id());
+        b.stop();
+        assert_eq!(shard_cpu(&threads, 0), vec![allowed[0]], "{threads:?}");
+        assert_eq!(shard_cpu(&threads, 1), vec![allowed[1]], "{threads:?}");
+    }
+}
+
 mod wire {
     use bytes::{Buf, BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::{

@@ -228,21 +228,6 @@ pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i6
     Ok(out)
 }
 
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes
-    // into the set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect()
-    }
-}
-
 /// State shared by every worker.
 struct Shared {
     start_us: u64,
@@ -310,7 +295,7 @@ pub fn run(args: LoadgenArgs, out: &mut dyn std::io::Write) -> Result<Report, Lo
         coordinator,
         args: &args,
         layout: layout.clone(),
-        allowed: allowed_cpus(),
+        allowed: sluice_tuning::host::allowed_cpus(),
         payload,
         keys,
     };

@@ -96,14 +96,90 @@ pub fn cache_bytes_per_shard(total_memory_bytes: Option<u64>, shards: usize) -> 
 
 /// Number of CPUs this process may run on.
 pub fn online_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    allowed_cpus().len()
+}
+
+/// Parses the kernel's CPU list format (`0-3,8,10-11`), as in a thread's
+/// `Cpus_allowed_list`; sorted, each CPU once. `None` for anything else.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b || b >= libc::CPU_SETSIZE as usize {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
+}
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` or a
+/// cgroup cpuset leave it), in ascending order: shard or worker N runs on
+/// the N-th of them. Never empty.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes
+    // into the set we own.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|c| libc::CPU_ISSET(*c, &set))
+                .collect()
+        }
+    };
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (0..n).collect();
+    }
+    cpus
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves the CPU list is the affinity mask in ascending order: the
+    // same CPUs the kernel reports for this thread, each once, sorted.
+    #[test]
+    fn allowed_cpus_follow_the_affinity_mask() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        let expected = parse_cpu_list(list).unwrap();
+        assert_eq!(cpus, expected);
+        assert_eq!(online_cpus(), expected.len());
+    }
+
+    // Proves the kernel's CPU list format (as in Cpus_allowed_list and
+    // /sys/devices/system/cpu/online) parses, and junk does not.
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("3,1"), Some(vec![1, 3]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("2-1"), None);
+        assert_eq!(parse_cpu_list("a"), None);
+        assert_eq!(parse_cpu_list("0-"), None);
+    }
 
     // Proves /proc/meminfo parsing reads MemTotal in kB and rejects junk.
     #[test]
