@@ -10,7 +10,12 @@
 //!   member's join round trip, then, once all are answered, every
 //!   member's sync round trip) as ApiVersions requests the broker answers
 //!   at once. Ratio = rebalance / minimum. Also reported: the ratio to
-//!   each member's two round trips run independently of the others.
+//!   each member's two round trips run independently of the others, and
+//!   the ratio to the same JoinGroup/SyncGroup exchange, by the same
+//!   clients, against a coordinator that takes no time (a `poll` loop on
+//!   the broker's CPU that only holds and releases the answers as the
+//!   protocol orders them): what sluice's coordinator adds to the
+//!   exchange itself.
 //! - offset commits: one connection, then four at once, each keeping 128
 //!   OffsetCommit requests (one partition each, outside group management)
 //!   in flight; commits per second, each answered only once durable.
@@ -130,7 +135,192 @@ fn member(c: &mut Client, group: &str, id: &str) -> usize {
     synced.assignment.len()
 }
 
-/// (rebalance, minimum, independent round trips) in seconds for one round.
+/// A coordinator that takes no time, for the clients' own minimum of the
+/// exchange: one thread on the broker's CPU, a `poll` loop over the
+/// members' connections, that holds every JoinGroup until all `MEMBERS`
+/// have arrived and answers them in arrival order (the first is the
+/// leader and gets the member list, as in sluice), then holds the
+/// followers' SyncGroups until the leader's arrives and answers each
+/// with its assignment. No group state, no log, no checks: what is left
+/// is the same clients doing the same two rounds, including the burst of
+/// answers at the end of each round and the leader's own work. Serves
+/// until the listener's owner drops `stop`.
+fn null_coordinator(listener: std::net::TcpListener, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering;
+
+    pin_this_thread(0);
+    listener.set_nonblocking(true).unwrap();
+    // Each member's connection and unread bytes; None once it closed.
+    let mut conns: Vec<Option<(std::net::TcpStream, Vec<u8>)>> = Vec::new();
+    // (connection, correlation id, member id, metadata) in arrival order.
+    let mut joins: Vec<(usize, i32, StrBytes, Bytes)> = Vec::new();
+    // Followers' syncs waiting for the leader: (connection, correlation id, member id).
+    let mut syncs: Vec<(usize, i32, StrBytes)> = Vec::new();
+    let mut assignments: Option<Vec<sync_group_request::SyncGroupRequestAssignment>> = None;
+    let mut answered = 0;
+    let answer = |c: &mut std::net::TcpStream,
+                  api: ApiKey,
+                  version: i16,
+                  id: i32,
+                  body: &dyn Fn(&mut BytesMut)| {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0; 4]);
+        ResponseHeader::default()
+            .with_correlation_id(id)
+            .encode(&mut out, api.response_header_version(version))
+            .unwrap();
+        body(&mut out);
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        c.write_all(&out).unwrap();
+    };
+    let sync_answer = |c: &mut std::net::TcpStream, id: i32, a: Bytes| {
+        answer(c, ApiKey::SyncGroup, 5, id, &|out| {
+            SyncGroupResponse::default()
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                .with_protocol_name(Some(StrBytes::from_static_str("roundrobin")))
+                .with_assignment(a.clone())
+                .encode(out, 5)
+                .unwrap()
+        });
+    };
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let open: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].is_some()).collect();
+        for &i in &open {
+            let fd = conns[i].as_ref().unwrap().0.as_raw_fd();
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: fds is a live array of fds.len() pollfd entries.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) } <= 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while let Ok((c, _)) = listener.accept() {
+                c.set_nonblocking(false).unwrap();
+                c.set_nodelay(true).unwrap();
+                conns.push(Some((c, Vec::new())));
+            }
+        }
+        let ready: Vec<usize> = (1..fds.len())
+            .filter(|&k| fds[k].revents != 0)
+            .map(|k| open[k - 1])
+            .collect();
+        for i in ready {
+            let mut chunk = [0u8; 4096];
+            let (c, buf) = conns[i].as_mut().unwrap();
+            let n = c.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                conns[i] = None; // the member is done with this round
+                continue;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            loop {
+                let buf = &mut conns[i].as_mut().unwrap().1;
+                if buf.len() < 4 {
+                    break;
+                }
+                let len = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let mut f = Bytes::copy_from_slice(&buf[4..4 + len]);
+                buf.drain(..4 + len);
+                let api = ApiKey::try_from(i16::from_be_bytes([f[0], f[1]])).unwrap();
+                let version = i16::from_be_bytes([f[2], f[3]]);
+                let h = RequestHeader::decode(&mut f, api.request_header_version(version)).unwrap();
+                match api {
+                    ApiKey::JoinGroup => {
+                        let r = JoinGroupRequest::decode(&mut f, version).unwrap();
+                        let meta = r.protocols[0].metadata.clone();
+                        joins.push((i, h.correlation_id, r.member_id, meta));
+                        if joins.len() < MEMBERS {
+                            continue;
+                        }
+                        let leader = joins[0].2.clone();
+                        let members: Vec<_> = joins
+                            .iter()
+                            .map(|(_, _, m, meta)| {
+                                join_group_response::JoinGroupResponseMember::default()
+                                    .with_member_id(m.clone())
+                                    .with_metadata(meta.clone())
+                            })
+                            .collect();
+                        for (k, (c, id, m, _)) in joins.drain(..).enumerate() {
+                            let r = JoinGroupResponse::default()
+                                .with_generation_id(1)
+                                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                                .with_protocol_name(Some(StrBytes::from_static_str("roundrobin")))
+                                .with_leader(leader.clone())
+                                .with_member_id(m)
+                                .with_members(if k == 0 { members.clone() } else { Vec::new() });
+                            answer(
+                                &mut conns[c].as_mut().unwrap().0,
+                                ApiKey::JoinGroup,
+                                version,
+                                id,
+                                &|out| r.encode(out, version).unwrap(),
+                            );
+                        }
+                    }
+                    ApiKey::SyncGroup => {
+                        let r = SyncGroupRequest::decode(&mut f, version).unwrap();
+                        if !r.assignments.is_empty() {
+                            assignments = Some(r.assignments);
+                            syncs.push((i, h.correlation_id, r.member_id));
+                        } else if assignments.is_none() {
+                            syncs.push((i, h.correlation_id, r.member_id));
+                            continue;
+                        } else {
+                            syncs.push((i, h.correlation_id, r.member_id));
+                        }
+                        let all = assignments.as_ref().unwrap();
+                        for (c, id, m) in syncs.drain(..) {
+                            let a = all
+                                .iter()
+                                .find(|a| a.member_id == m)
+                                .map(|a| a.assignment.clone())
+                                .unwrap_or_default();
+                            sync_answer(&mut conns[c].as_mut().unwrap().0, id, a);
+                            answered += 1;
+                        }
+                        if answered == MEMBERS {
+                            (answered, assignments) = (0, None);
+                        }
+                    }
+                    // The client's handshake on connect.
+                    ApiKey::ApiVersions => {
+                        let c = &mut conns[i].as_mut().unwrap().0;
+                        answer(c, api, version, h.correlation_id, &|out| {
+                            ApiVersionsResponse::default().encode(out, version).unwrap()
+                        });
+                    }
+                    other => panic!("null coordinator: unexpected {other:?}"),
+                }
+            }
+        }
+        if conns.iter().all(Option::is_none) {
+            conns.clear();
+        }
+    }
+}
+
+/// (rebalance, minimum, independent round trips, the exchange against the
+/// coordinator that takes no time) in seconds for one round.
 ///
 /// The minimum is the session's two rounds as the protocol orders them:
 /// every member's join round trip, and only once all have been answered
@@ -138,15 +328,17 @@ fn member(c: &mut Client, group: &str, id: &str) -> usize {
 /// every member's sync round trip; both as ApiVersions requests, which
 /// the broker answers at once. The independent figure drops that order:
 /// each member's two round trips back to back, overlapping the others'.
-fn rebalance_round(port: u16, round: usize) -> (f64, f64, f64) {
+fn rebalance_round(port: u16, null_port: u16, round: usize) -> (f64, f64, f64, f64) {
     let addr = format!("127.0.0.1:{port}");
+    let null_addr = format!("127.0.0.1:{null_port}");
     let barrier = Arc::new(Barrier::new(MEMBERS + 1));
     let threads: Vec<_> = (0..MEMBERS)
         .map(|_| {
-            let (addr, barrier) = (addr.clone(), barrier.clone());
+            let (addr, null_addr, barrier) = (addr.clone(), null_addr.clone(), barrier.clone());
             std::thread::spawn(move || {
                 pin_this_thread(1);
                 let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
+                let mut null = Client::connect(&null_addr, Duration::from_secs(10)).unwrap();
                 let group = format!("bench-{round}");
                 let id = member_id(&mut c, &group);
                 let mut round_trip = || {
@@ -163,6 +355,11 @@ fn rebalance_round(port: u16, round: usize) -> (f64, f64, f64) {
                 // Independent round trips.
                 round_trip();
                 round_trip();
+                barrier.wait();
+                // The same exchange against the coordinator that takes no time.
+                barrier.wait();
+                let n = member(&mut null, &group, &id);
+                assert!(n > 0, "every member gets partitions");
                 barrier.wait();
                 // The rebalance.
                 barrier.wait();
@@ -183,11 +380,15 @@ fn rebalance_round(port: u16, round: usize) -> (f64, f64, f64) {
     barrier.wait();
     let t = Instant::now();
     barrier.wait();
+    let null = t.elapsed().as_secs_f64();
+    barrier.wait();
+    let t = Instant::now();
+    barrier.wait();
     let rebalance = t.elapsed().as_secs_f64();
     for t in threads {
         t.join().unwrap();
     }
-    (rebalance, minimum, independent)
+    (rebalance, minimum, independent, null)
 }
 
 /// Offset commits per second with `window` in flight on one connection.
@@ -253,10 +454,20 @@ fn main() {
     let port = free_port();
     let _served = serve(&bin, &dir.join("broker"), port);
     create_topic(port, TOPIC, PARTITIONS, &[]);
+    let null_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let null_port = null_listener.local_addr().unwrap().port();
+    let null_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let null_thread = {
+        let stop = null_stop.clone();
+        std::thread::spawn(move || null_coordinator(null_listener, stop))
+    };
     let (mut reb, mut min, mut ratio, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut indep, mut indep_ratio, mut rates4) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut null, mut null_ratio) = (Vec::new(), Vec::new());
     for round in 0..repeats {
-        let (r, m, i) = rebalance_round(port, round);
+        let (r, m, i, n) = rebalance_round(port, null_port, round);
+        null.push(n);
+        null_ratio.push(r / n);
         reb.push(r);
         min.push(m);
         ratio.push(r / m);
@@ -273,7 +484,11 @@ fn main() {
         }
         rates4.push((count / 4 * 4) as f64 / t.elapsed().as_secs_f64());
     }
+    null_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    null_thread.join().unwrap();
     let per_round: Vec<String> = ratio.iter().map(|r| format!("{r:.2}")).collect();
+    let null_per_round: Vec<String> = null_ratio.iter().map(|r| format!("{r:.2}")).collect();
+    let (null, null_ratio) = (median(null), median(null_ratio));
     let (reb, min, ratio, rate) = (median(reb), median(min), median(ratio), median(rates));
     let (rate4, indep, indep_ratio) = (median(rates4), median(indep), median(indep_ratio));
     println!(
@@ -290,6 +505,11 @@ fn main() {
         "  (against independent round trips, {:.2} ms: ratio {indep_ratio:.2})",
         indep * 1e3
     );
+    println!(
+        "  (against the same exchange with a coordinator that takes no time, {:.2} ms: ratio {null_ratio:.2}, per round {})",
+        null * 1e3,
+        null_per_round.join(" ")
+    );
     println!("  offset commits, one shard, 1 connection x 128 in flight: {rate:.0} per second");
     println!("  offset commits, one shard, 4 connections x 128 in flight: {rate4:.0} per second");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench");
@@ -297,10 +517,11 @@ fn main() {
     let _ = std::fs::write(
         out.join(if quick { "groups-smoke.json" } else { "groups.json" }),
         format!(
-            "{{\"repeats\":{repeats},\"rebalance_ms\":{:.3},\"minimum_ms\":{:.3},\"ratio\":{ratio:.3},\"independent_ms\":{:.3},\"independent_ratio\":{indep_ratio:.3},\"commits_per_sec\":{rate:.0},\"commits_per_sec_4_connections\":{rate4:.0}}}\n",
+            "{{\"repeats\":{repeats},\"rebalance_ms\":{:.3},\"minimum_ms\":{:.3},\"ratio\":{ratio:.3},\"independent_ms\":{:.3},\"independent_ratio\":{indep_ratio:.3},\"null_coordinator_ms\":{:.3},\"null_coordinator_ratio\":{null_ratio:.3},\"commits_per_sec\":{rate:.0},\"commits_per_sec_4_connections\":{rate4:.0}}}\n",
             reb * 1e3,
             min * 1e3,
-            indep * 1e3
+            indep * 1e3,
+            null * 1e3
         ),
     );
 }
