@@ -698,7 +698,11 @@ async fn produce(
             Next::Wait(d) => {
                 let linger = producer.send_lingering().await.map_err(|e| e.to_string())?;
                 let d = linger.map_or(d, |l| l.min(d));
-                glommio::timer::sleep(d).await;
+                // Long waits end early, then the rest is waited for while
+                // the executor polls (it polls for `SPIN_AHEAD` before it
+                // would sleep again), so the send is on time.
+                let t = crate::rate::sleep_before_due(d).unwrap_or(d);
+                glommio::timer::sleep(t).await;
                 continue;
             }
             Next::Send { intended_us } => intended_us,
@@ -738,8 +742,9 @@ async fn produce(
     producer.close().await.map_err(|e| e.to_string())
 }
 
-/// How long an idle worker polls before it sleeps.
-const IDLE_POLL: Duration = Duration::from_micros(200);
+/// How long an idle worker polls before it sleeps, at a fixed rate: as
+/// long as a sender's early wake-up, so the rest of its wait is polled.
+const IDLE_POLL: Duration = crate::rate::SPIN_AHEAD;
 
 /// How often a consumer heartbeats its group.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
