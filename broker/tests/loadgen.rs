@@ -68,6 +68,8 @@ fn counts_match_the_topic_and_the_consumers() {
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("produced: 30001 messages"), "{out}");
+    // As fast as possible there is no schedule to be late for.
+    assert!(!out.contains("sender lag"), "{out}");
     assert!(out.contains("consumed: 30001 messages"), "{out}");
     assert!(out.contains("errors: none"), "{out}");
     assert_eq!(end_offsets_sum(&b.bootstrap(), "lg", 3), 30001);
@@ -174,6 +176,17 @@ fn a_fixed_rate_run_keeps_its_rate_and_stops_on_time() {
     assert_eq!(r["consume"]["messages"].as_u64().unwrap(), n);
     let series = r["series"].as_array().unwrap();
     assert_eq!(series[0]["warmup"], true, "{series:?}");
+    // The sender's own lateness is reported, and it is part of every
+    // message's produce latency, so it can never exceed it.
+    assert!(out.contains("sender lag (us): p50 "), "{out}");
+    let lag = &r["send_lag_us"];
+    let (lag_p50, lag_max) = (lag["p50"].as_u64().unwrap(), lag["max"].as_u64().unwrap());
+    assert!(lag_p50 <= lag_max, "{lag}");
+    assert!(
+        lag_max <= r["produce_latency_us"]["max"].as_u64().unwrap(),
+        "{lag} against {}",
+        r["produce_latency_us"]
+    );
 }
 
 #[test]

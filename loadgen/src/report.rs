@@ -113,6 +113,9 @@ pub struct Report {
     pub consume: Side,
     pub produce_latency_us: Percentiles,
     pub end_to_end_latency_us: Percentiles,
+    /// How late the load generator itself took each message up after its
+    /// intended send time (fixed rate only; part of both latencies).
+    pub send_lag_us: Percentiles,
     /// (percentile, µs) from 0 to 100, for plotting.
     pub produce_spectrum: Vec<(f64, u64)>,
     pub end_to_end_spectrum: Vec<(f64, u64)>,
@@ -159,6 +162,7 @@ impl Report {
             },
             produce_latency_us: total.produce_latency.percentiles(),
             end_to_end_latency_us: total.end_to_end_latency.percentiles(),
+            send_lag_us: total.send_lag.percentiles(),
             produce_spectrum: total.produce_latency.spectrum(),
             end_to_end_spectrum: total.end_to_end_latency.spectrum(),
             series,
@@ -175,10 +179,14 @@ impl Report {
                 side.messages, side.bytes, side.msgs_per_sec, side.mb_per_sec, side.seconds
             );
         }
-        for (name, p) in [
+        let mut latencies = vec![
             ("produce latency", &self.produce_latency_us),
             ("end-to-end latency", &self.end_to_end_latency_us),
-        ] {
+        ];
+        if self.params.rate.is_some() {
+            latencies.push(("sender lag", &self.send_lag_us));
+        }
+        for (name, p) in latencies {
             let _ = writeln!(
                 s,
                 "{name} (us): p50 {} p90 {} p99 {} p99.9 {} p99.99 {} max {}",

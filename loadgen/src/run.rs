@@ -707,6 +707,13 @@ async fn produce(
             }
             Next::Send { intended_us } => intended_us,
         };
+        if intended >= measure_from {
+            stats
+                .borrow_mut()
+                .total
+                .send_lag
+                .record(now.saturating_sub(intended));
+        }
         if stale_flag.replace(false) {
             let leaders = leaders_now(&args.bootstrap, &layout.topic).await?;
             producer.set_leaders(leaders);

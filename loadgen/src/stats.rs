@@ -21,6 +21,10 @@ pub struct Stats {
     pub produce_latency: Latency,
     /// Intended send time to a consumer holding the message, µs.
     pub end_to_end_latency: Latency,
+    /// Intended send time to the moment the sender took the message up,
+    /// µs: the load generator's own lateness, part of both latencies
+    /// above (at a fixed rate; without one it is 0).
+    pub send_lag: Latency,
     /// When the worker finished (µs since the epoch; 0 while running).
     pub finished_us: u64,
 }
@@ -36,6 +40,7 @@ impl Stats {
         }
         self.produce_latency.merge(&o.produce_latency);
         self.end_to_end_latency.merge(&o.end_to_end_latency);
+        self.send_lag.merge(&o.send_lag);
         self.finished_us = self.finished_us.max(o.finished_us);
     }
 
@@ -80,11 +85,13 @@ mod tests {
         b.error("NotLeaderOrFollower", 2);
         b.error("connection", 1);
         b.produce_latency.record(20);
+        b.send_lag.record(7);
         a.merge(&b);
         assert_eq!((a.produced, a.consumed, a.produced_bytes), (5, 5, 30));
         assert_eq!(a.errors["NotLeaderOrFollower"], 3);
         assert_eq!(a.error_count(), 4);
         assert_eq!(a.produce_latency.count(), 2);
+        assert_eq!(a.send_lag.count(), 1);
         assert_eq!(error_name(6), "NotLeaderOrFollower");
         assert_eq!(
             error_name(sluice_net::producer::CONNECTION_FAILED),
