@@ -279,16 +279,14 @@ fn null_coordinator(listener: std::net::TcpListener, stop: Arc<std::sync::atomic
                     }
                     ApiKey::SyncGroup => {
                         let r = SyncGroupRequest::decode(&mut f, version).unwrap();
+                        syncs.push((i, h.correlation_id, r.member_id));
                         if !r.assignments.is_empty() {
                             assignments = Some(r.assignments);
-                            syncs.push((i, h.correlation_id, r.member_id));
-                        } else if assignments.is_none() {
-                            syncs.push((i, h.correlation_id, r.member_id));
-                            continue;
-                        } else {
-                            syncs.push((i, h.correlation_id, r.member_id));
                         }
-                        let all = assignments.as_ref().unwrap();
+                        // Followers wait for the leader's assignments.
+                        let Some(all) = assignments.as_ref() else {
+                            continue;
+                        };
                         for (c, id, m) in syncs.drain(..) {
                             let a = all
                                 .iter()

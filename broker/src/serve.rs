@@ -113,7 +113,12 @@ impl Running {
 /// something), after printing the serving line.
 pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     let started = Instant::now();
-    let cpus = host::online_cpus();
+    // Shard N on the N-th CPU this process may use: the affinity mask (not
+    // every online CPU, which would pin shards outside a `taskset` or a
+    // cpuset), in ascending order (glommio's CpuSet is a hash set, so its
+    // order changes from one start to the next).
+    let cpu_ids = host::allowed_cpus();
+    let cpus = cpu_ids.len();
     let shards = cfg.cores.unwrap_or(cpus);
     if shards == 0 || shards > cpus {
         return Err(ServeError::Cores(shards, cpus));
@@ -219,11 +224,6 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     let mut stops = Vec::new();
     let mut handles = Vec::new();
-    // Shard N on the N-th CPU this process may use: the affinity mask (not
-    // every online CPU, which would pin shards outside a `taskset` or a
-    // cpuset), in ascending order (glommio's CpuSet is a hash set, so its
-    // order changes from one start to the next).
-    let cpu_ids = host::allowed_cpus();
     for (shard, inbox) in inboxes.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         stops.push(stop_tx);
