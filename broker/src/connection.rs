@@ -29,7 +29,7 @@ use sluice_tuning::limits::{
 };
 
 use crate::apis::{self, Reply};
-use crate::shard::{Notify, Shard};
+use crate::shard::{LocalFuture, Notify, Shard};
 
 /// Accepts connections until `stop` is set, serving each on its own task.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
@@ -71,7 +71,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
 /// An answer in the writer's queue, with the size of its request.
 enum Pending {
     Ready(ResponseChunks, usize),
-    Waiting(JoinHandle<ResponseChunks>, usize),
+    /// Polled by the writer when its turn comes (see `Reply::Later`).
+    Later(LocalFuture<ResponseChunks>, usize),
+    Task(JoinHandle<ResponseChunks>, usize),
 }
 
 /// Bytes of requests read and not yet answered on one connection.
@@ -114,7 +116,8 @@ async fn write_answers(
     while let Some(p) = rx.recv().await {
         let (answer, bytes) = match p {
             Pending::Ready(a, bytes) => (a, bytes),
-            Pending::Waiting(h, bytes) => match h.await {
+            Pending::Later(f, bytes) => (f.await, bytes),
+            Pending::Task(h, bytes) => match h.await {
                 Some(a) => (a, bytes),
                 None => return Err("a request handler was cancelled".to_string()),
             },
@@ -251,7 +254,8 @@ async fn read_requests(
             Ok(req) => match apis::dispatch(shard, req, range, peer).await {
                 Reply::Nothing => continue,
                 Reply::Now(a) => Pending::Ready(a, size),
-                Reply::Later(f) => Pending::Waiting(glommio::spawn_local(f).detach(), size),
+                Reply::Later(f) => Pending::Later(f, size),
+                Reply::Task(f) => Pending::Task(glommio::spawn_local(f).detach(), size),
             },
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,

@@ -47,7 +47,7 @@ struct Got {
 
 pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FetchRequest) -> Reply {
     let shard = shard.clone();
-    Reply::Later(Box::pin(async move { fetch(&shard, ctx, req).await }))
+    Reply::Task(Box::pin(async move { fetch(&shard, ctx, req).await }))
 }
 
 async fn fetch(

@@ -9,7 +9,6 @@ use bytes::Bytes;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_tuning::limits;
 
@@ -28,26 +27,25 @@ pub async fn handle(
     let group = req.group_id.0.to_string();
     let session = req.session_timeout_ms;
     let answer = move |r: JoinResult| {
-        let s = |v: String| StrBytes::from_string(v);
         ctx.answer(ResponseKind::JoinGroup(
             JoinGroupResponse::default()
                 .with_error_code(r.error)
                 .with_generation_id(r.generation)
-                .with_protocol_type(r.protocol_type.map(s))
+                .with_protocol_type(r.protocol_type)
                 .with_protocol_name(if ctx.version >= 7 {
-                    r.protocol_name.map(s)
+                    r.protocol_name
                 } else {
-                    Some(s(r.protocol_name.unwrap_or_default()))
+                    Some(r.protocol_name.unwrap_or_default())
                 })
-                .with_leader(s(r.leader))
-                .with_member_id(s(r.member_id))
+                .with_leader(r.leader)
+                .with_member_id(r.member_id)
                 .with_members(
                     r.members
                         .into_iter()
                         .map(|(id, instance, metadata)| {
                             JoinGroupResponseMember::default()
-                                .with_member_id(s(id))
-                                .with_group_instance_id(instance.map(s))
+                                .with_member_id(id)
+                                .with_group_instance_id(instance)
                                 .with_metadata(metadata)
                         })
                         .collect(),

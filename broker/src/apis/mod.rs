@@ -3,9 +3,10 @@
 //!
 //! A handler runs in two phases. What must happen in request order (an
 //! append, a metadata change) runs before the handler returns; what only
-//! waits (for durability, for new data to fetch) is returned as a
+//! waits (for durability, for the group coordinator) is returned as a
 //! [`Reply::Later`] future, so later requests on the connection proceed
-//! while it waits and answers still go out in request order.
+//! while it waits and answers still go out in request order. A fetch,
+//! which waits for data and then reads it, is a [`Reply::Task`].
 
 use std::rc::Rc;
 
@@ -85,8 +86,13 @@ pub enum Reply {
     /// No answer at all (acks=0 produce).
     Nothing,
     Now(ResponseChunks),
-    /// An answer that is still being waited for.
+    /// An answer that only waits for a result produced elsewhere (a sync,
+    /// the coordinator). The connection's writer polls it in its turn, so
+    /// the answer is encoded and written in one wake-up.
     Later(LocalFuture<ResponseChunks>),
+    /// An answer with work of its own: it runs as a task from the moment
+    /// its request is read, while earlier answers are still written.
+    Task(LocalFuture<ResponseChunks>),
 }
 
 /// The request's identity, for building its answer.

@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{answer_from, Ctx, Reply};
@@ -48,8 +47,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
         ctx.answer(ResponseKind::SyncGroup(
             SyncGroupResponse::default()
                 .with_error_code(r.error)
-                .with_protocol_type(r.protocol_type.map(StrBytes::from_string))
-                .with_protocol_name(r.protocol_name.map(StrBytes::from_string))
+                .with_protocol_type(r.protocol_type)
+                .with_protocol_name(r.protocol_name)
                 .with_assignment(r.assignment),
         ))
     }))

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,17 +37,18 @@ impl State {
     }
 }
 
-/// What a join is answered with.
+/// What a join is answered with. The strings every member's answer shares
+/// are `StrBytes`, so answering a round of joins copies none of them.
 #[derive(Debug, Clone, Default)]
 pub struct JoinResult {
     pub error: i16,
     pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub member_id: String,
+    pub protocol_type: Option<StrBytes>,
+    pub protocol_name: Option<StrBytes>,
+    pub leader: StrBytes,
+    pub member_id: StrBytes,
     /// For the leader: every member's id, instance id and metadata.
-    pub members: Vec<(String, Option<String>, Bytes)>,
+    pub members: Vec<(StrBytes, Option<StrBytes>, Bytes)>,
 }
 
 impl JoinResult {
@@ -54,7 +56,7 @@ impl JoinResult {
         JoinResult {
             error: e.code(),
             generation: -1,
-            member_id: member_id.to_string(),
+            member_id: StrBytes::from_string(member_id.to_string()),
             ..Default::default()
         }
     }
@@ -63,8 +65,8 @@ impl JoinResult {
 #[derive(Debug, Clone, Default)]
 pub struct SyncResult {
     pub error: i16,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
+    pub protocol_type: Option<StrBytes>,
+    pub protocol_name: Option<StrBytes>,
     pub assignment: Bytes,
 }
 
@@ -110,9 +112,9 @@ pub struct Group {
     pub id: String,
     pub state: State,
     pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol: Option<String>,
-    pub leader: Option<String>,
+    pub protocol_type: Option<StrBytes>,
+    pub protocol: Option<StrBytes>,
+    pub leader: Option<StrBytes>,
     /// In the order they joined: the first is the next leader when the
     /// leader leaves.
     pub members: BTreeMap<u64, Member>,
@@ -227,7 +229,7 @@ impl Group {
                     && unchanged
                     && self.leader.as_deref() != Some(member_id.as_str())
                 {
-                    let r = self.join_result(&member_id, false);
+                    let r = self.join_result(&member_id);
                     return reply(&tx, r);
                 }
                 self.member_mut(&member_id).expect("present").join = Some(tx);
@@ -252,7 +254,7 @@ impl Group {
                     },
                 );
                 if self.protocol_type.is_none() {
-                    self.protocol_type = Some(req.protocol_type);
+                    self.protocol_type = Some(StrBytes::from_string(req.protocol_type));
                 }
             }
         }
@@ -290,10 +292,10 @@ impl Group {
             reply(&s, SyncResult::error(ResponseError::FencedInstanceId));
         }
         if was_leader {
-            self.leader = Some(new_id.clone());
+            self.leader = Some(StrBytes::from_string(new_id.clone()));
         }
         if self.state == State::Stable && !was_leader {
-            let r = self.join_result(&new_id, false);
+            let r = self.join_result(&new_id);
             return reply(&tx, r);
         }
         self.member_mut(&new_id).expect("renamed").join = Some(tx);
@@ -351,55 +353,85 @@ impl Group {
         if !self
             .leader
             .as_ref()
-            .is_some_and(|l| self.members.values().any(|m| &m.id == l))
+            .is_some_and(|l| self.members.values().any(|m| m.id == **l))
         {
-            self.leader = self.members.values().next().map(|m| m.id.clone());
+            self.leader = self
+                .members
+                .values()
+                .next()
+                .map(|m| StrBytes::from_string(m.id.clone()));
         }
         // The leader's most preferred protocol that every member supports.
         let leader = self.member(self.leader.as_deref().unwrap()).unwrap();
-        self.protocol = leader.protocols.iter().map(|(n, _)| n.clone()).find(|n| {
-            self.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(p, _)| p == n))
-        });
+        self.protocol = leader
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .map(|n| StrBytes::from_string(n.clone()));
         self.state = State::CompletingRebalance;
-        let ids: Vec<String> = self.members.values().map(|m| m.id.clone()).collect();
-        for id in ids {
-            let is_leader = self.leader.as_deref() == Some(id.as_str());
-            let r = self.join_result(&id, is_leader);
-            let m = self.member_mut(&id).unwrap();
+        // Every answer shares one head; only the leader's carries the
+        // member list.
+        let head = self.join_result_head();
+        let members = self.member_list();
+        let leader = self.leader.clone();
+        let mut members = Some(members);
+        for m in self.members.values_mut() {
             m.last_seen = now;
-            if let Some(j) = m.join.take() {
-                reply(&j, r);
+            let Some(j) = m.join.take() else { continue };
+            let mut r = head.clone();
+            r.member_id = StrBytes::from_string(m.id.clone());
+            if leader.as_deref() == Some(m.id.as_str()) {
+                r.members = members.take().unwrap_or_default();
             }
+            reply(&j, r);
         }
     }
 
-    fn join_result(&self, member_id: &str, with_members: bool) -> JoinResult {
-        let protocol = self.protocol.clone().unwrap_or_default();
+    /// A successful join's answer without its member id and member list.
+    fn join_result_head(&self) -> JoinResult {
         JoinResult {
             error: 0,
             generation: self.generation,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol.clone(),
             leader: self.leader.clone().unwrap_or_default(),
-            member_id: member_id.to_string(),
-            members: if with_members {
-                self.members
-                    .values()
-                    .map(|m| {
-                        let meta = m
-                            .protocols
-                            .iter()
-                            .find(|(n, _)| *n == protocol)
-                            .map(|(_, b)| b.clone())
-                            .unwrap_or_default();
-                        (m.id.clone(), m.instance_id.clone(), meta)
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            member_id: StrBytes::default(),
+            members: Vec::new(),
+        }
+    }
+
+    /// What the leader learns of every member: id, instance id and its
+    /// metadata for the group's protocol.
+    fn member_list(&self) -> Vec<(StrBytes, Option<StrBytes>, Bytes)> {
+        let protocol = self.protocol.as_deref().unwrap_or_default();
+        self.members
+            .values()
+            .map(|m| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (
+                    StrBytes::from_string(m.id.clone()),
+                    m.instance_id.clone().map(StrBytes::from_string),
+                    meta,
+                )
+            })
+            .collect()
+    }
+
+    /// A follower's answer (no member list).
+    fn join_result(&self, member_id: &str) -> JoinResult {
+        JoinResult {
+            member_id: StrBytes::from_string(member_id.to_string()),
+            ..self.join_result_head()
         }
     }
 
@@ -666,7 +698,7 @@ mod tests {
             &a,
             None,
             1,
-            vec![(a.clone(), Bytes::from_static(b"all"))],
+            vec![(a.to_string(), Bytes::from_static(b"all"))],
             t0,
             tx,
         );
@@ -715,8 +747,8 @@ mod tests {
             None,
             2,
             vec![
-                (a.clone(), Bytes::from_static(b"p0")),
-                (b.clone(), Bytes::from_static(b"p1")),
+                (a.to_string(), Bytes::from_static(b"p0")),
+                (b.to_string(), Bytes::from_static(b"p1")),
             ],
             t0,
             txa,
@@ -754,7 +786,7 @@ mod tests {
             (2, b.as_str(), 1)
         );
         assert_eq!(
-            g.leave(&[(b.clone(), None), ("x".into(), None)], t0),
+            g.leave(&[(b.to_string(), None), ("x".into(), None)], t0),
             vec![0, ResponseError::UnknownMemberId.code()]
         );
         assert_eq!(g.state, State::Empty);
@@ -783,8 +815,8 @@ mod tests {
             Some("i-a"),
             2,
             vec![
-                (ja.member_id.clone(), Bytes::from_static(b"x")),
-                (jb.member_id.clone(), Bytes::from_static(b"y")),
+                (ja.member_id.to_string(), Bytes::from_static(b"x")),
+                (jb.member_id.to_string(), Bytes::from_static(b"y")),
             ],
             t0,
             tx,

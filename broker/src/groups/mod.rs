@@ -190,7 +190,7 @@ impl Coordinator {
                 (
                     g.id.clone(),
                     (
-                        g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                        g.protocol_type.as_deref().unwrap_or("consumer").to_string(),
                         g.state.name(),
                     ),
                 )
@@ -214,12 +214,12 @@ impl Coordinator {
                 members: Vec::new(),
             });
         };
-        let protocol = g.protocol.clone().unwrap_or_default();
+        let protocol = g.protocol.as_deref().unwrap_or_default();
         Some(GroupView {
             group_id: g.id.clone(),
             state: g.state.name(),
-            protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            protocol: protocol.clone(),
+            protocol_type: g.protocol_type.as_deref().unwrap_or_default().into(),
+            protocol: protocol.into(),
             members: g
                 .members
                 .values()
