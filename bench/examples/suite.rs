@@ -313,7 +313,12 @@ fn main() {
             bulk("all", "102400"),
         );
         let mut w3a = producing("1", "102400", "all");
+        // A latency workload: at 50 MB/s over 2 partitions a 100 KB batch
+        // takes 8 ms to fill, so with loadgen's default 5 ms linger every
+        // message would wait for the linger, and p99 would measure it.
         w3a.extend(args(&[
+            "--linger-ms",
+            "1",
             "--rate",
             "50MB",
             "--duration",

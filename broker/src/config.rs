@@ -53,6 +53,20 @@ pub struct ServeArgs {
     /// Default 200.
     #[arg(long, env = "SLUICE_IDLE_POLL_US")]
     pub idle_poll_us: Option<u64>,
+    /// Priority of the kernel's io_uring workers, which run the writes
+    /// that extend a segment and every fdatasync: `realtime` (SCHED_FIFO
+    /// 1, so a polling shard does not keep them off its CPU; needs root
+    /// or CAP_SYS_NICE, else a warning) or `normal`. Default realtime.
+    #[arg(long, env = "SLUICE_IO_WORKER_PRIORITY", value_enum)]
+    pub io_worker_priority: Option<IoWorkerPriority>,
+}
+
+/// See `ServeArgs::io_worker_priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoWorkerPriority {
+    Realtime,
+    Normal,
 }
 
 /// The same settings in a TOML file.
@@ -77,6 +91,8 @@ struct FileConfig {
     offsets_retention_minutes: Option<u64>,
     #[serde(alias = "idle_poll_us")]
     idle_poll_us: Option<u64>,
+    #[serde(alias = "io_worker_priority")]
+    io_worker_priority: Option<IoWorkerPriority>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +125,7 @@ pub struct BrokerConfig {
     pub cache_bytes_max: Option<usize>,
     pub offsets_retention_minutes: u64,
     pub idle_poll_us: u64,
+    pub io_worker_priority: IoWorkerPriority,
 }
 
 impl BrokerConfig {
@@ -127,6 +144,7 @@ impl BrokerConfig {
             cache_bytes_max: None,
             offsets_retention_minutes: limits::OFFSETS_RETENTION_MINUTES_DEFAULT,
             idle_poll_us: limits::IDLE_POLL_US_DEFAULT,
+            io_worker_priority: IoWorkerPriority::Realtime,
         }
     }
 
@@ -193,6 +211,10 @@ impl BrokerConfig {
                 limits::IDLE_POLL_US_MAX,
             ));
         }
+        cfg.io_worker_priority = args
+            .io_worker_priority
+            .or(file.io_worker_priority)
+            .unwrap_or(IoWorkerPriority::Realtime);
         Ok(cfg)
     }
 }
@@ -232,7 +254,7 @@ mod tests {
         let f = dir.path().join("sluice.toml");
         std::fs::write(
             &f,
-            "listen = \"127.0.0.1:9999\"\nnode-id = 7\ndefault_partitions = 4\nauto-create-topics = false\nidle-poll-us = 50\n",
+            "listen = \"127.0.0.1:9999\"\nnode-id = 7\ndefault_partitions = 4\nauto-create-topics = false\nidle-poll-us = 50\nio-worker-priority = \"normal\"\n",
         )
         .unwrap();
         let cfg = BrokerConfig::resolve(ServeArgs {
@@ -251,6 +273,7 @@ mod tests {
         assert!(!cfg.auto_create_topics);
         assert_eq!(cfg.data_dir, PathBuf::from("./sluice-data"));
         assert_eq!(cfg.idle_poll_us, 50);
+        assert_eq!(cfg.io_worker_priority, IoWorkerPriority::Normal);
         let e = BrokerConfig::resolve(ServeArgs {
             idle_poll_us: Some(limits::IDLE_POLL_US_MAX + 1),
             ..Default::default()
@@ -259,6 +282,7 @@ mod tests {
         assert!(e.to_string().contains("--idle-poll-us"), "{e}");
         let cfg = BrokerConfig::resolve(ServeArgs::default()).unwrap();
         assert_eq!(cfg.idle_poll_us, limits::IDLE_POLL_US_DEFAULT);
+        assert_eq!(cfg.io_worker_priority, IoWorkerPriority::Realtime);
 
         std::fs::write(&f, "no-such-key = 1\n").unwrap();
         let e = BrokerConfig::resolve(ServeArgs {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use glommio::Placement;
 use sluice_tuning::{host, limits};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, IoWorkerPriority};
 use crate::metadata;
 use crate::shard::Job;
 use crate::shard_main::{run_shard, ShardReady, ShardStart};
@@ -83,6 +83,8 @@ pub struct Running {
     stops: Vec<flume::Sender<()>>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     failed: usize,
+    /// Gives io_uring workers real-time priority.
+    promoter: Option<IoWorkerPromoter>,
 }
 
 impl Running {
@@ -100,6 +102,9 @@ impl Running {
         }
         for h in self.handles {
             let _ = h.join();
+        }
+        if let Some(p) = self.promoter {
+            p.stop();
         }
         if self.failed > 0 {
             return Err(ServeError::PartitionsFailed(self.failed));
@@ -285,9 +290,60 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     );
     println!("{line}");
     let _ = std::io::stdout().flush();
+    let promoter = match cfg.io_worker_priority {
+        IoWorkerPriority::Realtime => IoWorkerPromoter::start(),
+        IoWorkerPriority::Normal => None,
+    };
     Ok(Running {
         stops,
         handles,
         failed,
+        promoter,
     })
+}
+
+/// The thread that gives this process's io_uring workers SCHED_FIFO (see
+/// `sluice_tuning::io_workers`), until stopped; one warning if the kernel
+/// refuses.
+pub struct IoWorkerPromoter {
+    stop: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl IoWorkerPromoter {
+    pub fn start() -> Option<IoWorkerPromoter> {
+        let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
+        let started = std::thread::Builder::new()
+            .name("sluice-io-prio".into())
+            .spawn(move || {
+                let p = sluice_tuning::io_workers::Promoter::this_process();
+                if let Some(why) = p.run(&stopped) {
+                    tracing::warn!(
+                        error = %why,
+                        "io_uring workers stay at normal priority (real-time needs root or \
+                         CAP_SYS_NICE): a polling shard can keep an fdatasync or an extending \
+                         write off its CPU for a time slice (sluice serve \
+                         --io-worker-priority normal does without)"
+                    );
+                }
+            });
+        match started {
+            Ok(thread) => {
+                tracing::info!(
+                    "io_uring workers (extending writes, fdatasync) get SCHED_FIFO {}",
+                    sluice_tuning::limits::IO_WORKER_FIFO_PRIORITY
+                );
+                Some(IoWorkerPromoter { stop, thread })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring workers stay at normal priority: no thread to promote them");
+                None
+            }
+        }
+    }
+
+    pub fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }

@@ -407,3 +407,87 @@ fn serve_reports_a_listen_address_in_use() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen"), "{err}");
 }
+
+/// The io_uring workers of process `pid`: (thread id, runs SCHED_FIFO).
+fn io_workers(pid: u32) -> Vec<(i32, bool)> {
+    let dir = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+    sluice_tuning::io_workers::io_worker_threads(&dir)
+        .into_iter()
+        .map(|t| (t, sluice_tuning::io_workers::is_fifo(t)))
+        .collect()
+}
+
+/// Produces with acks=all until the broker has io_uring workers (the
+/// segment's extending writes and the fdatasync run on them).
+fn produce_until_io_workers(b: &Broker) -> Vec<(i32, bool)> {
+    use common::wire::{create_topic, produce, Wire};
+    let mut w = Wire::connect(b.port);
+    create_topic(&mut w, "durable", 1);
+    for round in 0..200 {
+        let records = sluice_storage::batch::build::uniform(64, 1000, 1_700_000_000_000);
+        assert_eq!(produce(&mut w, "durable", 0, records).0, 0, "round {round}");
+        let workers = io_workers(b.child.id());
+        if !workers.is_empty() {
+            return workers;
+        }
+    }
+    panic!("no io_uring worker after 200 durable produces");
+}
+
+// Proves the broker gives its io_uring workers (which run extending
+// writes and fdatasync, and otherwise wait for the CPU behind a polling
+// shard) SCHED_FIFO by default when the host permits it, says so in a
+// warning when it does not, and leaves them alone with
+// `--io-worker-priority normal`.
+#[test]
+fn io_uring_workers_get_realtime_priority_unless_told_not_to() {
+    let data = tempdir();
+    let mut b = Broker::start(data.path(), 1, &[]);
+    // Whether this host lets the broker (same user) use SCHED_FIFO: try it
+    // on a thread of this test.
+    let permitted = std::thread::spawn(|| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        sluice_tuning::io_workers::set_fifo(tid, 1).is_ok()
+    })
+    .join()
+    .unwrap();
+    let mut workers = produce_until_io_workers(&b);
+    if permitted {
+        // The promoter looks every IO_WORKER_SCAN_MS; allow many looks.
+        for _ in 0..100 {
+            if workers.iter().all(|w| w.1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            workers = io_workers(b.child.id());
+        }
+        assert!(
+            !workers.is_empty() && workers.iter().all(|w| w.1),
+            "{workers:?}"
+        );
+        assert!(b.wait_for("get SCHED_FIFO"), "{:#?}", b.seen);
+    } else {
+        assert!(
+            b.wait_for("io_uring workers stay at normal priority"),
+            "{:#?}",
+            b.seen
+        );
+    }
+    b.stop();
+
+    let data = tempdir();
+    let mut b = Broker::start(data.path(), 1, &["--io-worker-priority", "normal"]);
+    produce_until_io_workers(&b);
+    std::thread::sleep(Duration::from_millis(
+        sluice_tuning::limits::IO_WORKER_SCAN_MS * 6,
+    ));
+    let workers = io_workers(b.child.id());
+    assert!(workers.iter().all(|w| !w.1), "{workers:?}");
+    b.stop();
+    assert!(
+        !b.seen.iter().any(|l| l.contains("SCHED_FIFO")),
+        "{:#?}",
+        b.seen
+    );
+}

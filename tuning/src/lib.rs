@@ -7,5 +7,6 @@
 
 pub mod host;
 pub mod io_properties;
+pub mod io_workers;
 pub mod limits;
 pub mod tune;

@@ -162,3 +162,12 @@ pub const MALLOC_TRIM_THRESHOLD_BYTES: i32 = 1 << 30;
 pub const IDLE_POLL_US_DEFAULT: u64 = 200;
 /// The longest idle poll accepted: past this a shard is just spinning.
 pub const IDLE_POLL_US_MAX: u64 = 10_000;
+
+/// How often the broker looks for new io_uring workers to give real-time
+/// priority (see `io_workers`). A worker started between two looks runs
+/// at normal priority until the next: reading /proc/self/task costs tens
+/// of microseconds on a thread of its own.
+pub const IO_WORKER_SCAN_MS: u64 = 50;
+/// The SCHED_FIFO priority of io_uring workers: the lowest, above every
+/// normal thread and below any real-time thread of the host's own.
+pub const IO_WORKER_FIFO_PRIORITY: i32 = 1;
