@@ -319,8 +319,6 @@ impl Coordinator {
         rx
     }
 
-    /// Stores offset changes durably on a task of its own; the error code
-    /// (0 on success) comes on `tx`.
     /// A member's commit for `group`: stored like `spawn_commit`, and
     /// counted as pending until it is (see `wait_for_commits`).
     pub fn spawn_group_commit(
@@ -334,11 +332,11 @@ impl Coordinator {
             .borrow_mut()
             .entry(group.to_string())
             .or_default() += 1;
-        let (done_tx, done_rx) = flume::bounded(1);
-        self.spawn_commit(items, done_tx);
+        // One task stores the commit and then answers (a second task and
+        // channel per commit cost more than the storing on a busy shard).
         let (c, group) = (self.clone(), group.to_string());
         glommio::spawn_local(async move {
-            let code = done_rx.recv_async().await.unwrap_or(-1);
+            let code = c.store(items).await;
             {
                 let mut p = c.pending_commits.borrow_mut();
                 if let Some(n) = p.get_mut(&group) {
@@ -365,6 +363,8 @@ impl Coordinator {
         }
     }
 
+    /// Stores offset changes durably on a task of its own; the error code
+    /// (0 on success) comes on `tx`.
     pub fn spawn_commit(
         self: &Rc<Self>,
         items: Vec<(OffsetKey, Option<Committed>)>,
@@ -372,16 +372,21 @@ impl Coordinator {
     ) {
         let c = self.clone();
         glommio::spawn_local(async move {
-            let code = match c.offsets.commit(items).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "offsets not stored");
-                    e.kafka_code()
-                }
-            };
+            let code = c.store(items).await;
             let _ = tx.try_send(code);
         })
         .detach();
+    }
+
+    /// Stores offsets durably; the Kafka error code of the outcome.
+    async fn store(&self, items: Vec<(OffsetKey, Option<Committed>)>) -> i16 {
+        match self.offsets.commit(items).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "offsets not stored");
+                e.kafka_code()
+            }
+        }
     }
 
     /// Session and rebalance timeouts every `GROUP_TICK_MS`; offsets log
