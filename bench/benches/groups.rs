@@ -456,6 +456,10 @@ fn main() {
     let bin = broker_bin();
     let port = free_port();
     let _served = serve(&bin, &dir.join("broker"), port);
+    // The timing thread waits with the clients, on their CPU: woken on the
+    // broker's CPU, it would wait behind the polling shard to read the
+    // clock.
+    pin_this_thread(1);
     create_topic(port, TOPIC, PARTITIONS, &[]);
     let null_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let null_port = null_listener.local_addr().unwrap().port();
