@@ -305,13 +305,13 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
 /// The thread that gives this process's io_uring workers SCHED_FIFO (see
 /// `sluice_tuning::io_workers`), until stopped; one warning if the kernel
 /// refuses.
-pub struct IoWorkerPromoter {
+struct IoWorkerPromoter {
     stop: std::sync::mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl IoWorkerPromoter {
-    pub fn start() -> Option<IoWorkerPromoter> {
+    fn start() -> Option<IoWorkerPromoter> {
         let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
         let started = std::thread::Builder::new()
             .name("sluice-io-prio".into())
@@ -342,7 +342,7 @@ impl IoWorkerPromoter {
         }
     }
 
-    pub fn stop(self) {
+    fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
     }

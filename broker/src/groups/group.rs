@@ -377,9 +377,8 @@ impl Group {
         // Every answer shares one head; only the leader's carries the
         // member list.
         let head = self.join_result_head();
-        let members = self.member_list();
+        let mut members = Some(self.member_list());
         let leader = self.leader.clone();
-        let mut members = Some(members);
         for m in self.members.values_mut() {
             m.last_seen = now;
             let Some(j) = m.join.take() else { continue };
