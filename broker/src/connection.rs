@@ -25,7 +25,7 @@ use sluice_net::request::{decode_request, RequestError};
 use sluice_net::response::{api_versions_unsupported, ResponseChunks};
 use sluice_tuning::limits::{
     CONNECTIONS_PER_SHARD_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
-    INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX, SOCKET_READ_BYTES,
+    INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX, SOCKET_READ_AHEAD_BYTES_MAX, SOCKET_READ_BYTES,
 };
 
 use crate::apis::{self, Reply};
@@ -144,6 +144,50 @@ enum RecvNow {
     Failed(std::io::Error),
 }
 
+/// How much a connection reads at once. A stream of large produce
+/// requests should land each frame whole in one allocation: growing the
+/// buffer once a frame's length is known copies what was already read
+/// (the frames before it are still held by the log's cache, so the
+/// buffer cannot be reused in place).
+struct ReadSizer {
+    /// Room to make before a frame's length is known: the size of the
+    /// frames this connection has been sending, halving when they shrink.
+    ahead: usize,
+}
+
+impl Default for ReadSizer {
+    fn default() -> Self {
+        ReadSizer {
+            ahead: SOCKET_READ_BYTES,
+        }
+    }
+}
+
+impl ReadSizer {
+    /// Bytes to ask the socket for, holding `have` bytes of a frame that
+    /// needs `missing` more (its length prefix counts while incomplete).
+    fn want(&self, have: usize, missing: usize) -> usize {
+        if have < 4 {
+            missing.max(self.ahead)
+        } else if missing >= SOCKET_READ_BYTES {
+            // A large frame is read to its end and no further, so the next
+            // starts an allocation of its own rather than being copied out
+            // of this one's tail.
+            missing
+        } else {
+            // Small frames are read many at a time.
+            SOCKET_READ_BYTES
+        }
+    }
+
+    /// A frame of `len` bytes (without its prefix) was taken off.
+    fn saw_frame(&mut self, len: usize) {
+        self.ahead = (len + 4)
+            .max(self.ahead / 2)
+            .clamp(SOCKET_READ_BYTES, SOCKET_READ_AHEAD_BYTES_MAX);
+    }
+}
+
 /// One non-blocking `recv` of up to `want` bytes into `buf`'s spare
 /// capacity.
 fn recv_now(fd: RawFd, buf: &mut BytesMut, want: usize) -> RecvNow {
@@ -186,6 +230,7 @@ async fn read_requests(
 ) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
+    let mut sizer = ReadSizer::default();
     loop {
         // Past the byte limit, read nothing more until answers go out.
         while inflight.bytes.get() > INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX {
@@ -198,7 +243,7 @@ async fn read_requests(
         let missing = decoder.missing(&buf).map_err(|e| e.to_string())?;
         if missing > 0 {
             let have = buf.len();
-            let want = missing.max(SOCKET_READ_BYTES);
+            let want = sizer.want(have, missing);
             // What the socket already holds is taken straight into the
             // buffer's spare room (no zero-filling it first); only when
             // it holds nothing does the read wait, through the stream.
@@ -249,6 +294,7 @@ async fn read_requests(
             frame.as_ptr() as usize + frame.len(),
         );
         let size = frame.len();
+        sizer.saw_frame(size);
         let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
             Ok(req) => match apis::dispatch(shard, req, range, peer).await {
@@ -349,4 +395,36 @@ async fn write_chunks(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a stream of large frames is read a frame at a time into room
+    // made for the whole frame, and that small frames are still batched.
+    #[test]
+    fn reads_are_sized_by_the_frames_sent() {
+        let mut s = ReadSizer::default();
+        // Nothing known yet: one socket read's worth.
+        assert_eq!(s.want(0, 4), SOCKET_READ_BYTES);
+        // A 200 KB frame whose prefix arrived: read to its end exactly.
+        assert_eq!(s.want(64 * 1024, 200_000 - 64 * 1024 + 4), 200_004 - 65_536);
+        s.saw_frame(200_000);
+        // The next frame's start makes room for a frame of that size.
+        assert_eq!(s.want(0, 4), 200_004);
+        assert_eq!(s.want(2, 2), 200_004);
+        // Small frames with their length known: many per read.
+        assert_eq!(s.want(100, 50), SOCKET_READ_BYTES);
+        // Smaller frames shrink the room by halves, never below one read.
+        s.saw_frame(100);
+        assert_eq!(s.want(0, 4), 100_002);
+        for _ in 0..8 {
+            s.saw_frame(100);
+        }
+        assert_eq!(s.want(0, 4), SOCKET_READ_BYTES);
+        // A huge frame does not make every later read that large.
+        s.saw_frame(90 * 1024 * 1024);
+        assert_eq!(s.want(0, 4), SOCKET_READ_AHEAD_BYTES_MAX);
+    }
 }

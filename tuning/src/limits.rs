@@ -96,6 +96,12 @@ pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 /// Bytes read from a socket at once into a connection's receive buffer.
 pub const SOCKET_READ_BYTES: usize = 64 * 1024;
+/// Most room a connection's receive buffer makes ahead of a frame whose
+/// length it does not know yet, sized by the frames it has been sent (so
+/// a stream of large produce requests lands whole, each in one
+/// allocation, instead of growing and copying the buffer as each
+/// length becomes known).
+pub const SOCKET_READ_AHEAD_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Requests read from one connection and not yet answered; past this the
 /// connection is not read until the oldest answer is written. (Producers
