@@ -253,6 +253,100 @@ fn acks_zero_and_pipelining() {
     assert_eq!(total, 2 + 100);
 }
 
+// Produce requests from a few hundred bytes to 3 MB, pipelined and
+// written in uneven pieces with pauses between some (so the broker reads
+// frames whole, in parts, across frame ends and after waiting on an empty
+// socket), are each stored once, in order, and read back byte for byte.
+#[test]
+fn requests_of_every_size_arriving_in_pieces() {
+    let (_data, _b, _, mut w) = start_with_topic("sizes", 1);
+    // Each request's batches as (records, value bytes): frames of about
+    // 0.2 KB to 3 MB (three batches under the 1 MB batch limit), large
+    // after small and small after large.
+    let requests: Vec<Vec<(usize, usize)>> = vec![
+        vec![(2, 50)],
+        vec![(150, 1000)],
+        vec![(1000, 1000)],
+        vec![(1, 200)],
+        vec![(70, 1000)],
+        vec![(1000, 1000), (1000, 1000), (1000, 1000)],
+        vec![(64, 1000)],
+        vec![(3, 10)],
+        vec![(500, 1000)],
+        vec![(2, 100)],
+        vec![(130, 1000)],
+    ];
+    let mut batches: Vec<bytes::Bytes> = Vec::new();
+    let mut bytes = Vec::new();
+    for (i, shapes) in requests.iter().enumerate() {
+        let mut records = Vec::new();
+        for &(n, v) in shapes {
+            let ts = 1_700_000_000_000 + batches.len() as i64;
+            let b = sluice_storage::batch::build::uniform(n, v, ts);
+            records.extend_from_slice(&b);
+            batches.push(b);
+        }
+        bytes.extend_from_slice(&Wire::frame(
+            ApiKey::Produce,
+            9,
+            500 + i as i32,
+            &produce_request("sizes", 0, 1, records.into()),
+        ));
+    }
+    let mut at = 0;
+    let mut piece = 7_919;
+    while at < bytes.len() {
+        let end = (at + piece).min(bytes.len());
+        w.s.write_all(&bytes[at..end]).unwrap();
+        w.s.flush().unwrap();
+        at = end;
+        piece = piece * 7 % 300_007 + 1;
+        if piece % 3 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut next = 0i64;
+    for (i, shapes) in requests.iter().enumerate() {
+        let (got, r) = w.recv::<ProduceResponse>(ApiKey::Produce, 9);
+        assert_eq!(got, 500 + i as i32);
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, next), "request {i}");
+        next += shapes.iter().map(|&(n, _)| n as i64).sum::<i64>();
+    }
+    assert_eq!(latest_offset(&mut w, "sizes", 0), next);
+    // Read back: every batch as sent from its CRC on (the broker sets only
+    // the base offset and leader epoch before it).
+    let mut offset = 0i64;
+    let mut stored = Vec::new();
+    while offset < next {
+        let r: FetchResponse = w.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request("sizes", 0, offset, 0, 8 << 20),
+        );
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let mut rest = p.records.clone().unwrap_or_default();
+        assert!(!rest.is_empty(), "fetch at {offset} returned nothing");
+        while rest.len() >= 12 {
+            let len = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+            if rest.len() < len {
+                break;
+            }
+            let b = rest.split_to(len);
+            let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+            let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            offset = base + last_delta as i64 + 1;
+            stored.push(b);
+        }
+    }
+    assert_eq!(stored.len(), batches.len());
+    for (i, (got, sent)) in stored.iter().zip(&batches).enumerate() {
+        assert_eq!(got.len(), sent.len(), "batch {i}");
+        assert!(got[17..] == sent[17..], "batch {i} differs");
+    }
+}
+
 fn describe(w: &mut Wire, topic: &str) -> Vec<(String, String, i8)> {
     let r: DescribeConfigsResponse = w.call(
         ApiKey::DescribeConfigs,
