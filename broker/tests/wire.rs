@@ -1,6 +1,7 @@
 //! The broker at the protocol level, where exact requests matter:
 //! idempotent retries and sequence gaps, long-poll fetches woken by new
-//! data, acks=0, pipelining, IncrementalAlterConfigs, and bad input, each
+//! data, acks=0, pipelining, requests of every size arriving in pieces,
+//! IncrementalAlterConfigs, and bad input, each
 //! case followed by a normal client being served.
 
 mod common;
