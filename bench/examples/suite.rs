@@ -1,7 +1,7 @@
 //! The benchmark suite: one command that starts a sluice broker on a fresh
 //! data directory, measures this machine's limits in the same run (fio:
-//! direct sequential write with fdatasync, direct sequential read; iperf3:
-//! loopback), runs the standard workloads with `sluice loadgen`, and
+//! direct sequential write with fdatasync, direct sequential read of one
+//! file and of two at once; iperf3: loopback), runs the standard workloads with `sluice loadgen`, and
 //! writes `target/bench/suite.json` and a Markdown table.
 //!
 //!     cargo build --release -p sluice-broker
@@ -67,32 +67,76 @@ fn run_json(cmd: &mut Command) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{cmd:?}: not JSON: {e}"))
 }
 
-/// fio's direct sequential write (1 MiB, depth 4, fdatasync every 4
-/// writes, like acks=all group commit) and read (256 KiB, depth 16), in
-/// bytes per second.
-fn fio_limits(dir: &Path) -> (f64, f64) {
+/// The disk's limits, in bytes per second, from fio with direct I/O:
+/// sequential write (1 MiB, depth 4, fdatasync every 4 writes, like
+/// acks=all group commit), sequential read of one file (256 KiB, depth
+/// 16), and the same depth split over two files read at once, the shape
+/// of W4b (two partitions caught up together; two streams read slower
+/// than one on some disks).
+struct DiskLimits {
+    write: f64,
+    read: f64,
+    read_two_files: f64,
+}
+
+fn fio_limits(dir: &Path) -> DiskLimits {
     let file = dir.join("fio.dat");
+    let second = dir.join("fio2.dat");
     let fio = |args: &[&str]| {
         let mut c = Command::new("fio");
-        c.args([
-            "--name=limit",
-            "--ioengine=io_uring",
-            "--direct=1",
-            "--size=2G",
-        ])
-        .arg(format!("--filename={}", file.display()))
-        .args(args)
-        .arg("--output-format=json");
+        // Options before the first --name apply to every job.
+        c.args(["--output-format=json", "--ioengine=io_uring", "--direct=1"])
+            .args(args);
         run_json(&mut c)
     };
+    let f = |p: &Path| format!("--filename={}", p.display());
     let _ = std::fs::remove_file(&file);
-    let w = fio(&["--rw=write", "--bs=1M", "--iodepth=4", "--fdatasync=4"]);
-    let r = fio(&["--rw=read", "--bs=256k", "--iodepth=16"]);
+    let _ = std::fs::remove_file(&second);
+    let w = fio(&[
+        "--name=limit",
+        &f(&file),
+        "--size=2G",
+        "--rw=write",
+        "--bs=1M",
+        "--iodepth=4",
+        "--fdatasync=4",
+    ]);
+    let r = fio(&[
+        "--name=limit",
+        &f(&file),
+        "--size=2G",
+        "--rw=read",
+        "--bs=256k",
+        "--iodepth=16",
+    ]);
+    // The second file, then both read at once (depth 8 each), reported
+    // as one group.
+    fio(&[
+        "--name=fill",
+        &f(&second),
+        "--size=1G",
+        "--rw=write",
+        "--bs=1M",
+        "--iodepth=4",
+    ]);
+    let r2 = fio(&[
+        "--size=1G",
+        "--rw=read",
+        "--bs=256k",
+        "--iodepth=8",
+        "--group_reporting",
+        "--name=a",
+        &f(&file),
+        "--name=b",
+        &f(&second),
+    ]);
     let _ = std::fs::remove_file(&file);
-    (
-        w["jobs"][0]["write"]["bw_bytes"].as_f64().unwrap(),
-        r["jobs"][0]["read"]["bw_bytes"].as_f64().unwrap(),
-    )
+    let _ = std::fs::remove_file(&second);
+    DiskLimits {
+        write: w["jobs"][0]["write"]["bw_bytes"].as_f64().unwrap(),
+        read: r["jobs"][0]["read"]["bw_bytes"].as_f64().unwrap(),
+        read_two_files: r2["jobs"][0]["read"]["bw_bytes"].as_f64().unwrap(),
+    }
 }
 
 /// iperf3 over loopback, one stream, bytes per second.
@@ -286,11 +330,12 @@ fn main() {
     let mut rounds = Vec::new();
     for round in 0..repeats {
         eprintln!("suite: round {} of {repeats}: limits", round + 1);
-        let (write_limit, read_limit) = fio_limits(&dir);
+        let disk = fio_limits(&dir);
         let loopback = loopback_limit();
         let mut r = json!({
-            "fio_write_bytes_per_sec": write_limit,
-            "fio_read_bytes_per_sec": read_limit,
+            "fio_write_bytes_per_sec": disk.write,
+            "fio_read_bytes_per_sec": disk.read,
+            "fio_read_two_files_bytes_per_sec": disk.read_two_files,
             "loopback_bytes_per_sec": loopback,
         });
         let broker = Broker::start(&bin, &data, true, cache_bytes);
@@ -449,6 +494,13 @@ fn main() {
             None,
         ),
         row(
+            "W4b, against reading two files at once",
+            "w4b_bytes_per_sec",
+            "fio_read_two_files_bytes_per_sec",
+            "fio read, 2 files",
+            None,
+        ),
+        row(
             "W5 acks=1 bulk",
             "w5_bytes_per_sec",
             lo,
@@ -476,9 +528,10 @@ fn main() {
         pct("w3_end_to_end_latency_us", "p9999"),
     ));
     let limits = format!(
-        "limits (median): fio write {:.0} MB/s, fio read {:.0} MB/s, loopback {:.0} MB/s",
+        "limits (median): fio write {:.0} MB/s, fio read {:.0} MB/s ({:.0} MB/s two files at once), loopback {:.0} MB/s",
         med(&|r| get(r, "fio_write_bytes_per_sec")) / mb,
         med(&|r| get(r, "fio_read_bytes_per_sec")) / mb,
+        med(&|r| get(r, "fio_read_two_files_bytes_per_sec")) / mb,
         med(&|r| get(r, "loopback_bytes_per_sec")) / mb,
     );
     println!("suite: median of {repeats} rounds, {seconds} per workload\n{limits}\n\n{table}");
