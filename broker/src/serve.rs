@@ -317,7 +317,13 @@ impl IoWorkerPromoter {
             .name("sluice-io-prio".into())
             .spawn(move || {
                 let p = sluice_tuning::io_workers::Promoter::this_process();
-                if let Some(why) = p.run(&stopped) {
+                let promoted = || {
+                    tracing::info!(
+                        "io_uring workers (extending writes, fdatasync) get SCHED_FIFO {}",
+                        sluice_tuning::limits::IO_WORKER_FIFO_PRIORITY
+                    )
+                };
+                if let Some(why) = p.run(&stopped, promoted) {
                     tracing::warn!(
                         error = %why,
                         "io_uring workers stay at normal priority (real-time needs root or \
@@ -328,13 +334,7 @@ impl IoWorkerPromoter {
                 }
             });
         match started {
-            Ok(thread) => {
-                tracing::info!(
-                    "io_uring workers (extending writes, fdatasync) get SCHED_FIFO {}",
-                    sluice_tuning::limits::IO_WORKER_FIFO_PRIORITY
-                );
-                Some(IoWorkerPromoter { stop, thread })
-            }
+            Ok(thread) => Some(IoWorkerPromoter { stop, thread }),
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring workers stay at normal priority: no thread to promote them");
                 None

@@ -119,12 +119,22 @@ impl Promoter {
 
     /// Runs passes every `IO_WORKER_SCAN_MS` until `stop` receives (or its
     /// sender is gone); returns early, with the reason, when the kernel
-    /// refuses.
-    pub fn run(mut self, stop: &std::sync::mpsc::Receiver<()>) -> Option<String> {
+    /// refuses. `first_promoted` runs once, when the first worker has been
+    /// promoted.
+    pub fn run(
+        mut self,
+        stop: &std::sync::mpsc::Receiver<()>,
+        mut first_promoted: impl FnMut(),
+    ) -> Option<String> {
+        let mut promoted_any = false;
         loop {
             let p = self.pass();
             if p.refused.is_some() {
                 return p.refused;
+            }
+            if p.promoted > 0 && !promoted_any {
+                promoted_any = true;
+                first_promoted();
             }
             match stop.recv_timeout(Duration::from_millis(limits::IO_WORKER_SCAN_MS)) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
