@@ -1,8 +1,9 @@
 //! The benchmark suite: one command that starts a sluice broker on a fresh
 //! data directory, measures this machine's limits in the same run (fio:
 //! direct sequential write with fdatasync, direct sequential read of one
-//! file and of two at once; iperf3: loopback), runs the standard workloads with `sluice loadgen`, and
-//! writes `target/bench/suite.json` and a Markdown table.
+//! file and of two at once; iperf3: loopback), runs the standard workloads
+//! with `sluice loadgen`, and writes `target/bench/suite.json` and a
+//! Markdown table.
 //!
 //!     cargo build --release -p sluice-broker
 //!     cargo run --release -p sluice-bench --example suite
