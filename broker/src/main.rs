@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_broker::cli;
 
-/// The system allocator, plus the guard that keeps an untrusted frame's
-/// bogus element counts from aborting the process (see `sluice_net::guard`).
+/// The system allocator with direct-I/O buffers in huge pages (see
+/// `sluice_storage::dma_memory`), plus the guard that keeps an untrusted
+/// frame's bogus element counts from aborting the process (see
+/// `sluice_net::guard`).
 #[global_allocator]
-static ALLOC: sluice_net::guard::GuardedAlloc = sluice_net::guard::GuardedAlloc;
+static ALLOC: sluice_net::guard::GuardedAlloc<sluice_storage::dma_memory::DmaAwareAlloc> =
+    sluice_net::guard::GuardedAlloc(sluice_storage::dma_memory::DmaAwareAlloc);
 
 #[derive(Parser)]
 #[command(

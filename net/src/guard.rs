@@ -10,8 +10,8 @@
 //! costs nothing before the decoder fails on the missing bytes.
 //!
 //! [`GuardedAlloc`] must be the binary's global allocator for the guard to
-//! act; everywhere else it is the system allocator plus one thread-local
-//! read per allocation. Reserved regions are recorded, so a free always
+//! act; everywhere else it is the allocator it wraps (the system allocator
+//! by default) plus one thread-local read per allocation. Reserved regions are recorded, so a free always
 //! goes back to the allocator that made the block.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -32,9 +32,10 @@ thread_local! {
 
 static RESERVED: Mutex<[(usize, usize); RESERVED_MAX]> = Mutex::new([(0, 0); RESERVED_MAX]);
 
-/// The system allocator, with lazy reservation of large blocks while the
-/// current thread decodes untrusted input.
-pub struct GuardedAlloc;
+/// An allocator (`A`, the system allocator unless given), with lazy
+/// reservation of large blocks while the current thread decodes untrusted
+/// input.
+pub struct GuardedAlloc<A = System>(pub A);
 
 fn untrusted() -> bool {
     // `try_with` because allocation can happen while thread locals are torn
@@ -116,15 +117,15 @@ fn is_reserved(ptr: *mut u8) -> bool {
     table.iter().any(|e| e.0 == ptr as usize)
 }
 
-// SAFETY: every block is served either by `System` or by `reserve`, and
-// freed by the same one (large frees consult the table of reserved
-// regions); `realloc` moves between the two by copying.
-unsafe impl GlobalAlloc for GuardedAlloc {
+// SAFETY: every block is served either by `A` or by `reserve`, and freed
+// by the same one (large frees consult the table of reserved regions);
+// `realloc` moves between the two by copying.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for GuardedAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match reserve_if_untrusted(layout) {
             Some(p) => p,
             // SAFETY: forwarded contract.
-            None => unsafe { System.alloc(layout) },
+            None => unsafe { self.0.alloc(layout) },
         }
     }
 
@@ -133,7 +134,7 @@ unsafe impl GlobalAlloc for GuardedAlloc {
         match reserve_if_untrusted(layout) {
             Some(p) => p,
             // SAFETY: forwarded contract.
-            None => unsafe { System.alloc_zeroed(layout) },
+            None => unsafe { self.0.alloc_zeroed(layout) },
         }
     }
 
@@ -141,16 +142,16 @@ unsafe impl GlobalAlloc for GuardedAlloc {
         if layout.size() >= RESERVE_BYTES_MIN && release(ptr) {
             return;
         }
-        // SAFETY: not reserved, so System made it.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: not reserved, so `A` made it.
+        unsafe { self.0.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_reserved = layout.size() >= RESERVE_BYTES_MIN && is_reserved(ptr);
         let new_reserved = new_size >= RESERVE_BYTES_MIN && untrusted();
         if !old_reserved && !new_reserved {
-            // SAFETY: System made it and may resize it.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            // SAFETY: `A` made it and may resize it.
+            return unsafe { self.0.realloc(ptr, layout, new_size) };
         }
         // SAFETY: the layout is valid: same alignment, a size the caller
         // vouches for.

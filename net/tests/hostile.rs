@@ -9,7 +9,7 @@ use sluice_net::guard::GuardedAlloc;
 use sluice_net::request::{decode_request, RequestError};
 
 #[global_allocator]
-static ALLOC: GuardedAlloc = GuardedAlloc;
+static ALLOC: GuardedAlloc = GuardedAlloc(std::alloc::System);
 
 fn all_versions(k: ApiKey) -> Option<(i16, i16)> {
     let v = k.valid_versions();

@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod cache;
 pub mod config;
+pub mod dma_memory;
 pub mod error;
 pub mod faults;
 mod file;

@@ -46,6 +46,16 @@ pub const TAIL_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const WRITE_BEHIND_DEFAULT: usize = 4;
 pub const WRITE_BEHIND_MAX: usize = 64;
 
+/// Page-aligned allocations of this size range (direct-I/O buffers) are
+/// served from a region of transparent huge pages, so each is physically
+/// contiguous: one segment for the device instead of one per 4 KiB page.
+pub const DMA_BLOCK_BYTES_MIN: usize = 64 * 1024;
+pub const DMA_BLOCK_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Address space reserved for those buffers, process-wide; its resident
+/// size is the peak of the buffers in use at once. Past it, buffers come
+/// from the ordinary heap.
+pub const DMA_REGION_BYTES: usize = 1024 * 1024 * 1024;
+
 /// Size of one DMA read issued by the log when it reads from disk.
 pub const READ_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
 /// Bytes a cold read fetches from disk at once (as concurrent chunks), even

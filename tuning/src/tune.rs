@@ -234,12 +234,12 @@ pub fn transparent_hugepages(root: &Root) -> Check {
     if cur == "madvise" {
         c.status(
             Status::Ok,
-            "huge pages where asked for, no compaction stalls elsewhere",
+            "huge pages where asked for (the shards' DMA buffers), no compaction stalls elsewhere",
         )
     } else {
         c.status(
             Status::Warn,
-            "'always' can stall a shard on memory compaction; 'never' loses huge pages everywhere",
+            "'always' can stall a shard on memory compaction; 'never' leaves DMA buffers in scattered 4 KiB pages",
         )
         .fix(root.path(f), "madvise")
     }
