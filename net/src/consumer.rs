@@ -1,14 +1,15 @@
 //! An asynchronous fetcher for glommio executors: reads a set of
 //! partitions of one topic from given offsets with Fetch (v11) and hands
-//! every record to a callback.
+//! every record to a callback, with the next Fetch already sent.
 
+use bytes::Bytes;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::client::ClientError;
-use crate::records::{for_each_record, RecordView};
+use crate::records::{for_each_record, next_offset, RecordView};
 
 pub const FETCH_VERSION: i16 = 11;
 
@@ -24,6 +25,11 @@ pub struct Fetcher {
     next_id: i32,
     pub max_wait_ms: i32,
     pub partition_max_bytes: i32,
+    /// The correlation id of the fetch sent ahead (for the positions as
+    /// they are now), whose answer is not read yet.
+    ahead: Option<i32>,
+    /// The last answer's frame, reused as the next receive buffer.
+    spare: Option<Bytes>,
 }
 
 /// What one fetch brought.
@@ -53,6 +59,8 @@ impl Fetcher {
             next_id: 0,
             max_wait_ms: 100,
             partition_max_bytes: 4 << 20,
+            ahead: None,
+            spare: None,
         })
     }
 
@@ -60,12 +68,8 @@ impl Fetcher {
         &self.positions
     }
 
-    /// One Fetch: every record past each partition's position goes to
-    /// `f(partition, record)`, and the positions move past them.
-    pub async fn poll(
-        &mut self,
-        mut f: impl FnMut(i32, RecordView<'_>),
-    ) -> Result<Fetched, FetchError> {
+    /// Sends a Fetch from `positions`; returns its correlation id.
+    async fn send(&mut self, positions: &[(i32, i64)]) -> Result<i32, FetchError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let req = FetchRequest::default()
@@ -79,7 +83,7 @@ impl Fetcher {
             .with_topics(vec![FetchTopic::default()
                 .with_topic(self.topic.clone())
                 .with_partitions(
-                    self.positions
+                    positions
                         .iter()
                         .map(|(p, o)| {
                             FetchPartition::default()
@@ -91,7 +95,7 @@ impl Fetcher {
                         })
                         .collect(),
                 )]);
-        let r: FetchResponse = crate::aio::call(
+        crate::aio::send(
             &mut self.stream,
             &self.addr,
             ApiKey::Fetch,
@@ -100,10 +104,60 @@ impl Fetcher {
             &req,
         )
         .await?;
+        Ok(id)
+    }
+
+    /// One Fetch: every record past each partition's position goes to
+    /// `f(partition, record)`, and the positions move past them.
+    ///
+    /// Like a client that prefetches, it sends the next Fetch (from where
+    /// this answer ends, read off its batch headers) before it hands this
+    /// answer's records to `f`, so the broker works on the next answer
+    /// while this one is read. An answer with an error sends nothing ahead.
+    pub async fn poll(
+        &mut self,
+        mut f: impl FnMut(i32, RecordView<'_>),
+    ) -> Result<Fetched, FetchError> {
+        let id = match self.ahead.take() {
+            Some(id) => id,
+            None => {
+                let positions = self.positions.clone();
+                self.send(&positions).await?
+            }
+        };
+        let r: FetchResponse = crate::aio::receive(
+            &mut self.stream,
+            &self.addr,
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            id,
+            &mut self.spare,
+        )
+        .await?;
         let mut out = Fetched::default();
         if r.error_code != 0 {
             out.errors.push((-1, r.error_code));
             return Ok(out);
+        }
+        let protocol = |e: crate::records::RecordsError| FetchError::Protocol(e.to_string());
+        let mut ahead = self.positions.clone();
+        let mut clean = true;
+        for t in &r.responses {
+            for p in &t.partitions {
+                clean &= p.error_code == 0;
+                let Some(records) = p.records.as_ref().filter(|_| p.error_code == 0) else {
+                    continue;
+                };
+                if let (Some(next), Some(pos)) = (
+                    next_offset(records).map_err(protocol)?,
+                    ahead.iter_mut().find(|(q, _)| *q == p.partition_index),
+                ) {
+                    pos.1 = pos.1.max(next);
+                }
+            }
+        }
+        if clean {
+            self.ahead = Some(self.send(&ahead).await?);
         }
         for t in &r.responses {
             for p in &t.partitions {
@@ -129,7 +183,7 @@ impl Fetcher {
                         f(part, r);
                     }
                 })
-                .map_err(|e| FetchError::Protocol(e.to_string()))?;
+                .map_err(protocol)?;
                 if let Some(next) = next {
                     pos.1 = pos.1.max(next);
                 }

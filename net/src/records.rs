@@ -202,6 +202,41 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// The whole batch at the start of `data`: (its length, base offset, last
+/// offset delta), or `None` when `data` holds no whole batch (a Fetch answer
+/// may cut the last one).
+fn whole_batch(data: &[u8]) -> Result<Option<(usize, i64, i32)>, RecordsError> {
+    if data.len() < BATCH_HEADER_BYTES {
+        return Ok(None);
+    }
+    let base = i64::from_be_bytes(data[0..8].try_into().expect("8 bytes"));
+    let len = i32::from_be_bytes(data[8..12].try_into().expect("4 bytes"));
+    if len < (BATCH_HEADER_BYTES - 12) as i32 {
+        return Err(RecordsError::Malformed("batch length"));
+    }
+    let total = 12 + len as usize;
+    if data.len() < total {
+        return Ok(None);
+    }
+    let magic = data[16] as i8;
+    if magic != 2 {
+        return Err(RecordsError::Magic(magic));
+    }
+    let last_delta = i32::from_be_bytes(data[23..27].try_into().expect("4 bytes"));
+    Ok(Some((total, base, last_delta)))
+}
+
+/// The offset after the last whole batch in `data` (what
+/// [`for_each_record`] returns), reading only the batch headers.
+pub fn next_offset(mut data: &[u8]) -> Result<Option<i64>, RecordsError> {
+    let mut next = None;
+    while let Some((total, base, last_delta)) = whole_batch(data)? {
+        next = Some(base + last_delta as i64 + 1);
+        data = &data[total..];
+    }
+    Ok(next)
+}
+
 /// Calls `f` for every record of the batches in `data` (a Fetch answer's
 /// records), decompressing where needed. A partial batch at the end (a
 /// Fetch answer may cut one) is skipped. Returns the offset after the last
@@ -211,23 +246,9 @@ pub fn for_each_record(
     mut f: impl FnMut(RecordView<'_>),
 ) -> Result<Option<i64>, RecordsError> {
     let mut next = None;
-    while data.len() >= BATCH_HEADER_BYTES {
-        let base = i64::from_be_bytes(data[0..8].try_into().expect("8 bytes"));
-        let len = i32::from_be_bytes(data[8..12].try_into().expect("4 bytes"));
-        if len < (BATCH_HEADER_BYTES - 12) as i32 {
-            return Err(RecordsError::Malformed("batch length"));
-        }
-        let total = 12 + len as usize;
-        if data.len() < total {
-            break;
-        }
-        let magic = data[16] as i8;
-        if magic != 2 {
-            return Err(RecordsError::Magic(magic));
-        }
+    while let Some((total, base, last_delta)) = whole_batch(data)? {
         let batch = &data[..total];
         let attributes = i16::from_be_bytes([batch[21], batch[22]]);
-        let last_delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
         let first_ts = i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes"));
         let count = i32::from_be_bytes(batch[57..61].try_into().expect("4 bytes"));
         let body = &batch[BATCH_HEADER_BYTES..];
@@ -379,5 +400,29 @@ mod tests {
         let l = bad.len();
         bad[l - 5] = 0x7e; // a value length (63) past the record's end
         assert!(for_each_record(&bad, |_| {}).is_err());
+    }
+
+    #[test]
+    fn the_next_offset_is_read_off_the_batch_headers_alone() {
+        let mut b = BatchBuilder::new(4096);
+        let mut data = Vec::new();
+        for (base, n) in [(0i64, 10), (10, 5), (15, 7)] {
+            for i in 0..n {
+                b.push(None, format!("v{i}").as_bytes(), 1);
+            }
+            let mut batch = b.finish(Compression::Lz4).unwrap().to_vec();
+            batch[0..8].copy_from_slice(&base.to_be_bytes());
+            data.extend_from_slice(&batch);
+        }
+        // The third batch cut short: neither reader counts it.
+        data.truncate(data.len() - 1);
+        let mut seen = 0;
+        assert_eq!(for_each_record(&data, |_| seen += 1).unwrap(), Some(15));
+        assert_eq!(seen, 15);
+        assert_eq!(next_offset(&data).unwrap(), Some(15));
+        assert_eq!(next_offset(&data[..30]).unwrap(), None);
+        let mut bad = data.clone();
+        bad[16] = 0;
+        assert!(matches!(next_offset(&bad), Err(RecordsError::Magic(0))));
     }
 }
