@@ -73,7 +73,9 @@ fn run_json(cmd: &mut Command) -> Value {
 /// acks=all group commit), sequential read of one file (256 KiB, depth
 /// 16), and the same depth split over two files read at once, the shape
 /// of W4b (two partitions caught up together; two streams read slower
-/// than one on some disks).
+/// than one on some disks). fio's buffers are in transparent huge pages,
+/// as the broker's are (`sluice_storage::dma_memory`): from scattered
+/// 4 KiB pages this disk reads up to a third slower.
 struct DiskLimits {
     write: f64,
     read: f64,
@@ -85,6 +87,8 @@ fn fio_limits(dir: &Path) -> DiskLimits {
     let second = dir.join("fio2.dat");
     let fio = |args: &[&str]| {
         let mut c = Command::new("fio");
+        // glibc advises its mmap'd blocks (fio's buffers) for huge pages.
+        c.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
         // Options before the first --name apply to every job.
         c.args(["--output-format=json", "--ioengine=io_uring", "--direct=1"])
             .args(args);
