@@ -236,25 +236,24 @@ async fn pread_on_pool(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Byte
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     glommio::executor()
         .spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(len + ALIGN);
-            let skew = buf.as_ptr().align_offset(ALIGN);
+            let mut buf = AlignedBuf::new(len)?;
             let mut done = 0usize;
             while done < len {
-                let dst = &mut buf[skew + done..skew + len];
-                // SAFETY: `dst` is writable memory of dst.len() bytes, aligned
-                // for O_DIRECT, and `fd` is open for the duration of the call.
+                // SAFETY: `buf` holds `len` writable bytes, aligned for
+                // O_DIRECT (so is every `done` short of a short read, which
+                // ends the loop), and `fd` is open for the duration.
                 let n = unsafe {
                     libc::pread(
                         fd.as_raw_fd(),
-                        dst.as_mut_ptr().cast(),
-                        dst.len(),
+                        buf.ptr.as_ptr().add(done).cast(),
+                        len - done,
                         (pos + done as u64) as libc::off_t,
                     )
                 };
                 match n {
                     // A short read of a regular file is its end (and the
                     // next position would no longer be aligned).
-                    n if n >= 0 && (n as usize) < dst.len() => {
+                    n if n >= 0 && (n as usize) < len - done => {
                         done += n as usize;
                         break;
                     }
@@ -267,9 +266,52 @@ async fn pread_on_pool(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Byte
                     }
                 }
             }
-            Ok(buf.freeze().slice(skew..skew + done))
+            buf.filled = done;
+            Ok(Bytes::from_owner(buf))
         })
         .await
+}
+
+/// A page-aligned buffer for a read on the pool: from the allocator's
+/// direct-I/O region where it fits one (see `dma_memory`), so it is
+/// physically contiguous, and not zeroed first. Only the bytes the read
+/// filled are ever exposed.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+    filled: usize,
+}
+
+// SAFETY: it owns its allocation outright; nothing else points into it.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    fn new(len: usize) -> io::Result<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len.max(ALIGN), ALIGN)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(AlignedBuf {
+            ptr,
+            layout,
+            filled: 0,
+        })
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the first `filled` bytes were written by the read.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.filled) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
 }
 
 /// Lists the names in a directory (on the blocking pool).
