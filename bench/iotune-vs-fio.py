@@ -17,8 +17,9 @@ completions).
 Rounds alternate which tool goes first; each ratio is iotune/fio per
 round, and the table gives the median. Needs fio (apt-get install fio).
 
-fio's buffers are in transparent huge pages (glibc's hugetlb tunable), as
-the log's DMA buffers are: from scattered 4 KiB pages this virtio disk
+fio's buffers are in transparent huge pages (glibc's hugetlb tunable,
+and --iomem_align=2m so a buffer lies inside a huge page), as the log's
+DMA buffers are: from scattered 4 KiB pages this virtio disk
 reads up to a third slower, since it bounds the physical segments in
 flight rather than the requests.
 """
@@ -51,8 +52,8 @@ def fio(*args, fresh=True, polled=True):
     if fresh:
         open(f, "w").close()
     out = subprocess.run(
-        ["fio", "--name=x", "--ioengine=io_uring", "--direct=1", "--filename=" + f,
-         *[a for a in fio_mode if polled or a != "--hipri"], "--output-format=json", *args],
+        ["fio", "--name=x", "--ioengine=io_uring", "--direct=1", "--iomem_align=2m",
+         "--filename=" + f, *[a for a in fio_mode if polled or a != "--hipri"], "--output-format=json", *args],
         check=True, capture_output=True, text=True, env=FIO_ENV).stdout
     return json.loads(out[out.index("{"):])["jobs"][0]
 
@@ -82,8 +83,8 @@ def fio_round():
     # Reads without --hipri: virtio disks refuse polled reads (EOPNOTSUPP;
     # the log then reads on its blocking pool).
     out = subprocess.run(
-        ["fio", "--name=x", "--ioengine=io_uring", "--direct=1", "--filename=" + f,
-         "--output-format=json", "--rw=read", "--bs=256k", "--iodepth=16", "--size=512M",
+        ["fio", "--name=x", "--ioengine=io_uring", "--direct=1", "--iomem_align=2m",
+         "--filename=" + f, "--output-format=json", "--rw=read", "--bs=256k", "--iodepth=16", "--size=512M",
          "--runtime=2"], check=True, capture_output=True, text=True, env=FIO_ENV).stdout
     j = json.loads(out[out.index("{"):])["jobs"][0]
     r[("r",)] = j["read"]["bw_bytes"]

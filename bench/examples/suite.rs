@@ -87,11 +87,17 @@ fn fio_limits(dir: &Path) -> DiskLimits {
     let second = dir.join("fio2.dat");
     let fio = |args: &[&str]| {
         let mut c = Command::new("fio");
-        // glibc advises its mmap'd blocks (fio's buffers) for huge pages.
+        // glibc advises its mmap'd blocks (fio's buffers) for huge pages,
+        // and fio starts its buffers on a huge page's boundary.
         c.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
         // Options before the first --name apply to every job.
-        c.args(["--output-format=json", "--ioengine=io_uring", "--direct=1"])
-            .args(args);
+        c.args([
+            "--output-format=json",
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--iomem_align=2m",
+        ])
+        .args(args);
         run_json(&mut c)
     };
     let f = |p: &Path| format!("--filename={}", p.display());
