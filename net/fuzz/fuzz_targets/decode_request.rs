@@ -9,7 +9,7 @@ use sluice_net::guard::GuardedAlloc;
 use sluice_net::request::decode_request;
 
 #[global_allocator]
-static ALLOC: GuardedAlloc = GuardedAlloc;
+static ALLOC: GuardedAlloc = GuardedAlloc(std::alloc::System);
 
 fuzz_target!(|data: &[u8]| {
     // As a framed stream, the way bytes arrive on a connection.
