@@ -129,6 +129,12 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         return Err(ServeError::Cores(shards, cpus));
     }
     host::keep_freed_memory();
+    let dma_populated =
+        sluice_storage::dma_memory::populate(shards * limits::DMA_POPULATE_BYTES_PER_SHARD);
+    tracing::info!(
+        "direct-I/O buffers: {} MiB of the huge-page region faulted in",
+        dma_populated >> 20
+    );
     let memlock = host::raise_memlock_limit();
     let io_memory =
         host::io_memory_per_executor(memlock, shards).ok_or(ServeError::MemlockTooLow {

@@ -55,6 +55,10 @@ pub const DMA_BLOCK_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// size is the peak of the buffers in use at once. Past it, buffers come
 /// from the ordinary heap.
 pub const DMA_REGION_BYTES: usize = 1024 * 1024 * 1024;
+/// Bytes of that region faulted in per shard at start-up (registered I/O
+/// memory, tail buffers and read-ahead of a few partitions), so a shard
+/// does not wait for a huge page on its first I/O.
+pub const DMA_POPULATE_BYTES_PER_SHARD: usize = 16 * 1024 * 1024;
 
 /// Size of one DMA read issued by the log when it reads from disk.
 pub const READ_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
