@@ -166,16 +166,12 @@ impl Fetcher {
                     continue;
                 }
                 let Some(records) = &p.records else { continue };
-                let Some(pos) = self
-                    .positions
-                    .iter_mut()
-                    .find(|(q, _)| *q == p.partition_index)
+                let Some(&(part, from)) =
+                    self.positions.iter().find(|(q, _)| *q == p.partition_index)
                 else {
                     continue;
                 };
-                let from = pos.1;
-                let part = p.partition_index;
-                let next = for_each_record(records, |r| {
+                for_each_record(records, |r| {
                     if r.offset >= from {
                         out.records += 1;
                         out.bytes += r.value.map_or(0, |v| v.len()) as u64
@@ -184,11 +180,10 @@ impl Fetcher {
                     }
                 })
                 .map_err(protocol)?;
-                if let Some(next) = next {
-                    pos.1 = pos.1.max(next);
-                }
             }
         }
+        // Every record up to where each answer ends was handed over.
+        self.positions = ahead;
         Ok(out)
     }
 }
