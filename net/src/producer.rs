@@ -1,8 +1,15 @@
 //! An asynchronous producer for glommio executors: records are batched per
-//! partition into v2 record batches (closed at `batch_bytes` or after
-//! `linger`), sent to each partition's leader with up to `max_in_flight`
-//! Produce requests outstanding per connection, and acknowledged through a
-//! callback with the stamps the caller attached to each record.
+//! partition into v2 record batches, sent to each partition's leader with
+//! up to `max_in_flight` Produce requests outstanding per connection, and
+//! acknowledged through a callback with the stamps the caller attached to
+//! each record.
+//!
+//! A batch is due when it is full or has been open for `linger`. A due
+//! batch goes out as soon as its connection has room; while the
+//! connection has `max_in_flight` requests outstanding it stays open and
+//! keeps taking records, as the Kafka clients' accumulators do, so a short
+//! linger costs batching only while the broker keeps up. Only a record
+//! that does not fit a batch still waiting makes the caller wait.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,6 +34,10 @@ pub const CONNECTION_FAILED: i16 = i16::MIN;
 /// A record's bytes beyond its key and value, at most (length, attributes,
 /// deltas, key and value lengths, header count).
 const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
+
+/// How soon `send_lingering` asks to be called again while a due batch
+/// waits for room on its connection.
+const WINDOW_RECHECK: Duration = Duration::from_micros(20);
 
 /// The most a new batch buffer reserves up front.
 const fn limits_batch_capacity() -> usize {
@@ -210,30 +221,42 @@ impl Producer {
         o.builder.push_parts(key, parts, ts_ms);
         o.stamps.push(stamp);
         o.payload_bytes += (value_len + key.map_or(0, |k| k.len())) as u64;
-        if o.builder.bytes() + RECORD_OVERHEAD_MAX >= self.cfg.batch_bytes {
-            self.flush_partition(partition).await?;
+        if self.due(partition) {
+            self.send_if_room(partition).await?;
         }
         Ok(())
     }
 
-    /// Sends every batch open for at least `linger`; returns how long until
-    /// the next one is due (`None` when none is open).
+    /// Whether the open batch of `partition` should go: full, or open for
+    /// `linger`.
+    fn due(&self, partition: i32) -> bool {
+        self.open[partition as usize].as_ref().is_some_and(|o| {
+            !o.builder.is_empty()
+                && (o.builder.bytes() + RECORD_OVERHEAD_MAX >= self.cfg.batch_bytes
+                    || o.opened.elapsed() >= self.cfg.linger)
+        })
+    }
+
+    /// Sends every due batch whose connection has room; returns how long
+    /// until it is worth calling again (`None` when no batch is open).
     pub async fn send_lingering(&mut self) -> Result<Option<Duration>, ProducerError> {
         let mut next: Option<Duration> = None;
         for p in 0..self.open.len() {
             let Some(o) = &self.open[p] else { continue };
-            let age = o.opened.elapsed();
-            if age >= self.cfg.linger {
-                self.flush_partition(p as i32).await?;
+            let left = if self.due(p as i32) {
+                if self.send_if_room(p as i32).await? {
+                    continue;
+                }
+                WINDOW_RECHECK
             } else {
-                let left = self.cfg.linger - age;
-                next = Some(next.map_or(left, |n| n.min(left)));
-            }
+                self.cfg.linger.saturating_sub(o.opened.elapsed())
+            };
+            next = Some(next.map_or(left, |n| n.min(left)));
         }
         Ok(next)
     }
 
-    /// Sends every open batch.
+    /// Sends every open batch, waiting for room where it must.
     pub async fn flush(&mut self) -> Result<(), ProducerError> {
         for p in 0..self.open.len() {
             self.flush_partition(p as i32).await?;
@@ -241,39 +264,64 @@ impl Producer {
         Ok(())
     }
 
-    async fn flush_partition(&mut self, partition: i32) -> Result<(), ProducerError> {
-        let Some(mut o) = self.open[partition as usize].take() else {
-            return Ok(());
-        };
-        if o.builder.is_empty() {
-            return Ok(());
+    /// Sends the open batch of `partition` unless its connection has
+    /// `max_in_flight` requests outstanding; true when it went (or there
+    /// was nothing to send).
+    async fn send_if_room(&mut self, partition: i32) -> Result<bool, ProducerError> {
+        let lane = self.lane(partition).await?;
+        if lane.sent.as_ref().is_some_and(|tx| tx.is_full()) {
+            return Ok(false);
         }
-        let batch = o.builder.finish(self.cfg.compression)?;
-        self.batches_sent += 1;
-        let addr = self.leaders[partition as usize].clone();
+        self.flush_partition(partition).await?;
+        Ok(true)
+    }
+
+    /// The connection to the leader of `partition`, opened on first use.
+    async fn lane(&mut self, partition: i32) -> Result<&mut Lane, ProducerError> {
+        let addr = &self.leaders[partition as usize];
         if addr.is_empty() {
             return Err(ProducerError::NoLeader(partition));
         }
-        if !self.lanes.contains_key(&addr) {
+        if !self.lanes.contains_key(addr) {
+            let addr = addr.clone();
             let lane = self.connect(&addr).await?;
-            self.lanes.insert(addr.clone(), lane);
+            self.lanes.insert(addr, lane);
         }
-        let lane = self.lanes.get_mut(&addr).expect("inserted");
+        Ok(self
+            .lanes
+            .get_mut(&self.leaders[partition as usize])
+            .expect("inserted"))
+    }
+
+    /// Sends the open batch of `partition`, waiting while its connection
+    /// has `max_in_flight` requests outstanding.
+    async fn flush_partition(&mut self, partition: i32) -> Result<(), ProducerError> {
+        if self.open[partition as usize]
+            .as_ref()
+            .is_none_or(|o| o.builder.is_empty())
+        {
+            return Ok(());
+        }
+        let (acks, timeout_ms, compression) =
+            (self.cfg.acks, self.cfg.timeout_ms, self.cfg.compression);
+        let topic = self.topic.0.clone();
+        // The connection first: a batch is only taken once it can go.
+        self.lane(partition).await?;
+        let mut o = self.open[partition as usize].take().expect("checked");
+        let batch = o.builder.finish(compression)?;
+        self.batches_sent += 1;
+        let lane = self
+            .lanes
+            .get_mut(&self.leaders[partition as usize])
+            .expect("opened");
         let id = lane.next_id;
         lane.next_id = lane.next_id.wrapping_add(1);
         let bytes = batch.len();
         // The request around the batch, so the batch itself is written as
         // it is (not copied into an encoded request).
-        let (prefix, suffix) = produce_frame(
-            id,
-            &self.topic.0,
-            partition,
-            self.cfg.acks,
-            self.cfg.timeout_ms,
-            batch.len(),
-        );
+        let (prefix, suffix) = produce_frame(id, &topic, partition, acks, timeout_ms, batch.len());
         let stamps = std::mem::take(&mut o.stamps);
-        if self.cfg.acks != 0 {
+        if acks != 0 {
             // Queued for the reader before the bytes go out; waits while
             // `max_in_flight` are outstanding.
             let sent = Sent {
@@ -514,6 +562,145 @@ mod tests {
                             .with_records(Some(batch)),
                     ]),
             ])
+    }
+
+    /// A leader on a std thread for the tests: answers each Produce with
+    /// success, but holds the first answer until `go` says so (or ten
+    /// seconds pass, so a producer that waits for it fails the test rather
+    /// than hangs), and reports each request's record count.
+    fn fake_leader(
+        go: std::sync::mpsc::Receiver<()>,
+        counts: std::sync::mpsc::Sender<i32>,
+    ) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut first = true;
+            loop {
+                let mut len = [0u8; 4];
+                if c.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+                c.read_exact(&mut frame).unwrap();
+                let req =
+                    crate::request::decode_request(Bytes::from(frame), |_| Some((0, 11))).unwrap();
+                let kafka_protocol::messages::RequestKind::Produce(body) = req.body else {
+                    panic!("not a Produce request");
+                };
+                let records = body.topic_data[0].partition_data[0]
+                    .records
+                    .clone()
+                    .unwrap();
+                counts
+                    .send(i32::from_be_bytes(records[57..61].try_into().unwrap()))
+                    .unwrap();
+                if std::mem::take(&mut first) {
+                    let _ = go.recv_timeout(Duration::from_secs(10));
+                }
+                let answer = ProduceResponse::default().with_responses(vec![
+                    kafka_protocol::messages::produce_response::TopicProduceResponse::default()
+                        .with_name(body.topic_data[0].name.clone())
+                        .with_partition_responses(vec![
+                            kafka_protocol::messages::produce_response::PartitionProduceResponse::default()
+                                .with_index(0),
+                        ]),
+                ]);
+                let frame = crate::response::encode_response(
+                    req.header.correlation_id,
+                    ApiKey::Produce,
+                    req.version,
+                    &kafka_protocol::messages::ResponseKind::Produce(answer),
+                )
+                .unwrap();
+                c.write_all(&frame).unwrap();
+            }
+        });
+        addr
+    }
+
+    /// With no linger, a record goes at once when its connection has room;
+    /// while the one request allowed in flight is unanswered, the records
+    /// after it gather in one batch and the caller is not held up.
+    #[test]
+    fn records_gather_while_the_window_is_full() {
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let (count_tx, counts) = std::sync::mpsc::channel();
+        let addr = fake_leader(go_rx, count_tx);
+        let acks = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let cfg = ProducerConfig {
+                    acks: 1,
+                    batch_bytes: 1 << 20,
+                    linger: Duration::ZERO,
+                    max_in_flight: 1,
+                    compression: Compression::None,
+                    timeout_ms: 30_000,
+                };
+                let acked = Rc::new(RefCell::new(Vec::new()));
+                let sink = acked.clone();
+                let mut p = Producer::new(cfg, "t", vec![addr], move |a: Ack| {
+                    assert_eq!(a.error, 0);
+                    sink.borrow_mut().push(a.stamps);
+                });
+                p.send(0, None, b"first", 0, 1).await.unwrap();
+                assert_eq!(p.batches_sent(), 1, "the first record goes at once");
+                // The broker holds its answer: these return without it.
+                for stamp in 2..=10 {
+                    p.send(0, None, b"later", 0, stamp).await.unwrap();
+                }
+                assert_eq!(p.batches_sent(), 1);
+                assert_eq!(p.open_records(0), 9);
+                assert_eq!(p.send_lingering().await.unwrap(), Some(WINDOW_RECHECK));
+                go_tx.send(()).unwrap();
+                while p.send_lingering().await.unwrap().is_some() {
+                    glommio::timer::sleep(Duration::from_micros(100)).await;
+                }
+                assert_eq!(p.batches_sent(), 2);
+                p.close().await.unwrap();
+                Rc::try_unwrap(acked).unwrap().into_inner()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(acks, vec![vec![1], (2..=10).collect::<Vec<u64>>()]);
+        assert_eq!(counts.iter().collect::<Vec<_>>(), vec![1, 9]);
+    }
+
+    /// A batch under `linger` waits for it even with room to send.
+    #[test]
+    fn a_lingering_batch_waits() {
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let (count_tx, counts) = std::sync::mpsc::channel();
+        let addr = fake_leader(go_rx, count_tx);
+        go_tx.send(()).unwrap();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let cfg = ProducerConfig {
+                    acks: -1,
+                    batch_bytes: 1 << 20,
+                    linger: Duration::from_secs(3600),
+                    max_in_flight: 5,
+                    compression: Compression::None,
+                    timeout_ms: 30_000,
+                };
+                let mut p = Producer::new(cfg, "t", vec![addr], |_| {});
+                for stamp in 0..3 {
+                    p.send(0, None, b"v", 0, stamp).await.unwrap();
+                }
+                let left = p.send_lingering().await.unwrap().unwrap();
+                assert!(left > Duration::from_secs(3000), "{left:?}");
+                assert_eq!(p.batches_sent(), 0);
+                p.close().await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(counts.iter().collect::<Vec<_>>(), vec![3]);
     }
 
     /// The hand-made frame is byte for byte what the codec encodes.
