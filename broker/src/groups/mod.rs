@@ -185,7 +185,7 @@ impl Coordinator {
         let groups = self.groups.borrow();
         let mut out: BTreeMap<String, (String, &'static str)> = groups
             .values()
-            .filter(|g| g.state != State::Empty || !self.offsets.of_group(&g.id).is_empty())
+            .filter(|g| g.state != State::Empty || self.offsets.has_group(&g.id))
             .map(|g| {
                 (
                     g.id.clone(),
@@ -206,7 +206,7 @@ impl Coordinator {
     pub fn describe(&self, group: &str) -> Option<GroupView> {
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
-            return (!self.offsets.of_group(group).is_empty()).then(|| GroupView {
+            return self.offsets.has_group(group).then(|| GroupView {
                 group_id: group.to_string(),
                 state: State::Empty.name(),
                 protocol_type: "consumer".into(),
@@ -276,7 +276,7 @@ impl Coordinator {
         let (tx, rx) = flume::bounded(1);
         let groups = self.groups.borrow();
         let g = groups.get(group);
-        if g.is_none() && self.offsets.of_group(group).is_empty() {
+        if g.is_none() && !self.offsets.has_group(group) {
             let _ = tx.try_send((ResponseError::GroupIdNotFound.code(), Vec::new()));
             return rx;
         }
@@ -410,7 +410,7 @@ impl Coordinator {
                     }
                 }
                 // Groups with no members and no offsets are forgotten.
-                groups.retain(|id, g| !g.is_idle() || !self.offsets.of_group(id).is_empty());
+                groups.retain(|id, g| !g.is_idle() || self.offsets.has_group(id));
             }
             if let Err(e) = self.offsets.maybe_compact().await {
                 tracing::error!(shard = shard.id, error = %e, "offsets log compaction failed");

@@ -32,6 +32,29 @@ pub struct Committed {
 /// (group, topic, partition)
 pub type OffsetKey = (String, String, i32);
 
+/// The entries of `group`: a range of the sorted keys, not a scan.
+fn group_entries<'a>(
+    map: &'a BTreeMap<OffsetKey, Committed>,
+    group: &'a str,
+) -> impl Iterator<Item = (&'a OffsetKey, &'a Committed)> + 'a {
+    map.range((group.to_string(), String::new(), i32::MIN)..)
+        .take_while(move |((g, _, _), _)| g == group)
+}
+
+/// The groups of `map`, in order: one lookup per group, however many
+/// offsets each holds.
+fn group_ids(map: &BTreeMap<OffsetKey, Committed>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = map.keys().next().map(|k| k.0.clone());
+    while let Some(g) = next {
+        // Every key of a later group sorts at or after `g` + NUL.
+        let past = (format!("{g}\0"), String::new(), i32::MIN);
+        next = map.range(past..).next().map(|(k, _)| k.0.clone());
+        out.push(g);
+    }
+    out
+}
+
 pub struct OffsetStore {
     log: Rc<PartitionLog>,
     offsets: std::cell::RefCell<BTreeMap<OffsetKey, Committed>>,
@@ -293,19 +316,21 @@ impl OffsetStore {
 
     /// Every committed offset of a group.
     pub fn of_group(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        self.offsets
-            .borrow()
-            .iter()
-            .filter(|((g, _, _), _)| g == group)
+        group_entries(&self.offsets.borrow(), group)
             .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
             .collect()
     }
 
-    /// Groups that have committed offsets.
+    /// Whether a group has any committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        group_entries(&self.offsets.borrow(), group)
+            .next()
+            .is_some()
+    }
+
+    /// Groups that have committed offsets, in order.
     pub fn groups(&self) -> Vec<String> {
-        let mut g: Vec<String> = self.offsets.borrow().keys().map(|k| k.0.clone()).collect();
-        g.dedup();
-        g
+        group_ids(&self.offsets.borrow())
     }
 
     pub async fn close(&self) -> Result<(), StorageError> {
@@ -355,6 +380,35 @@ mod tests {
             metadata: Some("m".into()),
             commit_time_ms: 1_000,
         }
+    }
+
+    /// Group lookups by key range, with ids that prefix one another
+    /// and topics that sort before and after the group's own name.
+    #[test]
+    fn group_ranges_find_exactly_their_group() {
+        let mut map = BTreeMap::new();
+        for (g, t, p) in [
+            ("", "t", 0),
+            ("g", "", 1),
+            ("g", "z", 2),
+            ("g\0", "a", 3),
+            ("g-1", "a", 4),
+            ("g-1", "b", 5),
+            ("ga", "a", 6),
+            ("h", "a", 7),
+        ] {
+            map.insert((g.to_string(), t.to_string(), p), commit_of(p.into()));
+        }
+        let parts = |g: &str| -> Vec<i32> { group_entries(&map, g).map(|(k, _)| k.2).collect() };
+        assert_eq!(parts(""), vec![0]);
+        assert_eq!(parts("g"), vec![1, 2]);
+        assert_eq!(parts("g\0"), vec![3]);
+        assert_eq!(parts("g-1"), vec![4, 5]);
+        assert_eq!(parts("ga"), vec![6]);
+        assert_eq!(parts("gb"), Vec::<i32>::new());
+        assert_eq!(parts("i"), Vec::<i32>::new());
+        assert_eq!(group_ids(&map), vec!["", "g", "g\0", "g-1", "ga", "h"]);
+        assert!(group_ids(&BTreeMap::new()).is_empty());
     }
 
     /// Many commits over few keys: compaction keeps the log (what a replay
