@@ -126,6 +126,10 @@ pub struct Group {
     /// timeout, or when the rebalance times out.
     pending: HashMap<String, (Instant, Duration)>,
     rebalance_deadline: Option<Instant>,
+    /// Nothing in the group can time out before this (members' sessions,
+    /// pending ids, the rebalance): `tick` skips it until then. Cleared by
+    /// every change but a heartbeat, which only moves a deadline later.
+    next_tick: Option<Instant>,
 }
 
 fn reply<T>(tx: &flume::Sender<T>, v: T) {
@@ -146,6 +150,7 @@ impl Group {
             next_seq: 0,
             pending: HashMap::new(),
             rebalance_deadline: None,
+            next_tick: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl Group {
     /// Handles a JoinGroup; the answer comes on `tx` (now, or when the
     /// rebalance completes).
     pub fn join(&mut self, req: JoinRequest, now: Instant, tx: flume::Sender<JoinResult>) {
+        self.next_tick = None;
         if !self.members.is_empty()
             && self.protocol_type.as_deref() != Some(req.protocol_type.as_str())
             || req.protocols.is_empty()
@@ -468,6 +474,7 @@ impl Group {
         now: Instant,
         tx: flume::Sender<SyncResult>,
     ) {
+        self.next_tick = None;
         if let Err(code) = self.check(member_id, instance_id, generation) {
             return reply(
                 &tx,
@@ -543,6 +550,7 @@ impl Group {
 
     /// Removes members (LeaveGroup); returns an error code per member.
     pub fn leave(&mut self, members: &[(String, Option<String>)], now: Instant) -> Vec<i16> {
+        self.next_tick = None;
         let mut out = Vec::with_capacity(members.len());
         let mut removed = false;
         for (id, instance) in members {
@@ -599,6 +607,34 @@ impl Group {
     /// Expires members whose session timed out and ends rebalances whose
     /// timeout passed. Returns whether anything changed.
     pub fn tick(&mut self, now: Instant) -> bool {
+        if self.next_tick.is_some_and(|t| now < t) {
+            return false;
+        }
+        let changed = self.expire(now);
+        self.next_tick = Some(self.next_deadline(now));
+        changed
+    }
+
+    /// The earliest moment something in the group can time out, as it
+    /// stands (an hour ahead when nothing can).
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let pending = self.pending.values().map(|(at, session)| *at + *session);
+        let rebalance = self
+            .rebalance_deadline
+            .filter(|_| self.state == State::PreparingRebalance);
+        let sessions = self
+            .members
+            .values()
+            .filter(|_| matches!(self.state, State::Stable | State::CompletingRebalance))
+            .map(|m| m.last_seen + m.session_timeout);
+        pending
+            .chain(rebalance)
+            .chain(sessions)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600))
+    }
+
+    fn expire(&mut self, now: Instant) -> bool {
         let mut changed = false;
         let before = self.pending.len();
         self.pending
@@ -764,6 +800,47 @@ mod tests {
         assert_eq!(g.state, State::PreparingRebalance);
         let r = join(&mut g, &a, None, t1).recv().unwrap();
         assert_eq!((r.generation, r.members.len()), (3, 1));
+    }
+
+    /// A tick passes over a group until its earliest deadline, which a
+    /// heartbeat only moves later; a change makes it look again.
+    #[test]
+    fn ticks_wait_for_the_earliest_deadline() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut g = Group::new("g");
+        let a = join(&mut g, "", None, t0).recv().unwrap().member_id;
+        join(&mut g, &a, None, t0).recv().unwrap();
+        let (tx, rx) = flume::bounded(1);
+        g.sync(&a, None, 1, vec![(a.to_string(), Bytes::new())], t0, tx);
+        rx.recv().unwrap();
+        assert!(!g.tick(s(1)));
+        assert_eq!(g.next_tick, Some(s(10)), "A's session (10 s) ends first");
+        // A heartbeat keeps A: the tick at the old deadline looks, finds
+        // A alive, and waits for the new one.
+        assert_eq!(g.heartbeat(&a, None, 1, s(8)), 0);
+        assert!(!g.tick(s(10)));
+        assert!(g.member(&a).is_some());
+        assert_eq!(g.next_tick, Some(s(18)));
+        // A newcomer's id expires sooner than that: the join clears the
+        // wait, and the next tick sees the pending id's deadline.
+        let b = join(&mut g, "", None, s(9)).recv().unwrap();
+        assert_eq!(b.error, ResponseError::MemberIdRequired.code());
+        assert_eq!(g.next_tick, None);
+        assert!(!g.tick(s(11)));
+        assert_eq!(
+            g.next_tick,
+            Some(s(18)),
+            "A's session ends at 18, B's id at 19"
+        );
+        // Before then a tick does no work at all (shown by shortening A's
+        // session behind the group's back, which nothing else does).
+        g.members.values_mut().next().unwrap().session_timeout = Duration::from_secs(1);
+        assert!(!g.tick(s(12)));
+        assert!(g.member(&a).is_some());
+        // Silent past its session, A goes.
+        assert!(g.tick(s(19)));
+        assert!(g.member(&a).is_none());
     }
 
     /// A member that does not rejoin within the rebalance timeout is
