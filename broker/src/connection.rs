@@ -231,6 +231,10 @@ async fn read_requests(
     let decoder = FrameDecoder::requests();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
     let mut sizer = ReadSizer::default();
+    // The last read found the socket emptied (it got less than it asked
+    // for): between frames, the next read waits for readiness at once
+    // instead of first trying a `recv` that would find nothing.
+    let mut drained = false;
     loop {
         // Past the byte limit, read nothing more until answers go out.
         while inflight.bytes.get() > INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX {
@@ -247,8 +251,17 @@ async fn read_requests(
             // What the socket already holds is taken straight into the
             // buffer's spare room (no zero-filling it first); only when
             // it holds nothing does the read wait, through the stream.
-            match recv_now(fd, &mut buf, want) {
+            // Between frames, after a read that emptied the socket, the
+            // wait comes at once: a request answered before the next is
+            // sent would otherwise cost a `recv` finding nothing each.
+            let now = if have == 0 && drained {
+                RecvNow::Empty
+            } else {
+                recv_now(fd, &mut buf, want)
+            };
+            match now {
                 RecvNow::Got => {
+                    drained = buf.len() - have < want;
                     // A long frame arriving in many pieces still lets the
                     // shard's other tasks run.
                     glommio::executor().yield_if_needed().await;
@@ -273,6 +286,7 @@ async fn read_requests(
                 .await
                 .map_err(|e| format!("read: {e}"))?;
             buf.truncate(have + n);
+            drained = n < want;
             if n == 0 {
                 return if have == 0 {
                     Ok(())
