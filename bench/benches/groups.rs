@@ -93,9 +93,55 @@ fn member_id(c: &mut Client, group: &str) -> String {
     r.member_id.to_string()
 }
 
-/// One member's rebalance: join with its id, then sync.
-fn member(c: &mut Client, group: &str, id: &str) -> usize {
+/// When one member sent and got each of its two requests, and whether
+/// it led.
+struct Stamps {
+    leader: bool,
+    join_sent: Instant,
+    joined: Instant,
+    sync_sent: Instant,
+    synced: Instant,
+}
+
+/// The phases of one rebalance, in µs from the first JoinGroup sent:
+/// the last JoinGroup sent, the first and last join answers, the
+/// leader's join answer and its SyncGroup, the last SyncGroup sent, and
+/// the first and last assignments received.
+const PHASES: [&str; 8] = [
+    "last join sent",
+    "first join answer",
+    "last join answer",
+    "leader's join answer",
+    "leader's sync sent",
+    "last sync sent",
+    "first assignment",
+    "last assignment",
+];
+
+fn phases(members: &[Stamps]) -> [f64; 8] {
+    let t0 = members.iter().map(|m| m.join_sent).min().unwrap();
+    let us = |t: Instant| (t - t0).as_secs_f64() * 1e6;
+    let first = |f: fn(&Stamps) -> Instant| us(members.iter().map(f).min().unwrap());
+    let last = |f: fn(&Stamps) -> Instant| us(members.iter().map(f).max().unwrap());
+    let leader = members.iter().find(|m| m.leader).expect("a leader");
+    [
+        last(|m| m.join_sent),
+        first(|m| m.joined),
+        last(|m| m.joined),
+        us(leader.joined),
+        us(leader.sync_sent),
+        last(|m| m.sync_sent),
+        first(|m| m.synced),
+        last(|m| m.synced),
+    ]
+}
+
+/// One member's rebalance: join with its id, then sync. Returns how many
+/// partitions it was given, and when each step happened.
+fn member(c: &mut Client, group: &str, id: &str) -> (usize, Stamps) {
+    let join_sent = Instant::now();
     let joined = join(c, group, id);
+    let joined_at = Instant::now();
     assert_eq!(joined.error_code, 0, "{joined:?}");
     let assignments = if joined.leader == joined.member_id {
         assert_eq!(
@@ -119,6 +165,7 @@ fn member(c: &mut Client, group: &str, id: &str) -> usize {
     } else {
         Vec::new()
     };
+    let sync_sent = Instant::now();
     let synced: SyncGroupResponse = c
         .call_at(
             ApiKey::SyncGroup,
@@ -134,7 +181,14 @@ fn member(c: &mut Client, group: &str, id: &str) -> usize {
         )
         .unwrap();
     assert_eq!(synced.error_code, 0);
-    synced.assignment.len()
+    let stamps = Stamps {
+        leader: joined.leader == joined.member_id,
+        join_sent,
+        joined: joined_at,
+        sync_sent,
+        synced: Instant::now(),
+    };
+    (synced.assignment.len(), stamps)
 }
 
 /// A coordinator that takes no time, for the clients' own minimum of the
@@ -319,8 +373,18 @@ fn null_coordinator(listener: std::net::TcpListener, stop: Arc<std::sync::atomic
     }
 }
 
-/// (rebalance, minimum, independent round trips, the exchange against the
-/// coordinator that takes no time) in seconds for one round.
+/// One round's figures, in seconds, and the phases of both exchanges.
+struct Round {
+    rebalance: f64,
+    minimum: f64,
+    independent: f64,
+    null: f64,
+    phases: [f64; 8],
+    null_phases: [f64; 8],
+}
+
+/// One round: the rebalance, the minimum, independent round trips, and
+/// the exchange against the coordinator that takes no time.
 ///
 /// The minimum is the session's two rounds as the protocol orders them:
 /// every member's join round trip, and only once all have been answered
@@ -328,7 +392,7 @@ fn null_coordinator(listener: std::net::TcpListener, stop: Arc<std::sync::atomic
 /// every member's sync round trip; both as ApiVersions requests, which
 /// the broker answers at once. The independent figure drops that order:
 /// each member's two round trips back to back, overlapping the others'.
-fn rebalance_round(port: u16, null_port: u16, round: usize) -> (f64, f64, f64, f64) {
+fn rebalance_round(port: u16, null_port: u16, round: usize) -> Round {
     let addr = format!("127.0.0.1:{port}");
     let null_addr = format!("127.0.0.1:{null_port}");
     let barrier = Arc::new(Barrier::new(MEMBERS + 1));
@@ -358,14 +422,15 @@ fn rebalance_round(port: u16, null_port: u16, round: usize) -> (f64, f64, f64, f
                 barrier.wait();
                 // The same exchange against the coordinator that takes no time.
                 barrier.wait();
-                let n = member(&mut null, &group, &id);
+                let (n, null_stamps) = member(&mut null, &group, &id);
                 assert!(n > 0, "every member gets partitions");
                 barrier.wait();
                 // The rebalance.
                 barrier.wait();
-                let n = member(&mut c, &group, &id);
+                let (n, stamps) = member(&mut c, &group, &id);
                 assert!(n > 0, "every member gets partitions");
                 barrier.wait();
+                (stamps, null_stamps)
             })
         })
         .collect();
@@ -385,10 +450,16 @@ fn rebalance_round(port: u16, null_port: u16, round: usize) -> (f64, f64, f64, f
     let t = Instant::now();
     barrier.wait();
     let rebalance = t.elapsed().as_secs_f64();
-    for t in threads {
-        t.join().unwrap();
+    let (stamps, null_stamps): (Vec<Stamps>, Vec<Stamps>) =
+        threads.into_iter().map(|t| t.join().unwrap()).unzip();
+    Round {
+        rebalance,
+        minimum,
+        independent,
+        null,
+        phases: phases(&stamps),
+        null_phases: phases(&null_stamps),
     }
-    (rebalance, minimum, independent, null)
 }
 
 /// Offset commits per second with `window` in flight on one connection.
@@ -471,8 +542,20 @@ fn main() {
     let (mut reb, mut min, mut ratio, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut indep, mut indep_ratio, mut rates4) = (Vec::new(), Vec::new(), Vec::new());
     let (mut null, mut null_ratio) = (Vec::new(), Vec::new());
+    let (mut phase, mut null_phase) = (vec![Vec::new(); 8], vec![Vec::new(); 8]);
     for round in 0..rebalances {
-        let (r, m, i, n) = rebalance_round(port, null_port, round);
+        let Round {
+            rebalance: r,
+            minimum: m,
+            independent: i,
+            null: n,
+            phases,
+            null_phases,
+        } = rebalance_round(port, null_port, round);
+        for k in 0..8 {
+            phase[k].push(phases[k]);
+            null_phase[k].push(null_phases[k]);
+        }
         null.push(n);
         null_ratio.push(r / n);
         reb.push(r);
@@ -518,6 +601,15 @@ fn main() {
         "  (against the same exchange with a coordinator that takes no time, {:.2} ms: ratio {null_ratio:.2}, per round {})",
         null * 1e3,
         null_per_round.join(" ")
+    );
+    let medians = |p: Vec<Vec<f64>>| -> Vec<String> {
+        p.into_iter().map(|v| format!("{:.0}", median(v))).collect()
+    };
+    println!(
+        "  phases, µs from the first join sent ({}): sluice {}; no-time coordinator {}",
+        PHASES.join(", "),
+        medians(phase).join(" "),
+        medians(null_phase).join(" ")
     );
     println!("  offset commits, one shard, 1 connection x 128 in flight: {rate:.0} per second");
     println!("  offset commits, one shard, 4 connections x 128 in flight: {rate4:.0} per second");
