@@ -97,6 +97,13 @@ pub async fn handle(
             JoinResult::error(ResponseError::CoordinatorNotAvailable, "")
         })
         .await;
+        // The leader's answer goes out first: the followers' assignments
+        // wait for its SyncGroup. Writers of members that joined just
+        // before the round completed may already be queued ahead of the
+        // leader's; a follower steps back behind it once.
+        if r.error == 0 && r.leader != r.member_id {
+            futures_lite::future::yield_now().await;
+        }
         answer(r)
     }))
 }
