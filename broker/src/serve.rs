@@ -310,14 +310,16 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
 
 /// The thread that gives this process's io_uring workers SCHED_FIFO (see
 /// `sluice_tuning::io_workers`), until stopped; one warning if the kernel
-/// refuses.
-struct IoWorkerPromoter {
+/// refuses. `sluice serve` runs one, and so does `sluice iotune`, so its
+/// figures are what a shard waits for.
+pub struct IoWorkerPromoter {
     stop: std::sync::mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl IoWorkerPromoter {
-    fn start() -> Option<IoWorkerPromoter> {
+    /// Starts the thread (None, with a warning, if it cannot).
+    pub fn start() -> Option<IoWorkerPromoter> {
         let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
         let started = std::thread::Builder::new()
             .name("sluice-io-prio".into())
@@ -348,7 +350,8 @@ impl IoWorkerPromoter {
         }
     }
 
-    fn stop(self) {
+    /// Stops the thread and waits for it.
+    pub fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
     }

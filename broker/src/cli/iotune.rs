@@ -22,6 +22,16 @@ pub struct IotuneArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Scheduling of the io_uring workers that run the measured extending
+    /// writes and fdatasyncs, as `sluice serve --io-worker-priority`
+    /// (realtime by default, as the broker runs them).
+    #[arg(
+        long,
+        env = "SLUICE_IO_WORKER_PRIORITY",
+        value_enum,
+        default_value = "realtime"
+    )]
+    pub io_worker_priority: crate::config::IoWorkerPriority,
 }
 
 pub fn run(a: IotuneArgs) -> ExitCode {
@@ -37,6 +47,12 @@ pub fn run(a: IotuneArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     let (dir, budget, quiet) = (a.dir.clone(), a.duration, a.json);
+    // The workers run as the broker's do, so the figures (and the sync
+    // latency written for serve) are what a shard waits for.
+    let promoter = match a.io_worker_priority {
+        crate::config::IoWorkerPriority::Realtime => crate::serve::IoWorkerPromoter::start(),
+        crate::config::IoWorkerPriority::Normal => None,
+    };
     // Polled like a shard (the broker's default idle poll), so completions
     // are seen as a shard would see them.
     let idle_poll = Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT);
@@ -57,6 +73,9 @@ pub fn run(a: IotuneArgs) -> ExitCode {
     .map_err(|e| e.to_string())
     .and_then(|h| h.join().map_err(|e| e.to_string()))
     .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Some(p) = promoter {
+        p.stop();
+    }
     let r = match r {
         Ok(r) => r,
         Err(e) => {
