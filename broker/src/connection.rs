@@ -153,12 +153,15 @@ struct ReadSizer {
     /// Room to make before a frame's length is known: the size of the
     /// frames this connection has been sending, halving when they shrink.
     ahead: usize,
+    /// The last frame fitted the read that waits for a quiet socket.
+    small: bool,
 }
 
 impl Default for ReadSizer {
     fn default() -> Self {
         ReadSizer {
             ahead: SOCKET_READ_BYTES,
+            small: true,
         }
     }
 }
@@ -182,6 +185,7 @@ impl ReadSizer {
 
     /// A frame of `len` bytes (without its prefix) was taken off.
     fn saw_frame(&mut self, len: usize) {
+        self.small = len + 4 <= WAIT_READ_BYTES;
         self.ahead = (len + 4)
             .max(self.ahead / 2)
             .clamp(SOCKET_READ_BYTES, SOCKET_READ_AHEAD_BYTES_MAX);
@@ -232,8 +236,7 @@ async fn read_requests(
     let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
     let mut sizer = ReadSizer::default();
     // The last read found the socket emptied (it got less than it asked
-    // for): between frames, the next read waits for readiness at once
-    // instead of first trying a `recv` that would find nothing.
+    // for).
     let mut drained = false;
     loop {
         // Past the byte limit, read nothing more until answers go out.
@@ -251,10 +254,12 @@ async fn read_requests(
             // What the socket already holds is taken straight into the
             // buffer's spare room (no zero-filling it first); only when
             // it holds nothing does the read wait, through the stream.
-            // Between frames, after a read that emptied the socket, the
-            // wait comes at once: a request answered before the next is
-            // sent would otherwise cost a `recv` finding nothing each.
-            let now = if have == 0 && drained {
+            // Between small frames, after a read that emptied the
+            // socket, the wait comes at once: a request answered before
+            // the next is sent would otherwise cost a `recv` finding
+            // nothing each. (Large frames keep the read that makes room
+            // for a whole frame.)
+            let now = if have == 0 && drained && sizer.small {
                 RecvNow::Empty
             } else {
                 recv_now(fd, &mut buf, want)
@@ -422,9 +427,11 @@ mod tests {
         let mut s = ReadSizer::default();
         // Nothing known yet: one socket read's worth.
         assert_eq!(s.want(0, 4), SOCKET_READ_BYTES);
+        assert!(s.small, "a new connection's requests are small");
         // A 200 KB frame whose prefix arrived: read to its end exactly.
         assert_eq!(s.want(64 * 1024, 200_000 - 64 * 1024 + 4), 200_004 - 65_536);
         s.saw_frame(200_000);
+        assert!(!s.small, "a frame past the waiting read");
         // The next frame's start makes room for a frame of that size.
         assert_eq!(s.want(0, 4), 200_004);
         assert_eq!(s.want(2, 2), 200_004);
@@ -432,6 +439,7 @@ mod tests {
         assert_eq!(s.want(100, 50), SOCKET_READ_BYTES);
         // Smaller frames shrink the room by halves, never below one read.
         s.saw_frame(100);
+        assert!(s.small);
         assert_eq!(s.want(0, 4), 100_002);
         for _ in 0..8 {
             s.saw_frame(100);
