@@ -28,8 +28,12 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "1000", value_parser = parse_size_range)]
     #[serde(serialize_with = "ser_range")]
     pub message_bytes: (usize, usize),
+    /// Largest record batch per partition, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
+    /// How long a batch waits for more records before it is due. A due
+    /// batch goes when its connection has room (see --max-in-flight) and
+    /// keeps filling until then; 0 sends whenever there is room.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
     /// 0, 1 or all.
