@@ -21,7 +21,7 @@
 //!   in flight; commits per second, each answered only once durable.
 //!
 //! `cargo build --release -p sluice-broker && cargo bench -p sluice-bench
-//! --bench groups`. SLUICE_BENCH_REBALANCES (default 21),
+//! --bench groups`. SLUICE_BENCH_REBALANCES (default 201),
 //! SLUICE_BENCH_REPEATS (commit runs, default 5), SLUICE_BENCH_COMMITS
 //! (default 200000). Figures are medians. Writes
 //! `target/bench/groups.json`.
@@ -518,7 +518,7 @@ fn main() {
     let repeats = env("SLUICE_BENCH_REPEATS", if quick { 1 } else { 5 });
     // One rebalance is a fraction of a millisecond on a noisy machine:
     // many of them, each against its own minimum.
-    let rebalances = env("SLUICE_BENCH_REBALANCES", if quick { 1 } else { 21 });
+    let rebalances = env("SLUICE_BENCH_REBALANCES", if quick { 1 } else { 201 });
     let count = env("SLUICE_BENCH_COMMITS", if quick { 2_000 } else { 200_000 });
     let dir = std::env::var("SLUICE_BENCH_DIR")
         .map(PathBuf::from)
@@ -578,8 +578,15 @@ fn main() {
     }
     null_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     null_thread.join().unwrap();
-    let per_round: Vec<String> = ratio.iter().map(|r| format!("{r:.2}")).collect();
-    let null_per_round: Vec<String> = null_ratio.iter().map(|r| format!("{r:.2}")).collect();
+    // The spread of the per-round ratios: quartiles.
+    let quartiles = |v: &[f64]| -> String {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+        format!("{:.2} / {:.2} / {:.2}", q(0.25), q(0.5), q(0.75))
+    };
+    let per_round = quartiles(&ratio);
+    let null_per_round = quartiles(&null_ratio);
     let (null, null_ratio) = (median(null), median(null_ratio));
     let (reb, min, ratio, rate) = (median(reb), median(min), median(ratio), median(rates));
     let (rate4, indep, indep_ratio) = (median(rates4), median(indep), median(indep_ratio));
@@ -588,19 +595,17 @@ fn main() {
         bin.display()
     );
     println!(
-        "  rebalance, {MEMBERS} members, {PARTITIONS} partitions: {:.2} ms; the clients' minimum {:.2} ms; ratio {ratio:.2} (per round {})",
+        "  rebalance, {MEMBERS} members, {PARTITIONS} partitions: {:.2} ms; the clients' minimum {:.2} ms; ratio {ratio:.2} (rounds' quartiles {per_round})",
         reb * 1e3,
         min * 1e3,
-        per_round.join(" ")
     );
     println!(
         "  (against independent round trips, {:.2} ms: ratio {indep_ratio:.2})",
         indep * 1e3
     );
     println!(
-        "  (against the same exchange with a coordinator that takes no time, {:.2} ms: ratio {null_ratio:.2}, per round {})",
+        "  (against the same exchange with a coordinator that takes no time, {:.2} ms: ratio {null_ratio:.2}, rounds' quartiles {null_per_round})",
         null * 1e3,
-        null_per_round.join(" ")
     );
     let medians = |p: Vec<Vec<f64>>| -> Vec<String> {
         p.into_iter().map(|v| format!("{:.0}", median(v))).collect()
