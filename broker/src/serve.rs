@@ -296,10 +296,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     );
     println!("{line}");
     let _ = std::io::stdout().flush();
-    let promoter = match cfg.io_worker_priority {
-        IoWorkerPriority::Realtime => IoWorkerPromoter::start(),
-        IoWorkerPriority::Normal => None,
-    };
+    let promoter = IoWorkerPromoter::for_priority(cfg.io_worker_priority);
     Ok(Running {
         stops,
         handles,
@@ -318,8 +315,16 @@ pub struct IoWorkerPromoter {
 }
 
 impl IoWorkerPromoter {
+    /// The promoter `priority` asks for: none for normal priority.
+    pub fn for_priority(priority: IoWorkerPriority) -> Option<IoWorkerPromoter> {
+        match priority {
+            IoWorkerPriority::Realtime => IoWorkerPromoter::start(),
+            IoWorkerPriority::Normal => None,
+        }
+    }
+
     /// Starts the thread (None, with a warning, if it cannot).
-    pub fn start() -> Option<IoWorkerPromoter> {
+    fn start() -> Option<IoWorkerPromoter> {
         let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
         let started = std::thread::Builder::new()
             .name("sluice-io-prio".into())

@@ -49,10 +49,7 @@ pub fn run(a: IotuneArgs) -> ExitCode {
     let (dir, budget, quiet) = (a.dir.clone(), a.duration, a.json);
     // The workers run as the broker's do, so the figures (and the sync
     // latency written for serve) are what a shard waits for.
-    let promoter = match a.io_worker_priority {
-        crate::config::IoWorkerPriority::Realtime => crate::serve::IoWorkerPromoter::start(),
-        crate::config::IoWorkerPriority::Normal => None,
-    };
+    let promoter = crate::serve::IoWorkerPromoter::for_priority(a.io_worker_priority);
     // Polled like a shard (the broker's default idle poll), so completions
     // are seen as a shard would see them.
     let idle_poll = Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT);
