@@ -264,11 +264,15 @@ pub fn validate(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
 
 /// A stored batch: its (stamped) header and its body, kept apart so a batch
 /// that arrived in a network buffer is stored and served without copying
-/// the body.
+/// the body. A batch read ahead from disk across two read buffers keeps its
+/// body in pieces (`more`), served as they are rather than joined.
 #[derive(Clone, Debug)]
 pub struct Batch {
     head: Bytes,
     body: Bytes,
+    /// The rest of the body, in order, when it lies in more than one buffer;
+    /// usually empty (and then allocates nothing).
+    more: Vec<Bytes>,
     base_offset: i64,
     last_offset: i64,
     max_timestamp: i64,
@@ -280,6 +284,7 @@ impl Batch {
         Batch {
             head: bytes.slice(..HEADER_BYTES),
             body: bytes.slice(HEADER_BYTES..),
+            more: Vec::new(),
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
             max_timestamp: h.max_timestamp,
@@ -312,6 +317,7 @@ impl Batch {
         Batch {
             head: head.freeze(),
             body,
+            more: Vec::new(),
             base_offset,
             last_offset: base_offset + h.last_offset_delta as i64,
             max_timestamp,
@@ -331,7 +337,7 @@ impl Batch {
         self.max_timestamp
     }
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+        self.chunks().map(Bytes::len).sum()
     }
     pub fn is_empty(&self) -> bool {
         false
@@ -339,18 +345,29 @@ impl Batch {
     pub fn header(&self) -> BatchHeader {
         BatchHeader::parse(&self.head).expect("a stored batch always has a whole header")
     }
-    /// The batch as the two slices to write to a socket, in order.
-    pub fn chunks(&self) -> [&Bytes; 2] {
-        [&self.head, &self.body]
+    /// The batch as the slices to write to a socket, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        [&self.head, &self.body].into_iter().chain(&self.more)
     }
-    pub fn body(&self) -> &Bytes {
-        &self.body
+    /// The body as one buffer: shared when it is one piece, joined (a copy)
+    /// when it was read in pieces.
+    pub fn body(&self) -> Bytes {
+        if self.more.is_empty() {
+            return self.body.clone();
+        }
+        let mut b = BytesMut::with_capacity(self.len() - HEADER_BYTES);
+        b.extend_from_slice(&self.body);
+        for p in &self.more {
+            b.extend_from_slice(p);
+        }
+        b.freeze()
     }
     /// The batch as one contiguous buffer (copies; for tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
-        v.extend_from_slice(&self.head);
-        v.extend_from_slice(&self.body);
+        for c in self.chunks() {
+            v.extend_from_slice(c);
+        }
         v
     }
     /// The first record in this batch whose timestamp is >= `ts`, when the
@@ -361,7 +378,7 @@ impl Batch {
             return self.base_offset;
         }
         let mut found = None;
-        let _ = walk_records(&self.body, h.record_count, |delta, ts_delta| {
+        let _ = walk_records(&self.body(), h.record_count, |delta, ts_delta| {
             if found.is_none() && h.base_timestamp + ts_delta >= ts {
                 found = Some(self.base_offset + delta as i64);
             }
@@ -371,7 +388,60 @@ impl Batch {
     /// Checks the CRC again (pair assertion with the check on append).
     pub fn crc_ok(&self) -> bool {
         let h = self.header();
-        crc_of(&self.head, &self.body) == h.crc
+        let crc = self
+            .more
+            .iter()
+            .fold(crc_of(&self.head, &self.body), |c, p| {
+                crc32c::crc32c_append(c, p)
+            });
+        crc == h.crc
+    }
+
+    /// Assembles a stored batch read in pieces (`parts`, in order, holding
+    /// exactly the batch, header first), checking its CRC over the pieces.
+    /// Nothing is copied unless the header itself is split across pieces.
+    pub(crate) fn from_stored_parts(
+        parts: Vec<Bytes>,
+        h: &BatchHeader,
+    ) -> std::result::Result<Batch, String> {
+        let mut parts = parts.into_iter().filter(|p| !p.is_empty());
+        let mut first = parts.next().unwrap_or_default();
+        let head = if first.len() >= HEADER_BYTES {
+            first.split_to(HEADER_BYTES)
+        } else {
+            let mut head = BytesMut::with_capacity(HEADER_BYTES);
+            head.extend_from_slice(&first);
+            first = Bytes::new();
+            while head.len() < HEADER_BYTES {
+                let mut p = parts.next().ok_or_else(|| "truncated header".to_string())?;
+                let n = (HEADER_BYTES - head.len()).min(p.len());
+                head.extend_from_slice(&p.split_to(n));
+                first = p;
+            }
+            head.freeze()
+        };
+        let mut rest = std::iter::once(first)
+            .chain(parts)
+            .filter(|p| !p.is_empty());
+        let body = rest.next().unwrap_or_default();
+        let batch = Batch {
+            head,
+            body,
+            more: rest.collect(),
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            max_timestamp: h.max_timestamp,
+        };
+        if BatchHeader::parse(&batch.head) != Some(*h) || h.total_bytes() != Some(batch.len()) {
+            return Err("the pieces do not hold exactly this batch".to_string());
+        }
+        if !batch.crc_ok() {
+            return Err(format!(
+                "crc {:#010x} does not match the batch's bytes",
+                h.crc
+            ));
+        }
+        Ok(batch)
     }
 }
 
@@ -379,6 +449,23 @@ impl Batch {
 /// expecting it to start at `expected_base` when given. Returns its header
 /// and total length, or a reason it is not a whole, intact batch.
 pub(crate) fn check_stored(
+    b: &[u8],
+    expected_base: Option<i64>,
+) -> std::result::Result<(BatchHeader, usize), String> {
+    let (h, len) = check_stored_header(b, expected_base)?;
+    if b.len() < len {
+        return Err(format!("truncated: {} of {len} bytes", b.len()));
+    }
+    let crc = crc32c::crc32c(&b[CRC_START..len]);
+    if crc != h.crc {
+        return Err(format!("crc {:#010x}, computed {crc:#010x}", h.crc));
+    }
+    Ok((h, len))
+}
+
+/// The checks of [`check_stored`] that need only the header at the start
+/// of `b`: it does not look at the rest of the batch, nor at its CRC.
+pub(crate) fn check_stored_header(
     b: &[u8],
     expected_base: Option<i64>,
 ) -> std::result::Result<(BatchHeader, usize), String> {
@@ -403,13 +490,6 @@ pub(crate) fn check_stored(
                 h.base_offset
             ));
         }
-    }
-    if b.len() < len {
-        return Err(format!("truncated: {} of {len} bytes", b.len()));
-    }
-    let crc = crc32c::crc32c(&b[CRC_START..len]);
-    if crc != h.crc {
-        return Err(format!("crc {:#010x}, computed {crc:#010x}", h.crc));
     }
     Ok((h, len))
 }
@@ -649,5 +729,48 @@ mod tests {
         assert_eq!(s.first_offset_at_or_after(5), 100);
         assert_eq!(s.first_offset_at_or_after(25), 101);
         assert_eq!(s.first_offset_at_or_after(40), 103);
+    }
+
+    // Proves a batch assembled from pieces, whatever the cut points (in
+    // its header or its body, into two or three pieces), is the same
+    // batch: bytes, offsets, CRC, records; and that a flipped body bit is
+    // refused rather than served.
+    #[test]
+    fn batches_from_pieces_are_whole_and_checked() {
+        let stored = uniform(5, 40, 7).to_vec();
+        let h = BatchHeader::parse(&stored).unwrap();
+        let all = Bytes::from(stored.clone());
+        let want = Batch::from_stored(all.clone(), &h);
+        let n = stored.len();
+        for a in 0..=n {
+            for b in [a, a + 1, a + 13, n]
+                .into_iter()
+                .filter(|&b| b >= a && b <= n)
+            {
+                let parts = vec![all.slice(..a), all.slice(a..b), all.slice(b..)];
+                let got = Batch::from_stored_parts(parts, &h).unwrap();
+                assert_eq!(got.to_vec(), stored, "cut at {a} and {b}");
+                assert!(got.crc_ok());
+                assert_eq!(got.len(), n);
+                assert_eq!(got.body(), want.body());
+                assert_eq!(got.header(), h);
+                assert_eq!(got.next_offset(), want.next_offset());
+                assert_eq!(
+                    got.first_offset_at_or_after(7),
+                    want.first_offset_at_or_after(7)
+                );
+            }
+        }
+        let mut bad = stored.clone();
+        bad[n - 3] ^= 0x10;
+        let bad = Bytes::from(bad);
+        let parts = vec![bad.slice(..100), bad.slice(100..)];
+        assert!(Batch::from_stored_parts(parts, &h).is_err());
+        // Pieces holding less, or more, than the batch are refused.
+        assert!(Batch::from_stored_parts(vec![all.slice(..n - 1)], &h).is_err());
+        let mut longer = stored.clone();
+        longer.push(0);
+        assert!(Batch::from_stored_parts(vec![Bytes::from(longer)], &h).is_err());
+        assert!(Batch::from_stored_parts(vec![all.slice(..30)], &h).is_err());
     }
 }

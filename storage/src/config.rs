@@ -45,6 +45,12 @@ pub struct LogConfig {
     pub read_chunk_bytes: usize,
     /// Bytes a cold read fetches at once, as concurrent chunks.
     pub read_ahead_bytes: usize,
+    /// Whether read-ahead (a sequential reader catching up) reads on the
+    /// executor's blocking pool, straight into buffers the batches are then
+    /// served from, instead of through io_uring into the runtime's buffers,
+    /// which the shard must copy out (glommio's read buffers cannot leave
+    /// the shard's thread, and a cached batch may).
+    pub read_ahead_on_pool: bool,
 }
 
 /// What the disk's measured io-properties set for every log (once, at
@@ -96,6 +102,7 @@ impl Default for LogConfig {
             write_behind,
             read_chunk_bytes: limits::READ_CHUNK_BYTES_DEFAULT,
             read_ahead_bytes: limits::READ_AHEAD_BYTES_DEFAULT,
+            read_ahead_on_pool: true,
         }
     }
 }

@@ -87,6 +87,26 @@ impl DirectFile {
         self.file.truncate(len).await.map_err(glommio_io)
     }
 
+    /// Reads one aligned chunk into a buffer the caller owns: sliced and
+    /// sent to other threads without copying. From the blocking pool with
+    /// `via_pool` (read straight into the buffer); otherwise through
+    /// io_uring, whose buffer is the runtime's and is copied out once.
+    pub async fn read_chunk_owned(
+        &self,
+        pos: u64,
+        len: usize,
+        via_pool: bool,
+    ) -> io::Result<Bytes> {
+        if via_pool {
+            count(|p| p.pool += 1);
+            return pread_on_pool(&self.file, pos, len).await;
+        }
+        Ok(match read_aligned(&self.file, pos, len).await? {
+            Chunk::Uring(r) => Bytes::copy_from_slice(&r),
+            Chunk::Pool(b) => b,
+        })
+    }
+
     /// Reads one aligned chunk: the runtime's buffer, not copied.
     pub async fn read_chunk(&self, pos: u64, len: usize) -> io::Result<Chunk> {
         read_aligned(&self.file, pos, len).await
@@ -222,11 +242,24 @@ async fn read_aligned(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Chunk
     pread_on_pool(f, pos, len).await.map(Chunk::Pool)
 }
 
+thread_local! {
+    /// Reads this shard may have queued or running on its blocking pool at
+    /// once, over all its logs.
+    static POOL_READ_SLOTS: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(
+        sluice_tuning::limits::POOL_READS_IN_FLIGHT_MAX as u64,
+    ));
+}
+
 /// An O_DIRECT `pread` on the executor's blocking-thread pool, never on the
 /// shard thread. The descriptor is duplicated first so the read stays valid
 /// even if the file is closed while it runs.
 async fn pread_on_pool(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Bytes> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let slots = POOL_READ_SLOTS.with(Rc::clone);
+    let _slot = slots
+        .acquire_permit(1)
+        .await
+        .map_err(|e| io::Error::other(format!("pool read slots closed: {e}")))?;
     // SAFETY: dup of a descriptor this file owns and keeps open meanwhile.
     let fd = unsafe { libc::dup(f.as_raw_fd()) };
     if fd < 0 {

@@ -92,10 +92,18 @@ pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 
 /// Submission depth of each io_uring ring of an executor.
 pub const IO_RING_DEPTH: usize = 128;
-/// Threads in each executor's blocking pool: directory listing, and segment
-/// reads where the device refuses io_uring O_DIRECT reads. This many reads
-/// can be in flight at once on that path.
+/// Threads in each executor's blocking pool: directory listing, read-ahead
+/// (see `LogConfig::read_ahead_on_pool`), and segment reads where the
+/// device refuses io_uring O_DIRECT reads.
 pub const BLOCKING_THREADS: usize = 4;
+/// Segment reads a shard may have queued or running on its blocking pool
+/// at once (each up to `READ_CHUNK_BYTES_DEFAULT`): enough that a thread
+/// finishing a read finds the next one queued rather than waiting for the
+/// shard to hand it over (with at most one read per thread, W4b's
+/// catch-up ran at about half the rate), few enough that other blocking
+/// work (metadata, directory listing) waits behind a few milliseconds of
+/// reads at most.
+pub const POOL_READS_IN_FLIGHT_MAX: usize = 32;
 
 /// Largest request frame the broker reads (Kafka's socket.request.max.bytes
 /// is 100 MiB); a longer length prefix closes the connection before

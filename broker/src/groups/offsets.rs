@@ -158,7 +158,8 @@ impl OffsetStore {
             }
             for b in batches {
                 let h = b.header();
-                batch::read_records(b.body(), h.record_count, |k, v| {
+                let body = b.body();
+                batch::read_records(&body, h.record_count, |k, v| {
                     let Some(key) = k.and_then(decode_key) else {
                         return;
                     };

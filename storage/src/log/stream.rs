@@ -13,13 +13,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use glommio::sync::Semaphore;
 
 use super::PartitionLog;
-use crate::batch::{check_stored, Batch};
+use crate::batch::{check_stored_header, Batch, HEADER_BYTES};
 use crate::file::{align_down, align_up};
-use crate::segment::cut_batch_bytes;
 
 /// Streamers per log: one per concurrent sequential reader, at most.
 pub(super) const STREAMERS_MAX: usize = 4;
@@ -156,13 +157,16 @@ impl PartitionLog {
     }
 
     async fn run_streamer(&self, st: &Streamer) {
-        let (chunk, window) = {
+        let (chunk, window, via_pool) = {
             let cfg = self.cfg.borrow();
-            (cfg.read_chunk_bytes, cfg.read_ahead_bytes)
+            (
+                cfg.read_chunk_bytes,
+                cfg.read_ahead_bytes,
+                cfg.read_ahead_on_pool,
+            )
         };
         let depth = (window / chunk).max(1);
         let max_ahead = self.max_ahead_bytes();
-        let slab_bytes = window.max(chunk);
         let mut offset = st.start;
         'segments: loop {
             let gen = self.inner.borrow().generation;
@@ -182,7 +186,9 @@ impl PartitionLog {
             };
             st.seg_base.set(seg_base);
             let mut expected = seg_base + i64::from(rel);
-            let mut carry = BytesMut::new();
+            // Read bytes not yet parsed into batches, from file position
+            // `carry_pos` on: the start of a batch whose end is still to come.
+            let mut carry = Pieces::default();
             let mut carry_pos = pos;
             let mut issue = align_down(pos);
             let mut skip = (pos - issue) as usize;
@@ -200,14 +206,16 @@ impl PartitionLog {
                     }
                 };
                 let ahead = self.cache.extent(st.reader_next.get(), max_ahead).1;
-                let mut budget = max_ahead.saturating_sub(ahead + inflight_bytes + carry.len());
+                let mut budget = max_ahead.saturating_sub(ahead + inflight_bytes + carry.len);
                 while inflight.len() < depth && issue < written && budget > 0 {
                     let n = (chunk as u64).min(align_up(written) - issue) as usize;
                     let f = file.clone();
                     let at = issue;
                     inflight.push_back((
                         n,
-                        glommio::spawn_local(async move { f.read_chunk(at, n).await }),
+                        glommio::spawn_local(
+                            async move { f.read_chunk_owned(at, n, via_pool).await },
+                        ),
                     ));
                     issue += n as u64;
                     inflight_bytes += n;
@@ -215,53 +223,56 @@ impl PartitionLog {
                 }
                 st.issue_pos.set(issue);
                 let Some((n, task)) = inflight.pop_front() else {
-                    if sealed && carry_pos >= written && carry.is_empty() {
+                    if sealed && carry_pos >= written && carry.len == 0 {
                         offset = expected; // Go on into the next segment.
                         continue 'segments;
                     }
                     break 'segments; // Far enough ahead, or at the written end.
                 };
                 inflight_bytes -= n;
-                let Ok(data) = task.await else {
+                let Ok(mut data) = task.await else {
                     break 'segments;
                 };
                 let short = data.len() < n;
-                let mut d: &[u8] = &data;
-                d = &d[skip.min(d.len())..];
+                let _ = data.split_to(skip.min(data.len()));
                 skip = 0;
-                let room = written.saturating_sub(carry_pos + carry.len() as u64) as usize;
-                let d = &d[..d.len().min(room)];
-                if carry.capacity() - carry.len() < d.len() {
-                    // A fresh slab, with only the partial batch carried over:
-                    // never grow (and copy) one buffer chunk by chunk.
-                    let mut slab = BytesMut::with_capacity(slab_bytes.max(carry.len() + d.len()));
-                    slab.extend_from_slice(&carry);
-                    carry = slab;
-                }
-                carry.extend_from_slice(d);
+                let room = written.saturating_sub(carry_pos + carry.len as u64) as usize;
+                data.truncate(room);
+                carry.push(data);
                 let mut served = false;
                 loop {
-                    match check_stored(&carry, Some(expected)) {
-                        Ok((h, len)) => {
-                            let bytes = carry.split_to(len).freeze();
-                            carry_pos += len as u64;
-                            expected = h.last_offset() + 1;
-                            st.parsed_next.set(expected);
-                            if h.last_offset() >= offset && self.inner.borrow().generation == gen {
-                                self.cache.insert_read_once(Batch::from_stored(bytes, &h));
-                                self.probe.update(|s| s.streamed_bytes += len as u64);
-                                served = true;
+                    let head = carry.prefix(HEADER_BYTES);
+                    let (h, len) = match check_stored_header(&head, Some(expected)) {
+                        Ok(found) => found,
+                        // Needs the bytes of chunks still to come.
+                        Err(_) if carry.len < HEADER_BYTES => {
+                            if carry.len == 0 || carry_pos + (HEADER_BYTES as u64) <= written {
+                                break;
                             }
+                            break 'segments; // Runs past the written data.
                         }
-                        Err(_) => match cut_batch_bytes(&carry) {
-                            // Needs the bytes of chunks still to come.
-                            Some(l) if carry_pos + (l as u64) <= written => break,
-                            // Runs past the written data (the rest is pinned
-                            // in the cache), or corrupt (the reader's own disk
-                            // read will say so): stop here.
-                            _ if carry.is_empty() => break,
-                            _ => break 'segments,
-                        },
+                        // Corrupt (the reader's own disk read will say so).
+                        Err(_) => break 'segments,
+                    };
+                    drop(head);
+                    if carry.len < len {
+                        if carry_pos + (len as u64) <= written {
+                            break; // The rest is in chunks still to come.
+                        }
+                        // Runs past the written data (the rest is pinned in
+                        // the cache): stop here.
+                        break 'segments;
+                    }
+                    let Ok(batch) = Batch::from_stored_parts(carry.take(len), &h) else {
+                        break 'segments; // Corrupt: the reader's disk read says so.
+                    };
+                    carry_pos += len as u64;
+                    expected = h.last_offset() + 1;
+                    st.parsed_next.set(expected);
+                    if h.last_offset() >= offset && self.inner.borrow().generation == gen {
+                        self.cache.insert_read_once(batch);
+                        self.probe.update(|s| s.streamed_bytes += len as u64);
+                        served = true;
                     }
                 }
                 if served {
@@ -271,6 +282,94 @@ impl PartitionLog {
                     break 'segments;
                 }
             }
+        }
+    }
+}
+
+/// Bytes read in order, held as the buffers they were read into.
+#[derive(Default)]
+struct Pieces {
+    q: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.q.push_back(b);
+        }
+    }
+
+    /// Up to the first `n` bytes, in one slice: borrowed when the first
+    /// buffer holds them, else joined.
+    fn prefix(&self, n: usize) -> Cow<'_, [u8]> {
+        match self.q.front() {
+            None => Cow::Borrowed(&[]),
+            Some(f) if f.len() >= n || self.q.len() == 1 => Cow::Borrowed(&f[..n.min(f.len())]),
+            Some(_) => {
+                let mut v = Vec::with_capacity(n);
+                for b in &self.q {
+                    let k = (n - v.len()).min(b.len());
+                    v.extend_from_slice(&b[..k]);
+                    if v.len() == n {
+                        break;
+                    }
+                }
+                Cow::Owned(v)
+            }
+        }
+    }
+
+    /// Takes the first `n` bytes (`n <= len`) as slices of the buffers.
+    fn take(&mut self, mut n: usize) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(1);
+        while n > 0 {
+            let Some(front) = self.q.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                let b = self.q.pop_front().expect("front exists");
+                n -= b.len();
+                self.len -= b.len();
+                out.push(b);
+            } else {
+                out.push(front.split_to(n));
+                self.len -= n;
+                n = 0;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the pieces give back exactly the bytes pushed, in order,
+    // whatever the buffers' sizes: joined prefixes and taken slices alike.
+    #[test]
+    fn pieces_keep_bytes_in_order() {
+        let all: Vec<u8> = (0..200u8).collect();
+        for cuts in [vec![0, 200], vec![0, 1, 200], vec![0, 7, 8, 100, 199, 200]] {
+            let mut p = Pieces::default();
+            for w in cuts.windows(2) {
+                p.push(Bytes::copy_from_slice(&all[w[0]..w[1]]));
+            }
+            p.push(Bytes::new());
+            assert_eq!(p.len, 200);
+            assert_eq!(&p.prefix(61)[..], &all[..61]);
+            assert_eq!(&p.prefix(500)[..], &all[..], "{cuts:?}");
+            let mut at = 0;
+            for n in [3, 60, 1, 100, 36] {
+                let got: Vec<u8> = p.take(n).iter().flat_map(|b| b.to_vec()).collect();
+                assert_eq!(got, &all[at..at + n], "{cuts:?} take {n} at {at}");
+                at += n;
+                assert_eq!(p.len, 200 - at);
+            }
+            assert!(p.take(1).is_empty());
+            assert!(p.prefix(1).is_empty());
         }
     }
 }
