@@ -318,7 +318,8 @@ fn tune_reports_checks() {
 
 /// `sluice iotune` measures a directory, writes the io-properties file
 /// there, and `sluice serve` on that directory says it uses them; a
-/// damaged file is reported and the defaults used.
+/// damaged file is reported and the defaults used; a CPU it may not run
+/// on is refused.
 #[test]
 fn iotune_writes_properties_that_serve_reads() {
     let dir = tempdir();
@@ -369,4 +370,18 @@ fn iotune_writes_properties_that_serve_reads() {
     std::fs::write(data.join("io-properties.toml"), "queue_depth = many\n").unwrap();
     let mut b = Broker::start(&data, 1, &[]);
     assert!(b.wait_for("io-properties ignored"));
+    drop(b);
+
+    // A CPU this process may not run on is refused before anything runs.
+    let bad = Command::new(BIN)
+        .args(["iotune", "--cpu", "100000", "--dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--cpu 100000") && err.contains("may run on"),
+        "{err}"
+    );
 }

@@ -32,6 +32,11 @@ pub struct IotuneArgs {
         default_value = "realtime"
     )]
     pub io_worker_priority: crate::config::IoWorkerPriority,
+    /// Measure pinned to this CPU, as a shard runs (by default unpinned).
+    /// A pinned executor's io_uring workers share its CPU, as a shard's
+    /// do, which changes what an fdatasync through io_uring costs.
+    #[arg(long)]
+    pub cpu: Option<usize>,
 }
 
 pub fn run(a: IotuneArgs) -> ExitCode {
@@ -53,23 +58,28 @@ pub fn run(a: IotuneArgs) -> ExitCode {
     // Polled like a shard (the broker's default idle poll), so completions
     // are seen as a shard would see them.
     let idle_poll = Duration::from_micros(sluice_tuning::limits::IDLE_POLL_US_DEFAULT);
-    let r = sluice_storage::runtime::executor_builder(
-        glommio::Placement::Unbound,
-        io_memory,
-        idle_poll,
-    )
-    .name("sluice-iotune")
-    .spawn(move || async move {
-        iotune::measure(&dir, budget, |what| {
-            if !quiet {
-                eprintln!("iotune: {what}");
-            }
+    let allowed = sluice_tuning::host::allowed_cpus();
+    let cpu = match a.cpu {
+        Some(c) if !allowed.contains(&c) => {
+            eprintln!("sluice iotune: --cpu {c}: this process may run on CPUs {allowed:?} only");
+            return ExitCode::from(2);
+        }
+        c => c,
+    };
+    let placement = cpu.map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
+    let r = sluice_storage::runtime::executor_builder(placement, io_memory, idle_poll)
+        .name("sluice-iotune")
+        .spawn(move || async move {
+            iotune::measure(&dir, budget, |what| {
+                if !quiet {
+                    eprintln!("iotune: {what}");
+                }
+            })
+            .await
         })
-        .await
-    })
-    .map_err(|e| e.to_string())
-    .and_then(|h| h.join().map_err(|e| e.to_string()))
-    .and_then(|r| r.map_err(|e| e.to_string()));
+        .map_err(|e| e.to_string())
+        .and_then(|h| h.join().map_err(|e| e.to_string()))
+        .and_then(|r| r.map_err(|e| e.to_string()));
     if let Some(p) = promoter {
         p.stop();
     }
