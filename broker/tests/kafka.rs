@@ -258,7 +258,8 @@ fn check(
 }
 
 // 100 000 keyed messages with headers per codec, acks=all with
-// idempotence, through two shards; all consumed back intact and in order.
+// idempotence, through two shards; all consumed back intact and in order,
+// and the uncompressed ones again from disk after a restart.
 // Batches for partitions owned by the other shard are forwarded without a
 // copy (the shards' counters, logged at shutdown, say so).
 #[test]
@@ -269,6 +270,7 @@ fn produce_and_consume_in_every_codec() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let mut uncompressed = Vec::new();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("codec-{codec}");
         create_topic(&b, &topic, 8, &[]);
@@ -276,8 +278,18 @@ fn produce_and_consume_in_every_codec() {
         let consumed = consume(&b, &topic, 8, n);
         assert_eq!(consumed.len(), 8, "every partition got messages");
         check(&delivered, &consumed, codec, 0);
+        if codec == "none" {
+            uncompressed = delivered;
+        }
     }
     b.stop();
+    // Read back cold after a restart (nothing cached): through the log's
+    // read-ahead, whose batches are slices, or pieces, of its own read
+    // buffers, on both shards and between them.
+    let again = Broker::start(data.path(), SHARDS, &[]);
+    let consumed = consume(&again, "codec-none", 8, n);
+    check(&uncompressed, &consumed, "none", 0);
+    drop(again);
     let log = b.drain(Duration::from_millis(100));
     let forwarded: u64 = log
         .lines()
