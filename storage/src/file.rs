@@ -98,7 +98,6 @@ impl DirectFile {
         via_pool: bool,
     ) -> io::Result<Bytes> {
         if via_pool {
-            count(|p| p.pool += 1);
             return pread_on_pool(&self.file, pos, len).await;
         }
         Ok(match read_aligned(&self.file, pos, len).await? {
@@ -238,7 +237,6 @@ async fn read_aligned(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Chunk
     } else {
         POOL_READS_LEFT.with(|c| c.set(left - 1));
     }
-    count(|p| p.pool += 1);
     pread_on_pool(f, pos, len).await.map(Chunk::Pool)
 }
 
@@ -251,10 +249,12 @@ thread_local! {
 }
 
 /// An O_DIRECT `pread` on the executor's blocking-thread pool, never on the
-/// shard thread. The descriptor is duplicated first so the read stays valid
-/// even if the file is closed while it runs.
+/// shard thread (counted in `ReadPaths::pool`). The descriptor is
+/// duplicated first so the read stays valid even if the file is closed
+/// while it runs.
 async fn pread_on_pool(f: &Rc<DmaFile>, pos: u64, len: usize) -> io::Result<Bytes> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    count(|p| p.pool += 1);
     let slots = POOL_READ_SLOTS.with(Rc::clone);
     let _slot = slots
         .acquire_permit(1)

@@ -9,11 +9,10 @@
 //! one), at the end of the written data, on corruption (the reader's own
 //! disk read then reports it), or when the log is truncated.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-
-use std::borrow::Cow;
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
