@@ -345,6 +345,7 @@ fn iotune_writes_properties_that_serve_reads() {
     }
     for s in v["fdatasync"].as_array().unwrap() {
         assert!(s["fdatasync_p50_us"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["executor_fdatasync_p50_us"].as_u64().unwrap() > 0, "{s}");
         assert!(s["syscall_p50_us"].as_u64().unwrap() > 0, "{s}");
     }
     assert!(v["seq_read_bytes_per_sec"].as_f64().unwrap() > 0.0);

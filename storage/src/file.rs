@@ -2,7 +2,8 @@
 //!
 //! Every call here is asynchronous on the shard's io_uring ring, or runs on
 //! glommio's blocking-thread pool (directory listing and creation), so no
-//! blocking syscall ever runs on the shard thread. Keeping this seam narrow
+//! blocking syscall ever runs on the shard thread; the `*_blocking` calls
+//! and `raw_fd` are for iotune's measuring alone. Keeping this seam narrow
 //! is what would let the runtime be replaced.
 
 use std::io;
@@ -79,6 +80,39 @@ impl DirectFile {
         // SAFETY: fdatasync on a descriptor this file owns and keeps open.
         if unsafe { libc::fdatasync(self.file.as_raw_fd()) } != 0 {
             return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The descriptor, for iotune's own ring (`kernel_ring`), which
+    /// measures the same file without the executor.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
+    /// pwrite(2) of the whole buffer on the calling thread: blocks it until
+    /// the device has the data. For measuring (iotune) only.
+    pub fn write_blocking(&self, buf: &DmaBuffer, pos: u64) -> io::Result<()> {
+        crate::faults::write_result()?;
+        // SAFETY: the buffer is valid for its length for the whole call,
+        // and the descriptor is this file's own.
+        let n = unsafe {
+            libc::pwrite(
+                self.raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                pos as libc::off_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes at {pos}", buf.len()),
+            ));
         }
         Ok(())
     }

@@ -1,8 +1,12 @@
 //! `sluice iotune`: the disk under a directory measured with the same DMA
-//! files (O_DIRECT, io_uring) the log writes: sequential writes at several
-//! block sizes and depths, fdatasync after writes of each size, sequential
-//! and random reads; and the io-properties derived from them. Runs inside
-//! a glommio executor; bounded by a time budget; removes its files.
+//! files and buffers (O_DIRECT, io_uring) the log writes: sequential
+//! writes at several block sizes and depths, fdatasync after writes of
+//! each size, sequential and random reads; and the io-properties derived
+//! from them. Writes are waited for in the kernel on a ring of iotune's
+//! own, so the figures are the device's and not the executor's turn
+//! around each completion (which the executor's own fdatasync figure
+//! shows). Runs inside a glommio executor; bounded by a time budget;
+//! removes its files.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -12,6 +16,7 @@ use sluice_tuning::io_properties::IoProperties;
 use sluice_tuning::limits;
 
 use crate::file::DirectFile;
+use crate::kernel_ring::KernelRing;
 
 pub const BLOCK_SIZES: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20];
 pub const DEPTHS: [usize; 3] = [1, 4, 16];
@@ -32,13 +37,19 @@ pub struct WritePoint {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncPoint {
     pub write_bytes: usize,
-    /// The fdatasync as the log issues it: through io_uring (a kernel
-    /// worker runs it), completion seen by the executor.
+    /// A write then an fdatasync through io_uring, each waited for in the
+    /// kernel on a ring of iotune's own (how fio's io_uring engine
+    /// measures it): the device and the hand-off to io_uring's worker.
     pub fdatasync_p50_us: u64,
     pub fdatasync_p99_us: u64,
-    /// fdatasync(2) called on the executor's own thread: the device and
-    /// filesystem alone (how fio's psync engine measures it). The
-    /// difference from the above is the hand-off to the worker and back.
+    /// Both through the executor's ring, as the log issues them: the above
+    /// plus the executor's turn from the completion to the task (glommio
+    /// re-arms its timers first). What a shard waits for; io-properties
+    /// use it.
+    pub executor_fdatasync_p50_us: u64,
+    pub executor_fdatasync_p99_us: u64,
+    /// pwrite(2) then fdatasync(2) on iotune's thread: the device and
+    /// filesystem alone (how fio's psync engine measures it).
     pub syscall_p50_us: u64,
     pub syscall_p99_us: u64,
 }
@@ -71,44 +82,88 @@ impl Drop for Scratch {
 }
 
 /// Sequential extending writes of `block` bytes with `depth` in flight for
-/// `slice` (or `POINT_BYTES_MAX`).
+/// `slice` (or `POINT_BYTES_MAX`), on a polled ring of iotune's own that it
+/// waits on in the kernel (`kernel_ring`), from the same DMA buffers and
+/// O_DIRECT file the log uses. Falls back to a ring completed by interrupt
+/// where the device refuses polled writes.
 async fn write_point(
     dir: &Path,
     block: usize,
     depth: usize,
     slice: Duration,
 ) -> std::io::Result<WritePoint> {
+    match write_point_on(dir, block, depth, slice, true).await {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            write_point_on(dir, block, depth, slice, false).await
+        }
+        r => r,
+    }
+}
+
+async fn write_point_on(
+    dir: &Path,
+    block: usize,
+    depth: usize,
+    slice: Duration,
+    polled: bool,
+) -> std::io::Result<WritePoint> {
     let scratch = Scratch(dir.join(".sluice-iotune-write"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
     // One buffer per write in flight, as the log's tail buffers are.
-    let bufs: Vec<Rc<_>> = (0..depth)
+    let bufs: Vec<_> = (0..depth)
         .map(|i| {
             let mut b = f.alloc(block);
             b.as_bytes_mut().fill(0x5a ^ i as u8);
-            Rc::new(b)
+            b
         })
         .collect();
+    // Declared after the buffers, so it is dropped (and waits for its
+    // writes) before they are.
+    let mut ring = if polled {
+        KernelRing::polled(depth as u32)?
+    } else {
+        KernelRing::new(depth as u32)?
+    };
+    let mut free: Vec<usize> = (0..depth).rev().collect();
+    let mut sent = vec![Instant::now(); depth];
     let start = Instant::now();
     let mut pos = 0u64;
-    let mut inflight = std::collections::VecDeque::new();
     let mut lat = Vec::new();
     loop {
         let more = start.elapsed() < slice && pos < POINT_BYTES_MAX;
-        if more && inflight.len() < depth {
-            let b = bufs[(pos / block as u64) as usize % depth].clone();
-            let (f, p) = (f.clone(), pos);
-            let t = Instant::now();
-            inflight.push_back(glommio::spawn_local(async move {
-                f.write(b, p).await.map(|()| t.elapsed().as_micros() as u64)
-            }));
-            pos += block as u64;
-            continue;
+        if more {
+            if let Some(slot) = free.pop() {
+                sent[slot] = Instant::now();
+                // SAFETY: the buffer lives until the ring is dropped, which
+                // waits for every write in flight; it is not touched while
+                // its write is out (its slot is off the free list).
+                unsafe {
+                    ring.push_write(
+                        f.raw_fd(),
+                        bufs[slot].as_ptr(),
+                        block as u32,
+                        pos,
+                        slot as u64,
+                    )?
+                };
+                pos += block as u64;
+                continue;
+            }
         }
-        match inflight.pop_front() {
-            Some(h) => lat.push(h.await?),
-            None => break,
+        if ring.in_flight() == 0 {
+            break;
         }
+        let (slot, r) = ring.submit_and_wait()?;
+        let n = r?;
+        if n as usize != block {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {block} bytes"),
+            ));
+        }
+        lat.push(sent[slot as usize].elapsed().as_micros() as u64);
+        free.push(slot as usize);
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(WritePoint {
@@ -120,34 +175,89 @@ async fn write_point(
     })
 }
 
-/// A write of `block` bytes then an fdatasync, repeated for `slice`; the
-/// fdatasync alternates between the log's way (io_uring) and the system
-/// call made on this thread, so both see the same file and moment. The
-/// system call blocks this executor while the disk syncs: iotune serves
-/// nothing else (a broker shard never does this).
-async fn sync_point(dir: &Path, block: usize, slice: Duration) -> std::io::Result<SyncPoint> {
+/// How a write and the fdatasync after it are made.
+#[derive(Clone, Copy)]
+enum SyncWay {
+    /// Both on iotune's own ring, waited for in the kernel.
+    Kernel,
+    /// Both on the executor's ring, as the log makes them.
+    Executor,
+    /// pwrite(2) then fdatasync(2) on this thread.
+    Syscall,
+}
+
+/// A write of `block` bytes then an fdatasync, repeated for `slice` on a
+/// fresh file (as each of fio's jobs has its own); returns the fdatasync
+/// latencies. The kernel and system-call ways block this executor while
+/// the disk works: iotune serves nothing else (a broker shard never does
+/// this).
+async fn sync_run(
+    dir: &Path,
+    block: usize,
+    slice: Duration,
+    way: SyncWay,
+) -> std::io::Result<Vec<u64>> {
     let scratch = Scratch(dir.join(".sluice-iotune-sync"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
     let buf = Rc::new(f.alloc(block));
+    // fdatasync cannot be polled, so this ring is completed by interrupt,
+    // as fio's sync job runs (without --hipri).
+    let mut ring = KernelRing::new(2)?;
+    let short = |n: u32| {
+        std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {block} bytes"),
+        )
+    };
     let start = Instant::now();
-    let (mut pos, mut uring, mut syscall) = (0u64, Vec::new(), Vec::new());
-    while start.elapsed() < slice || syscall.len() < 3 {
-        f.write(buf.clone(), pos).await?;
+    let mut pos = 0u64;
+    let mut took = Vec::new();
+    while start.elapsed() < slice || took.len() < 3 {
+        let t = match way {
+            SyncWay::Kernel => {
+                // SAFETY: the buffer outlives the wait for its write below.
+                unsafe { ring.push_write(f.raw_fd(), buf.as_ptr(), block as u32, pos, 0)? };
+                let n = ring.submit_and_wait()?.1?;
+                if n as usize != block {
+                    return Err(short(n));
+                }
+                let t = Instant::now();
+                ring.push_fdatasync(f.raw_fd(), 1)?;
+                ring.submit_and_wait()?.1?;
+                t
+            }
+            SyncWay::Executor => {
+                f.write(buf.clone(), pos).await?;
+                let t = Instant::now();
+                f.fdatasync().await?;
+                t
+            }
+            SyncWay::Syscall => {
+                f.write_blocking(&buf, pos)?;
+                let t = Instant::now();
+                f.fdatasync_blocking()?;
+                t
+            }
+        };
+        took.push(t.elapsed().as_micros() as u64);
         pos += block as u64;
-        let t = Instant::now();
-        if uring.len() <= syscall.len() {
-            f.fdatasync().await?;
-            uring.push(t.elapsed().as_micros() as u64);
-        } else {
-            f.fdatasync_blocking()?;
-            syscall.push(t.elapsed().as_micros() as u64);
-        }
     }
+    Ok(took)
+}
+
+/// The three ways of `SyncPoint`, a third of `slice` each.
+async fn sync_point(dir: &Path, block: usize, slice: Duration) -> std::io::Result<SyncPoint> {
+    let third = slice / 3;
+    let mut kernel = sync_run(dir, block, third, SyncWay::Kernel).await?;
+    let mut executor = sync_run(dir, block, third, SyncWay::Executor).await?;
+    let mut syscall = sync_run(dir, block, third, SyncWay::Syscall).await?;
     Ok(SyncPoint {
         write_bytes: block,
-        fdatasync_p50_us: pct(&mut uring, 0.5),
-        fdatasync_p99_us: pct(&mut uring, 0.99),
+        fdatasync_p50_us: pct(&mut kernel, 0.5),
+        fdatasync_p99_us: pct(&mut kernel, 0.99),
+        executor_fdatasync_p50_us: pct(&mut executor, 0.5),
+        executor_fdatasync_p99_us: pct(&mut executor, 0.99),
         syscall_p50_us: pct(&mut syscall, 0.5),
         syscall_p99_us: pct(&mut syscall, 0.99),
     })
@@ -258,7 +368,7 @@ impl Results {
     /// The io-properties these figures give: the smallest block whose best
     /// bandwidth is within 10% of the best of all, the smallest depth that
     /// gets that block within 10% of its best, and the fdatasync after a
-    /// write of that block (through io_uring: what a shard waits for).
+    /// write of that block as the executor sees it (what a shard waits for).
     pub fn properties(&self) -> IoProperties {
         let best_of = |b: usize| {
             self.seq_write
@@ -284,7 +394,7 @@ impl Results {
             .fdatasync
             .iter()
             .find(|s| s.write_bytes == chunk)
-            .map_or(0, |s| s.fdatasync_p50_us);
+            .map_or(0, |s| s.executor_fdatasync_p50_us);
         IoProperties {
             write_chunk_bytes: chunk as u64,
             queue_depth: depth as u64,
@@ -310,7 +420,8 @@ mod tests {
     }
 
     /// The smallest block near the best bandwidth, the smallest depth
-    /// near that block's best, and that block's sync latency.
+    /// near that block's best, and that block's sync latency as the
+    /// executor waits for it.
     #[test]
     fn properties_pick_the_knee() {
         let mut seq_write = Vec::new();
@@ -331,9 +442,11 @@ mod tests {
                 .iter()
                 .map(|b| SyncPoint {
                     write_bytes: *b,
-                    fdatasync_p50_us: *b as u64 / 100,
+                    fdatasync_p50_us: 1,
                     fdatasync_p99_us: 0,
-                    syscall_p50_us: 0,
+                    executor_fdatasync_p50_us: *b as u64 / 100,
+                    executor_fdatasync_p99_us: 0,
+                    syscall_p50_us: 2,
                     syscall_p99_us: 0,
                 })
                 .collect(),
@@ -369,10 +482,9 @@ mod tests {
         .unwrap();
         assert_eq!(r.seq_write.len(), BLOCK_SIZES.len() * DEPTHS.len());
         assert!(r.seq_write.iter().all(|p| p.write_bytes_per_sec > 0.0));
-        assert!(r
-            .fdatasync
-            .iter()
-            .all(|s| s.fdatasync_p50_us > 0 && s.syscall_p50_us > 0));
+        assert!(r.fdatasync.iter().all(|s| s.fdatasync_p50_us > 0
+            && s.executor_fdatasync_p50_us > 0
+            && s.syscall_p50_us > 0));
         assert!(r.seq_read_bytes_per_sec > 0.0 && r.rand_read_4k_iops > 0.0);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

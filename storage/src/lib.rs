@@ -20,6 +20,7 @@ pub mod faults;
 mod file;
 mod index;
 pub mod iotune;
+mod kernel_ring;
 mod log;
 mod probe;
 pub mod runtime;

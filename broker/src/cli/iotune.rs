@@ -143,12 +143,17 @@ pub fn run(a: IotuneArgs) -> ExitCode {
                 format!("{} KiB", s.write_bytes >> 10),
                 s.fdatasync_p50_us.to_string(),
                 s.fdatasync_p99_us.to_string(),
+                s.executor_fdatasync_p50_us.to_string(),
+                s.executor_fdatasync_p99_us.to_string(),
                 s.syscall_p50_us.to_string(),
                 s.syscall_p99_us.to_string(),
             ]
         })
         .collect();
-    println!("\nfdatasync after a write of (through io_uring as the log syncs; as a system call)");
+    println!(
+        "\nfdatasync after a write of: the pair through io_uring, waited for in the kernel; \
+         through the executor, as the log syncs (io-properties use it); as system calls"
+    );
     print!(
         "{}",
         table(
@@ -156,6 +161,8 @@ pub fn run(a: IotuneArgs) -> ExitCode {
                 "WRITE",
                 "P50 US",
                 "P99 US",
+                "EXECUTOR P50 US",
+                "EXECUTOR P99 US",
                 "SYSCALL P50 US",
                 "SYSCALL P99 US"
             ],
