@@ -17,6 +17,8 @@ completions).
 
 Rounds alternate which tool goes first; each ratio is iotune/fio per
 round, and the table gives the median. Needs fio (apt-get install fio).
+FIO_CONTROL=1 runs fio in iotune's place: fio against itself, the
+comparison's own noise on this disk.
 
 fio's buffers are in transparent huge pages (glibc's hugetlb tunable,
 and --iomem_align=2m so a buffer lies inside a huge page), as the log's
@@ -111,17 +113,24 @@ def iotune_round():
     return r
 
 
+# FIO_CONTROL=1 puts fio in iotune's place: fio against itself, the same
+# rounds and medians, which shows how far apart two runs of the same tool
+# land on this disk (the comparison's own noise).
+control = os.environ.get("FIO_CONTROL") == "1"
+ours_round = fio_round if control else iotune_round
+
 ratios, ours, theirs = {}, {}, {}
 for i in range(rounds):
-    a, b = (iotune_round(), fio_round()) if i % 2 == 0 else tuple(reversed((fio_round(), iotune_round())))
+    a, b = (ours_round(), fio_round()) if i % 2 == 0 else tuple(reversed((fio_round(), ours_round())))
     for k in b:
         ratios.setdefault(k, []).append(a[k] / b[k])
         ours.setdefault(k, []).append(a[k])
         theirs.setdefault(k, []).append(b[k])
 
 med = statistics.median
-print(f"iotune against fio (FIO_MODE={mode}), median of {rounds} rounds, {d}\n")
-print("| case | iotune | fio | iotune/fio |\n|---|---|---|---|")
+who = "fio (control)" if control else "iotune"
+print(f"{who} against fio (FIO_MODE={mode}), median of {rounds} rounds, {d}\n")
+print(f"| case | {who} | fio | {who}/fio |\n|---|---|---|---|")
 for k in sorted(ratios, key=str):
     if k[0] == "w":
         name, unit, scale = f"write {k[1] >> 10} KiB x {k[2]}", "MB/s", 1e6

@@ -73,6 +73,31 @@ fn pct(v: &mut [u64], q: f64) -> u64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Fills `b` with pseudo-random bytes (xorshift64*), which a device that
+/// compresses or deduplicates (as this VM's disk does: a constant pattern
+/// wrote 10% faster than fio's buffers) can do nothing with, as fio fills
+/// its buffers. The log's data is not a constant pattern either.
+fn fill_random(b: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for chunk in b.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Writes `pos` over the first 8 bytes of every 4 KiB block of `b`, so no
+/// two writes carry the same block (fio's `scramble_buffers`).
+fn stamp(b: &mut [u8], pos: u64) {
+    for (i, block) in b.chunks_mut(4096).enumerate() {
+        let v = (pos + (i as u64) * 4096).to_le_bytes();
+        let n = block.len().min(8);
+        block[..n].copy_from_slice(&v[..n]);
+    }
+}
+
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
@@ -111,10 +136,10 @@ async fn write_point_on(
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
     // One buffer per write in flight, as the log's tail buffers are.
-    let bufs: Vec<_> = (0..depth)
+    let mut bufs: Vec<_> = (0..depth)
         .map(|i| {
             let mut b = f.alloc(block);
-            b.as_bytes_mut().fill(0x5a ^ i as u8);
+            fill_random(b.as_bytes_mut(), i as u64 + 1);
             b
         })
         .collect();
@@ -134,6 +159,8 @@ async fn write_point_on(
         let more = start.elapsed() < slice && pos < POINT_BYTES_MAX;
         if more {
             if let Some(slot) = free.pop() {
+                // Its write is not in flight (the slot was free).
+                stamp(bufs[slot].as_bytes_mut(), pos);
                 sent[slot] = Instant::now();
                 // SAFETY: the buffer lives until the ring is dropped, which
                 // waits for every write in flight; it is not touched while
@@ -200,7 +227,10 @@ async fn sync_run(
     let scratch = Scratch(dir.join(".sluice-iotune-sync"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
-    let buf = Rc::new(f.alloc(block));
+    let mut buf = Rc::new(f.alloc(block));
+    if let Some(b) = Rc::get_mut(&mut buf) {
+        fill_random(b.as_bytes_mut(), block as u64);
+    }
     // fdatasync cannot be polled, so this ring is completed by interrupt,
     // as fio's sync job runs (without --hipri).
     let mut ring = KernelRing::new(2)?;
@@ -214,6 +244,10 @@ async fn sync_run(
     let mut pos = 0u64;
     let mut took = Vec::new();
     while start.elapsed() < slice || took.len() < 3 {
+        // No write holds the buffer between turns.
+        if let Some(b) = Rc::get_mut(&mut buf) {
+            stamp(b.as_bytes_mut(), pos);
+        }
         let t = match way {
             SyncWay::Kernel => {
                 // SAFETY: the buffer outlives the wait for its write below.
@@ -336,12 +370,22 @@ pub async fn measure(
     let scratch = Scratch(dir.join(".sluice-iotune-read"));
     let _ = std::fs::remove_file(&scratch.0);
     let f = DirectFile::open(&scratch.0, true).await?;
-    let buf = Rc::new(f.alloc(1 << 20));
+    let mut bufs: Vec<Rc<_>> = (0..4)
+        .map(|i| {
+            let mut b = f.alloc(1 << 20);
+            fill_random(b.as_bytes_mut(), 100 + i);
+            Rc::new(b)
+        })
+        .collect();
     let t = Instant::now();
     let mut size = 0u64;
     while size < READ_FILE_BYTES && (t.elapsed() < budget.mul_f64(0.1) || size < (64 << 20)) {
         let mut hs = Vec::new();
-        for _ in 0..4 {
+        for buf in bufs.iter_mut() {
+            // The last group's writes have all been awaited.
+            if let Some(b) = Rc::get_mut(buf) {
+                stamp(b.as_bytes_mut(), size);
+            }
             let (f, b, p) = (f.clone(), buf.clone(), size);
             hs.push(glommio::spawn_local(async move { f.write(b, p).await }));
             size += 1 << 20;
@@ -416,6 +460,28 @@ mod tests {
             write_bytes_per_sec: mb * 1e6,
             latency_p50_us: 0,
             latency_p99_us: 0,
+        }
+    }
+
+    /// Written data is neither constant nor repeated: random bytes, a
+    /// different sequence per seed, and every 4 KiB block of two writes
+    /// from one buffer differs.
+    #[test]
+    fn write_data_does_not_repeat() {
+        let (mut a, mut b) = (vec![0u8; 3 * 4096 + 100], vec![0u8; 3 * 4096 + 100]);
+        fill_random(&mut a, 1);
+        fill_random(&mut b, 2);
+        assert_ne!(a, b);
+        // Roughly uniform: every byte value shows up in 12 KiB.
+        let mut seen = [false; 256];
+        a.iter().for_each(|x| seen[*x as usize] = true);
+        assert!(seen.iter().all(|s| *s));
+        let mut c = a.clone();
+        stamp(&mut a, 0);
+        stamp(&mut c, a.len() as u64);
+        for (x, y) in a.chunks(4096).zip(c.chunks(4096)) {
+            assert_ne!(x, y);
+            assert_eq!(x[8..], y[8..], "only the stamp differs");
         }
     }
 
