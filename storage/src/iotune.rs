@@ -104,6 +104,17 @@ fn stamp(b: &mut [u8], pos: u64) {
     }
 }
 
+/// A write on iotune's ring that wrote less than its block is an error.
+fn whole_write(n: u32, block: usize) -> std::io::Result<()> {
+    if n as usize == block {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::WriteZero,
+        format!("short write: {n} of {block} bytes"),
+    ))
+}
+
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
@@ -188,13 +199,7 @@ async fn write_point_on(
             break;
         }
         let (slot, r) = ring.submit_and_wait()?;
-        let n = r?;
-        if n as usize != block {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {block} bytes"),
-            ));
-        }
+        whole_write(r?, block)?;
         lat.push(sent[slot as usize].elapsed().as_micros() as u64);
         free.push(slot as usize);
     }
@@ -221,10 +226,9 @@ enum SyncWay {
 
 /// A write of `block` bytes then an fdatasync, repeated for `slice` (or
 /// `SYNC_RUN_BYTES_MAX`) on a fresh file (as each of fio's jobs has its
-/// own); returns the fdatasync
-/// latencies. The kernel and system-call ways block this executor while
-/// the disk works: iotune serves nothing else (a broker shard never does
-/// this).
+/// own); returns the fdatasync latencies. The kernel and system-call ways
+/// block this executor while the disk works: iotune serves nothing else
+/// (a broker shard never does this).
 async fn sync_run(
     dir: &Path,
     block: usize,
@@ -241,12 +245,6 @@ async fn sync_run(
     // fdatasync cannot be polled, so this ring is completed by interrupt,
     // as fio's sync job runs (without --hipri).
     let mut ring = KernelRing::new(2)?;
-    let short = |n: u32| {
-        std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            format!("short write: {n} of {block} bytes"),
-        )
-    };
     let start = Instant::now();
     let mut pos = 0u64;
     let mut took = Vec::new();
@@ -259,10 +257,7 @@ async fn sync_run(
             SyncWay::Kernel => {
                 // SAFETY: the buffer outlives the wait for its write below.
                 unsafe { ring.push_write(f.raw_fd(), buf.as_ptr(), block as u32, pos, 0)? };
-                let n = ring.submit_and_wait()?.1?;
-                if n as usize != block {
-                    return Err(short(n));
-                }
+                whole_write(ring.submit_and_wait()?.1?, block)?;
                 let t = Instant::now();
                 ring.push_fdatasync(f.raw_fd(), 1)?;
                 ring.submit_and_wait()?.1?;
