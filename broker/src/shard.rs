@@ -10,14 +10,14 @@
 //! (for durability, for new data) spawns that wait as its own task.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
+pub use sluice_storage::notify::Notify;
 use sluice_storage::{PartitionLog, ShardCache, SystemClock};
 
 use crate::config::BrokerConfig;
@@ -34,74 +34,6 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalFuture<()> + Send>;
 /// The shard went away (the broker is stopping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardGone;
-
-/// Wakes every task waiting for a change (new data in a partition).
-/// Waiters that give up deregister, so an idle partition polled for hours
-/// holds no stale wakers.
-#[derive(Default)]
-pub struct Notify {
-    generation: Cell<u64>,
-    next_key: Cell<u64>,
-    waiters: RefCell<BTreeMap<u64, Waker>>,
-}
-
-impl Notify {
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-    pub fn notify_all(&self) {
-        self.generation.set(self.generation.get() + 1);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, w) in waiters {
-            w.wake();
-        }
-    }
-    /// Resolves once the generation differs from `seen`.
-    pub fn changed(self: &Rc<Self>, seen: u64) -> Changed {
-        Changed {
-            notify: self.clone(),
-            seen,
-            key: None,
-        }
-    }
-}
-
-pub struct Changed {
-    notify: Rc<Notify>,
-    seen: u64,
-    key: Option<u64>,
-}
-
-impl Future for Changed {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.notify.generation.get() != self.seen {
-            return Poll::Ready(());
-        }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let k = self.notify.next_key.get();
-                self.notify.next_key.set(k + 1);
-                self.key = Some(k);
-                k
-            }
-        };
-        self.notify
-            .waiters
-            .borrow_mut()
-            .insert(key, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Changed {
-    fn drop(&mut self) {
-        if let Some(k) = self.key {
-            self.notify.waiters.borrow_mut().remove(&k);
-        }
-    }
-}
 
 /// A partition on its owner shard.
 pub struct Partition {

@@ -22,6 +22,7 @@ mod index;
 pub mod iotune;
 mod kernel_ring;
 mod log;
+pub mod notify;
 mod probe;
 pub mod runtime;
 mod segment;

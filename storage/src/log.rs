@@ -1,7 +1,9 @@
 //! The partition log: an ordered set of segments, one of them active.
 //!
 //! Concurrency (all on one shard thread): appends are serialized by
-//! `append_lock`; group commit by `sync_lock`; the queue of writes in flight
+//! `append_lock`; group commit by `sync_lock` (one waiter at a time makes
+//! a sync; the others wait on `synced`, woken together when it ends);
+//! the queue of writes in flight
 //! is drained in order under `drain_lock`; index files are written under
 //! `index_lock`. Locks are always taken in that order (sync, append, drain,
 //! index) and no `RefCell` borrow is ever held across an `.await`.
@@ -24,6 +26,7 @@ use crate::error::{Result, StorageError};
 use crate::file::{
     align_down, create_dir_all, list_dir, parse_segment_name, remove_file, sync_dir, DirectFile,
 };
+use crate::notify::Notify;
 use crate::probe::{LogProbe, LogStats};
 use crate::segment::{cut_batch_bytes, scan, RecoveryReport, Segment};
 use sluice_tuning::limits::DIRECT_IO_ALIGN_BYTES as ALIGN;
@@ -146,6 +149,10 @@ pub struct PartitionLog {
     index_lock: Semaphore,
     poisoned: Cell<bool>,
     closed: Cell<bool>,
+    /// A waiter of `wait_durable` is making a sync; the others wait for
+    /// `synced`.
+    syncing: Cell<bool>,
+    synced: Rc<Notify>,
     flush_scheduled: Cell<bool>,
     /// A task is waiting to sync the oldest unsynced append once it is
     /// `flush_interval_ms` old.
@@ -269,6 +276,8 @@ impl PartitionLog {
             index_lock: Semaphore::new(1),
             poisoned: Cell::new(false),
             closed: Cell::new(false),
+            syncing: Cell::new(false),
+            synced: Rc::new(Notify::default()),
             flush_scheduled: Cell::new(false),
             age_flush_scheduled: Cell::new(false),
             open_report: report,
@@ -660,7 +669,12 @@ impl PartitionLog {
 
     /// Returns once the batch holding `offset` (and everything before it) is
     /// on stable storage. Concurrent callers share syncs: one fdatasync
-    /// covers every append made before it started.
+    /// covers every append made before it started. One caller at a time
+    /// makes the sync; the rest wait for it to end and wake together, so
+    /// a group commit releases all of its waiters in one pass of the
+    /// shard's loop (handing a lock from one to the next would release
+    /// them one task switch at a time, and their answers would leave one
+    /// system call each).
     pub async fn wait_durable(&self, offset: i64) -> Result<()> {
         loop {
             if self.poisoned.get() {
@@ -673,6 +687,14 @@ impl PartitionLog {
             if durable > offset || end == 0 || durable >= end {
                 return Ok(());
             }
+            if self.syncing.get() {
+                // The sync on its way covers this offset, or the next
+                // one, made once it ends, will.
+                let seen = self.synced.generation();
+                self.synced.changed(seen).await;
+                continue;
+            }
+            let _syncer = Syncer::start(self);
             self.sync_covering(offset.min(end - 1)).await?;
         }
     }
@@ -1259,6 +1281,24 @@ async fn age_flush(weak: Weak<PartitionLog>) {
 
 /// Writes the active segment's new index entries every half second, until
 /// the log is dropped or closed.
+/// Marks the waiter making a sync; whenever it stops (done, failed or
+/// dropped), the others are woken to look again.
+struct Syncer<'a>(&'a PartitionLog);
+
+impl<'a> Syncer<'a> {
+    fn start(log: &'a PartitionLog) -> Self {
+        log.syncing.set(true);
+        Syncer(log)
+    }
+}
+
+impl Drop for Syncer<'_> {
+    fn drop(&mut self) {
+        self.0.syncing.set(false);
+        self.0.synced.notify_all();
+    }
+}
+
 async fn flusher(weak: Weak<PartitionLog>) {
     loop {
         glommio::timer::sleep(INDEX_PERSIST_INTERVAL).await;

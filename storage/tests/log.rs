@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use sluice_storage::batch::build::{self, reseal};
+use sluice_storage::notify::Notify;
 use sluice_storage::{
     faults, kafka_code, LogConfig, ManualClock, PartitionLog, ShardCache, StorageError,
     SystemClock, TimestampType,
@@ -154,6 +155,85 @@ fn group_commit_shares_syncs_between_waiters() {
             syncs >= 1 && syncs <= producers as u64 / 4,
             "{syncs} syncs for {producers} waiters"
         );
+        log.close().await.unwrap();
+    });
+}
+
+// Proves a group commit releases all of its waiters in one pass: a task
+// woken by the first waiter to return (as a connection's writer is) runs
+// only after every other waiter of that sync has returned too, so their
+// answers can leave together.
+#[test]
+fn a_group_commit_releases_its_waiters_together() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        let waiters = 32;
+        let mut lasts = Vec::new();
+        for i in 0..waiters {
+            lasts.push(
+                log.append(build::uniform(1, 20, i))
+                    .await
+                    .unwrap()
+                    .last_offset,
+            );
+        }
+        let done = Rc::new(std::cell::Cell::new(0usize));
+        let first_back = Rc::new(Notify::default());
+        let mut tasks = Vec::new();
+        for last in lasts {
+            let (log, done, first_back) = (log.clone(), done.clone(), first_back.clone());
+            tasks.push(glommio::spawn_local(async move {
+                log.wait_durable(last).await.unwrap();
+                done.set(done.get() + 1);
+                first_back.notify_all();
+            }));
+        }
+        let observer = {
+            let (done, first_back) = (done.clone(), first_back.clone());
+            glommio::spawn_local(async move {
+                first_back.changed(0).await;
+                done.get()
+            })
+        };
+        let seen = observer.await;
+        for t in tasks {
+            t.await;
+        }
+        assert_eq!(log.stats().syncs, 1, "one sync covered every append");
+        assert_eq!(
+            seen, waiters as usize,
+            "every waiter of the sync had returned when the first one's wake-up ran"
+        );
+        log.close().await.unwrap();
+    });
+}
+
+// Proves a waiter dropped while it makes the sync (its request went away)
+// leaves the others to make their own instead of waiting for it forever.
+#[test]
+fn a_dropped_syncer_does_not_strand_the_other_waiters() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        let a = log.append(build::uniform(1, 20, 1)).await.unwrap();
+        let mut syncer = Box::pin(log.wait_durable(a.last_offset));
+        assert!(
+            futures_lite::future::poll_once(&mut syncer).await.is_none(),
+            "the first waiter is making the sync"
+        );
+        let waiter = glommio::spawn_local({
+            let log = log.clone();
+            async move { log.wait_durable(a.last_offset).await }
+        });
+        glommio::executor().yield_task_queue_now().await;
+        drop(syncer);
+        let r = glommio::timer::timeout(Duration::from_secs(20), async { Ok(waiter.await) }).await;
+        assert!(
+            matches!(r, Ok(Ok(()))),
+            "the waiter made its own sync: {r:?}"
+        );
+        assert!(log.durable_offset() > a.last_offset);
         log.close().await.unwrap();
     });
 }
