@@ -106,32 +106,132 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), S
     read.and(written)
 }
 
-/// Writes answers in request order until the reader is done.
+/// Writes answers in request order until the reader is done. Answers
+/// that are ready together (a group commit's fdatasync releases every
+/// commit and acks=all produce it covered) leave in one `sendmsg`: one
+/// system call, one loopback or NIC delivery and one client wake-up for
+/// the lot, instead of one each.
 async fn write_answers(
     fd: RawFd,
     mut wr: futures_lite::io::WriteHalf<TcpStream>,
     rx: local_channel::LocalReceiver<Pending>,
     inflight: &InFlight,
 ) -> Result<(), String> {
-    while let Some(p) = rx.recv().await {
-        let (answer, bytes) = match p {
-            Pending::Ready(a, bytes) => (a, bytes),
-            Pending::Later(f, bytes) => (f.await, bytes),
-            Pending::Task(h, bytes) => match h.await {
-                Some(a) => (a, bytes),
-                None => return Err("a request handler was cancelled".to_string()),
+    let mut held: Option<Pending> = None;
+    loop {
+        let p = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return Ok(()),
             },
         };
-        if answer.chunks.is_empty() {
+        let first = resolve(p).await?;
+        if first.0.chunks.is_empty() {
             return Err("an answer could not be encoded (see the error above)".into());
         }
-        write_chunks(fd, &mut wr, answer.chunks)
+        let out = gather(first, &rx).await;
+        held = out.held;
+        write_chunks(fd, &mut wr, out.chunks)
             .await
             .map_err(|e| format!("write: {e}"))?;
-        inflight.bytes.set(inflight.bytes.get() - bytes);
+        inflight.bytes.set(inflight.bytes.get() - out.request_bytes);
         inflight.answered.notify_all();
+        if let Some(e) = out.failed {
+            return Err(e);
+        }
     }
-    Ok(())
+}
+
+/// Answers to write in one go.
+struct Gathered {
+    chunks: Vec<Bytes>,
+    /// Bytes of the requests they answer.
+    request_bytes: usize,
+    /// The next answer in order, not done yet (or one that failed to
+    /// encode, which ends the connection once these are written).
+    held: Option<Pending>,
+    /// The next answer has none (its handler was cancelled).
+    failed: Option<String>,
+}
+
+/// `first` and the answers queued after it that are done already, in
+/// order, up to a write's worth.
+async fn gather(
+    first: (ResponseChunks, usize),
+    rx: &local_channel::LocalReceiver<Pending>,
+) -> Gathered {
+    let (answer, request_bytes) = first;
+    let mut out = Gathered {
+        chunks: answer.chunks,
+        request_bytes,
+        held: None,
+        failed: None,
+    };
+    let mut out_bytes: usize = out.chunks.iter().map(Bytes::len).sum();
+    while out_bytes < WRITE_GATHER_BYTES_MAX && out.chunks.len() < WRITE_GATHER_CHUNKS_MAX {
+        let Some(Some(p)) = futures_lite::future::poll_once(rx.recv()).await else {
+            break;
+        };
+        match ready_now(p).await {
+            Ok(Ok((a, b))) if !a.chunks.is_empty() => {
+                out_bytes += a.chunks.iter().map(Bytes::len).sum::<usize>();
+                out.chunks.extend(a.chunks);
+                out.request_bytes += b;
+            }
+            Ok(Ok((a, b))) => {
+                out.held = Some(Pending::Ready(a, b));
+                break;
+            }
+            Ok(Err(e)) => {
+                out.failed = Some(e);
+                break;
+            }
+            Err(p) => {
+                out.held = Some(p);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Gathering stops once this many bytes are ready to go: a large fetch
+/// answer goes on its own.
+const WRITE_GATHER_BYTES_MAX: usize = 256 * 1024;
+/// And at this many chunks, the iovecs one `sendmsg` takes.
+const WRITE_GATHER_CHUNKS_MAX: usize = IOV_MAX;
+/// iovecs per `sendmsg` (Linux's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// Waits for an answer.
+async fn resolve(p: Pending) -> Answer {
+    match p {
+        Pending::Ready(a, bytes) => Ok((a, bytes)),
+        Pending::Later(f, bytes) => Ok((f.await, bytes)),
+        Pending::Task(h, bytes) => match h.await {
+            Some(a) => Ok((a, bytes)),
+            None => Err("a request handler was cancelled".to_string()),
+        },
+    }
+}
+
+/// The answer (or why there is none) if it is done now, else the same
+/// pending answer back (polled once: it wakes the writer when done).
+type Answer = Result<(ResponseChunks, usize), String>;
+async fn ready_now(p: Pending) -> Result<Answer, Pending> {
+    match p {
+        Pending::Ready(a, bytes) => Ok(Ok((a, bytes))),
+        Pending::Later(mut f, bytes) => match futures_lite::future::poll_once(&mut f).await {
+            Some(a) => Ok(Ok((a, bytes))),
+            None => Err(Pending::Later(f, bytes)),
+        },
+        Pending::Task(mut h, bytes) => match futures_lite::future::poll_once(&mut h).await {
+            Some(Some(a)) => Ok(Ok((a, bytes))),
+            Some(None) => Ok(Err("a request handler was cancelled".to_string())),
+            None => Err(Pending::Task(h, bytes)),
+        },
+    }
 }
 
 /// Bytes the read that waits for a quiet socket asks for (and zero-fills).
@@ -370,7 +470,6 @@ async fn write_chunks(
     wr: &mut futures_lite::io::WriteHalf<TcpStream>,
     chunks: Vec<Bytes>,
 ) -> std::io::Result<()> {
-    const IOV_MAX: usize = 64;
     let mut chunks: std::collections::VecDeque<Bytes> =
         chunks.into_iter().filter(|c| !c.is_empty()).collect();
     while !chunks.is_empty() {
@@ -419,6 +518,77 @@ async fn write_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        sluice_storage::runtime::executor_builder(
+            glommio::Placement::Unbound,
+            256 * 1024,
+            std::time::Duration::ZERO,
+        )
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+    }
+
+    fn answer(tag: u8, len: usize) -> ResponseChunks {
+        ResponseChunks::single(Bytes::from(vec![tag; len]))
+    }
+
+    fn tags(chunks: &[Bytes]) -> Vec<u8> {
+        chunks.iter().map(|c| c[0]).collect()
+    }
+
+    // Proves answers done together are gathered into one write in request
+    // order, and that gathering stops at the first answer not done yet
+    // (held for the writer to wait on, the ones after it left queued), at
+    // a write's worth of bytes, and at a handler that was cancelled.
+    #[test]
+    fn answers_done_together_are_gathered_in_order() {
+        run(|| async {
+            let (tx, rx) = local_channel::new_bounded::<Pending>(16);
+            let queue = |p: Pending| assert!(tx.try_send(p).is_ok());
+            queue(Pending::Later(Box::pin(async { answer(2, 10) }), 20));
+            queue(Pending::Ready(answer(3, 10), 30));
+            queue(Pending::Later(Box::pin(std::future::pending()), 40));
+            queue(Pending::Ready(answer(5, 10), 50));
+            let out = gather((answer(1, 10), 10), &rx).await;
+            assert_eq!(tags(&out.chunks), [1, 2, 3]);
+            assert_eq!(out.request_bytes, 60);
+            assert!(matches!(out.held, Some(Pending::Later(_, 40))));
+            assert!(out.failed.is_none());
+            assert!(matches!(rx.recv().await, Some(Pending::Ready(_, 50))));
+
+            for tag in 0..4 {
+                queue(Pending::Ready(answer(tag, 100 * 1024), 1));
+            }
+            let out = gather((answer(9, 100 * 1024), 1), &rx).await;
+            assert_eq!(tags(&out.chunks), [9, 0, 1], "300 KiB is a write's worth");
+            assert!(out.held.is_none());
+            let out = gather((answer(8, 10), 1), &rx).await;
+            assert_eq!(tags(&out.chunks), [8, 2, 3]);
+
+            let cancelled = glommio::spawn_local(std::future::pending::<ResponseChunks>());
+            let cancelled = {
+                let handle = cancelled.detach();
+                handle.cancel();
+                handle
+            };
+            // The executor drops a cancelled task on its next pass.
+            glommio::executor().yield_task_queue_now().await;
+            queue(Pending::Ready(answer(4, 10), 1));
+            queue(Pending::Task(cancelled, 1));
+            let out = gather((answer(7, 10), 1), &rx).await;
+            assert_eq!(tags(&out.chunks), [7, 4]);
+            assert!(out.held.is_none());
+            assert_eq!(
+                out.failed.as_deref(),
+                Some("a request handler was cancelled")
+            );
+        });
+    }
 
     // Proves a stream of large frames is read a frame at a time into room
     // made for the whole frame, and that small frames are still batched.
