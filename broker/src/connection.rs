@@ -519,19 +519,7 @@ async fn write_chunks(
 mod tests {
     use super::*;
 
-    fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) -> T {
-        sluice_storage::runtime::executor_builder(
-            glommio::Placement::Unbound,
-            256 * 1024,
-            std::time::Duration::ZERO,
-        )
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
-    }
+    use crate::test_support::run;
 
     fn answer(tag: u8, len: usize) -> ResponseChunks {
         ResponseChunks::single(Bytes::from(vec![tag; len]))

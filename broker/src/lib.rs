@@ -15,3 +15,23 @@ pub mod producers;
 pub mod serve;
 pub mod shard;
 pub mod shard_main;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Runs `f` on a glommio executor of its own, sized for the test
+    /// machine's locked-memory limit.
+    pub fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        sluice_storage::runtime::executor_builder(
+            glommio::Placement::Unbound,
+            256 * 1024,
+            std::time::Duration::ZERO,
+        )
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+    }
+}

@@ -350,19 +350,7 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) -> T {
-        sluice_storage::runtime::executor_builder(
-            glommio::Placement::Unbound,
-            256 * 1024,
-            std::time::Duration::ZERO,
-        )
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
-    }
+    use crate::test_support::run;
 
     /// On the build's disk (O_DIRECT needs a real file system).
     fn tempdir() -> tempfile::TempDir {
