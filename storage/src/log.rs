@@ -2,11 +2,11 @@
 //!
 //! Concurrency (all on one shard thread): appends are serialized by
 //! `append_lock`; group commit by `sync_lock` (one waiter at a time makes
-//! a sync; the others wait on `synced`, woken together when it ends);
-//! the queue of writes in flight
-//! is drained in order under `drain_lock`; index files are written under
-//! `index_lock`. Locks are always taken in that order (sync, append, drain,
-//! index) and no `RefCell` borrow is ever held across an `.await`.
+//! a sync; the others wait on `synced`, woken together when it ends); the
+//! queue of writes in flight is drained in order under `drain_lock`; index
+//! files are written under `index_lock`. Locks are always taken in that
+//! order (sync, append, drain, index) and no `RefCell` borrow is ever held
+//! across an `.await`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -1279,8 +1279,6 @@ async fn age_flush(weak: Weak<PartitionLog>) {
     }
 }
 
-/// Writes the active segment's new index entries every half second, until
-/// the log is dropped or closed.
 /// Marks the waiter making a sync; whenever it stops (done, failed or
 /// dropped), the others are woken to look again.
 struct Syncer<'a>(&'a PartitionLog);
@@ -1299,6 +1297,8 @@ impl Drop for Syncer<'_> {
     }
 }
 
+/// Writes the active segment's new index entries every half second, until
+/// the log is dropped or closed.
 async fn flusher(weak: Weak<PartitionLog>) {
     loop {
         glommio::timer::sleep(INDEX_PERSIST_INTERVAL).await;
