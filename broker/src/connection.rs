@@ -76,6 +76,29 @@ enum Pending {
     Task(JoinHandle<ResponseChunks>, usize),
 }
 
+/// An answer with the size of its request, or why there is none.
+type Answer = Result<(ResponseChunks, usize), String>;
+
+/// Awaiting a `Pending` waits for its answer; polling it once (`poll_once`)
+/// takes the answer if it is done and leaves it pending otherwise.
+impl std::future::Future for Pending {
+    type Output = Answer;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Answer> {
+        use std::task::Poll;
+        match self.get_mut() {
+            Pending::Ready(a, bytes) => Poll::Ready(Ok((std::mem::take(a), *bytes))),
+            Pending::Later(f, bytes) => f.as_mut().poll(cx).map(|a| Ok((a, *bytes))),
+            Pending::Task(h, bytes) => std::pin::Pin::new(h).poll(cx).map(|a| {
+                a.map(|a| (a, *bytes))
+                    .ok_or_else(|| "a request handler was cancelled".to_string())
+            }),
+        }
+    }
+}
+
 /// Bytes of requests read and not yet answered on one connection.
 #[derive(Default)]
 struct InFlight {
@@ -126,7 +149,7 @@ async fn write_answers(
                 None => return Ok(()),
             },
         };
-        let first = resolve(p).await?;
+        let first = p.await?;
         if first.0.chunks.is_empty() {
             return Err("an answer could not be encoded (see the error above)".into());
         }
@@ -169,25 +192,25 @@ async fn gather(
         failed: None,
     };
     let mut out_bytes: usize = out.chunks.iter().map(Bytes::len).sum();
-    while out_bytes < WRITE_GATHER_BYTES_MAX && out.chunks.len() < WRITE_GATHER_CHUNKS_MAX {
-        let Some(Some(p)) = futures_lite::future::poll_once(rx.recv()).await else {
+    while out_bytes < WRITE_GATHER_BYTES_MAX && out.chunks.len() < IOV_MAX {
+        let Some(Some(mut p)) = futures_lite::future::poll_once(rx.recv()).await else {
             break;
         };
-        match ready_now(p).await {
-            Ok(Ok((a, b))) if !a.chunks.is_empty() => {
+        match futures_lite::future::poll_once(&mut p).await {
+            Some(Ok((a, b))) if !a.chunks.is_empty() => {
                 out_bytes += a.chunks.iter().map(Bytes::len).sum::<usize>();
                 out.chunks.extend(a.chunks);
                 out.request_bytes += b;
             }
-            Ok(Ok((a, b))) => {
+            Some(Ok((a, b))) => {
                 out.held = Some(Pending::Ready(a, b));
                 break;
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 out.failed = Some(e);
                 break;
             }
-            Err(p) => {
+            None => {
                 out.held = Some(p);
                 break;
             }
@@ -196,43 +219,11 @@ async fn gather(
     out
 }
 
-/// Gathering stops once this many bytes are ready to go: a large fetch
-/// answer goes on its own.
+/// Gathering stops once this many bytes are ready to go (a large fetch
+/// answer goes on its own), or at `IOV_MAX` chunks.
 const WRITE_GATHER_BYTES_MAX: usize = 256 * 1024;
-/// And at this many chunks, the iovecs one `sendmsg` takes.
-const WRITE_GATHER_CHUNKS_MAX: usize = IOV_MAX;
 /// iovecs per `sendmsg` (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
-
-/// Waits for an answer.
-async fn resolve(p: Pending) -> Answer {
-    match p {
-        Pending::Ready(a, bytes) => Ok((a, bytes)),
-        Pending::Later(f, bytes) => Ok((f.await, bytes)),
-        Pending::Task(h, bytes) => match h.await {
-            Some(a) => Ok((a, bytes)),
-            None => Err("a request handler was cancelled".to_string()),
-        },
-    }
-}
-
-/// The answer (or why there is none) if it is done now, else the same
-/// pending answer back (polled once: it wakes the writer when done).
-type Answer = Result<(ResponseChunks, usize), String>;
-async fn ready_now(p: Pending) -> Result<Answer, Pending> {
-    match p {
-        Pending::Ready(a, bytes) => Ok(Ok((a, bytes))),
-        Pending::Later(mut f, bytes) => match futures_lite::future::poll_once(&mut f).await {
-            Some(a) => Ok(Ok((a, bytes))),
-            None => Err(Pending::Later(f, bytes)),
-        },
-        Pending::Task(mut h, bytes) => match futures_lite::future::poll_once(&mut h).await {
-            Some(Some(a)) => Ok(Ok((a, bytes))),
-            Some(None) => Ok(Err("a request handler was cancelled".to_string())),
-            None => Err(Pending::Task(h, bytes)),
-        },
-    }
-}
 
 /// Bytes the read that waits for a quiet socket asks for (and zero-fills).
 const WAIT_READ_BYTES: usize = 16 * 1024;
