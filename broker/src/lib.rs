@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod failstop;
 pub mod groups;
 pub mod metadata;
 pub mod producers;

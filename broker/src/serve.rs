@@ -63,6 +63,8 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     // Signals are taken by this thread alone (sigwait below); shard threads
     // inherit the blocked mask and never see them.
     let set = blocked_signals();
+    // A panic on any thread stops the process (see `failstop`).
+    crate::failstop::install();
     // SAFETY: changes this thread's signal mask only.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     let broker = start(cfg)?;

@@ -31,7 +31,8 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// Work sent to a shard.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalFuture<()> + Send>;
 
-/// The shard went away (the broker is stopping).
+/// The shard went away (the broker is stopping), or it has no group
+/// coordinator (see [`Shard::call_coordinator`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardGone;
 
@@ -43,6 +44,10 @@ pub struct Partition {
     /// Notified after every append.
     pub appended: Rc<Notify>,
     pub producers: RefCell<ProducerTable>,
+    /// Held by a produce from its sequence checks to its last append, so
+    /// the check and the append of a batch are one step for every other
+    /// request on this partition.
+    pub append_gate: glommio::sync::Semaphore,
 }
 
 /// Counters a test or an operator can read.
@@ -106,11 +111,33 @@ impl Shard {
         Ok(c)
     }
 
-    /// The coordinator of the groups that hash to this shard.
-    pub fn coordinator(&self) -> &Rc<Coordinator> {
-        self.coordinator
-            .get()
-            .expect("the coordinator opens before the shard listens")
+    /// The coordinator of the groups that hash to this shard; `None` when
+    /// its offsets log failed to open (its groups are then unavailable).
+    pub fn coordinator(&self) -> Option<&Rc<Coordinator>> {
+        self.coordinator.get()
+    }
+
+    /// Runs `f` with the group coordinator of shard `target`. A shard
+    /// whose coordinator failed to open answers as a shard that is gone,
+    /// which group requests answer with COORDINATOR_NOT_AVAILABLE.
+    pub async fn call_coordinator<R, F, Fut>(
+        self: &Rc<Self>,
+        target: usize,
+        f: F,
+    ) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Coordinator>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        self.call(target, move |s| async move {
+            match s.coordinator().cloned() {
+                Some(c) => Some(f(c).await),
+                None => None,
+            }
+        })
+        .await?
+        .ok_or(ShardGone)
     }
 
     /// The controller; only shard 0 has one, and only work sent to shard 0
@@ -260,6 +287,7 @@ impl Shard {
                                 log,
                                 appended: Rc::new(Notify::default()),
                                 producers: RefCell::new(producers),
+                                append_gate: glommio::sync::Semaphore::new(1),
                             }),
                         );
                     }
@@ -321,5 +349,35 @@ async fn remove_dir(dir: PathBuf) {
         .await;
     if let Err(e) = r {
         tracing::error!(dir = shown, error = %e, "could not delete partition data");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::run;
+
+    // A shard whose group coordinator did not open answers group work as
+    // unavailable instead of panicking (which took every partition of the
+    // shard down with it), and serves it once the coordinator is open.
+    #[test]
+    fn group_work_without_a_coordinator_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        run(move || async move {
+            let cfg = BrokerConfig::with_defaults("127.0.0.1:0".parse().unwrap(), &data);
+            let (tx, _rx) = flume::bounded::<Job>(1);
+            let snap = Arc::new(crate::metadata::Snapshot::default());
+            let shard = Shard::new(0, Arc::new(cfg), vec![tx], snap, 1 << 20);
+            let got = shard
+                .call_coordinator(0, |c| async move { c.list().len() })
+                .await;
+            assert_eq!(got, Err(ShardGone));
+            shard.open_coordinator().await.unwrap();
+            let got = shard
+                .call_coordinator(0, |c| async move { c.list().len() })
+                .await;
+            assert_eq!(got, Ok(0));
+        });
     }
 }

@@ -43,6 +43,13 @@ fn untrusted() -> bool {
     UNTRUSTED.try_with(|u| u.get()).unwrap_or(false)
 }
 
+/// True while this thread decodes untrusted input (inside
+/// [`decoding_untrusted`]), where a codec panic is caught and answered as
+/// a malformed request rather than being a bug.
+pub fn is_decoding_untrusted() -> bool {
+    untrusted()
+}
+
 /// Runs `f` with the guard on for this thread.
 pub fn decoding_untrusted<T>(f: impl FnOnce() -> T) -> T {
     struct Reset(bool);

@@ -17,9 +17,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteGroupsRequest) -> Re
         let group = id.0.to_string();
         let owner = coordinator_shard(&group, shard.shards);
         let rx = shard
-            .call(owner, move |s| async move {
-                s.coordinator().delete_group(&group)
-            })
+            .call_coordinator(owner, move |c| async move { c.delete_group(&group) })
             .await;
         let code = answer_from(rx, || ResponseError::CoordinatorNotAvailable.code()).await;
         results.push(

@@ -21,10 +21,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeGroupsRequest) -> 
         let group = id.0.to_string();
         let owner = coordinator_shard(&group, shard.shards);
         let view = shard
-            .call(
-                owner,
-                move |sh| async move { sh.coordinator().describe(&group) },
-            )
+            .call_coordinator(owner, move |c| async move { c.describe(&group) })
             .await;
         let d = DescribedGroup::default()
             .with_group_id(id)

@@ -89,10 +89,16 @@ async fn fetch(
         }
         layout.push((t.topic.clone(), parts));
     }
+    // A partition no shard owns is answered at once with its error, as
+    // Kafka answers a fetch with an error in it; and a fetch of nothing at
+    // all (no partitions) is answered at once too, as Kafka does. Either
+    // would otherwise wait with no partition to wake it.
+    let unknown = results.len() > wants.iter().map(Vec::len).sum::<usize>();
+    let nothing_to_wait_for = wants.iter().all(Vec::is_empty);
     loop {
         // Read everything asked for, each owner its share.
         let mut total = 0usize;
-        let mut any_error = false;
+        let mut any_error = unknown;
         for (owner, w) in wants.iter().enumerate() {
             if w.is_empty() {
                 continue;
@@ -112,11 +118,12 @@ async fn fetch(
             }
         }
         let remaining = wait.saturating_sub(started.elapsed());
-        if total >= min_bytes.max(1) || any_error || remaining.is_zero() {
+        if total >= min_bytes.max(1) || any_error || remaining.is_zero() || nothing_to_wait_for {
             break;
         }
         // Wait for an append to any of the partitions, or the deadline.
         let (tx, rx) = flume::bounded::<()>(shard.shards);
+        let mut waiting = 0usize;
         for (owner, w) in wants.iter().enumerate() {
             if w.is_empty() {
                 continue;
@@ -126,7 +133,7 @@ async fn fetch(
                 .map(|w| (w.topic.clone(), w.partition, results[w.slot].generation))
                 .collect();
             let tx = tx.clone();
-            let _ = shard
+            let registered = shard
                 .call(owner, move |s| async move {
                     glommio::spawn_local(async move {
                         wait_for_data(&s, w, remaining).await;
@@ -135,8 +142,14 @@ async fn fetch(
                     .detach();
                 })
                 .await;
+            waiting += usize::from(registered.is_ok());
         }
         drop(tx);
+        if waiting == 0 {
+            // Every owner is gone (the broker is stopping): nothing can
+            // wake this wait, and a loop around it would never yield.
+            break;
+        }
         // Woken or not, read again: past the deadline that last read
         // finds anything that arrived meanwhile, and then the loop ends.
         futures_lite::future::or(

@@ -17,9 +17,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: HeartbeatRequest) -> Respo
     let generation = req.generation_id;
     let owner = coordinator_shard(&group, shard.shards);
     let code = shard
-        .call(owner, move |s| async move {
-            s.coordinator()
-                .heartbeat(&group, &member, instance.as_deref(), generation)
+        .call_coordinator(owner, move |c| async move {
+            c.heartbeat(&group, &member, instance.as_deref(), generation)
         })
         .await
         .unwrap_or(ResponseError::CoordinatorNotAvailable.code());

@@ -87,10 +87,7 @@ pub async fn handle(
     };
     let owner = coordinator_shard(&group, shard.shards);
     let rx = shard
-        .call(
-            owner,
-            move |s| async move { s.coordinator().join(&group, join) },
-        )
+        .call_coordinator(owner, move |c| async move { c.join(&group, join) })
         .await;
     Reply::Later(Box::pin(async move {
         let r = answer_from(rx, || {

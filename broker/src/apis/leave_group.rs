@@ -32,9 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: LeaveGroupRequest) -> Resp
     let asked = members.clone();
     let owner = coordinator_shard(&group, shard.shards);
     let codes = shard
-        .call(owner, move |s| async move {
-            s.coordinator().leave(&group, &members)
-        })
+        .call_coordinator(owner, move |c| async move { c.leave(&group, &members) })
         .await
         .unwrap_or_else(|_| vec![ResponseError::CoordinatorNotAvailable.code(); n]);
     let out = if ctx.version >= 3 {

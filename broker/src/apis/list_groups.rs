@@ -15,7 +15,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListGroupsRequest) -> Resp
     let mut all = Vec::new();
     for target in 0..shard.shards {
         if let Ok(g) = shard
-            .call(target, |s| async move { s.coordinator().list() })
+            .call_coordinator(target, |c| async move { c.list() })
             .await
         {
             all.extend(g);

@@ -46,9 +46,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     let generation = req.generation_id_or_member_epoch;
     let owner = coordinator_shard(&group, shard.shards);
     let done = shard
-        .call(owner, move |s| async move {
+        .call_coordinator(owner, move |c| async move {
             let (tx, rx) = flume::bounded::<i16>(1);
-            let c = s.coordinator().clone();
             match c.check_commit(&group, &member, instance.as_deref(), generation) {
                 Err(code) => {
                     let _ = tx.try_send(code);

@@ -27,9 +27,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> Re
         .collect();
     let owner = coordinator_shard(&group, shard.shards);
     let rx = shard
-        .call(owner, move |s| async move {
-            s.coordinator().delete_offsets(&group, asked)
-        })
+        .call_coordinator(
+            owner,
+            move |c| async move { c.delete_offsets(&group, asked) },
+        )
         .await;
     let (code, codes) = answer_from(rx, || {
         (ResponseError::CoordinatorNotAvailable.code(), Vec::new())

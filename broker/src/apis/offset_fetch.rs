@@ -30,8 +30,7 @@ async fn lookup(
 ) -> Result<Found, i16> {
     let owner = coordinator_shard(&group, shard.shards);
     shard
-        .call(owner, move |s| async move {
-            let c = s.coordinator();
+        .call_coordinator(owner, move |c| async move {
             // A commit the group accepted is seen by every later fetch.
             c.wait_for_commits(&group).await;
             match wanted {

@@ -129,7 +129,7 @@ pub async fn handle(
                     outcomes[slot] = Some(o);
                 }
                 if let Some(d) = durable {
-                    durable_waits.push(d);
+                    durable_waits.push((slots, d));
                 }
             }
             Err(_) => {
@@ -151,12 +151,9 @@ pub async fn handle(
     }
     // Phase 2: wait for the syncs, letting later requests proceed.
     Reply::Later(Box::pin(async move {
-        for d in durable_waits {
-            let failed = d.recv_async().await.unwrap_or_else(|_| Vec::new());
-            for (slot, code, msg) in failed {
-                outcomes[slot].error = code;
-                outcomes[slot].message = Some(msg);
-            }
+        for (slots, d) in durable_waits {
+            let report = d.recv_async().await.ok();
+            apply_durable_report(&mut outcomes, &slots, report);
         }
         match reply(ctx, acks, layout, outcomes) {
             Reply::Now(r) => r,
@@ -167,6 +164,38 @@ pub async fn handle(
 
 /// Slots that failed their sync: (slot, error code, message).
 type DurableFailures = Vec<(usize, i16, String)>;
+
+/// Applies one owner's durability report to the answers of its `slots`.
+/// No report at all (the owner shard stopped before its syncs finished)
+/// means nothing is known to be durable: every append that succeeded is
+/// answered REQUEST_TIMED_OUT, which clients retry (an idempotent retry
+/// is then answered from the producer state, not written twice), never
+/// as a success.
+fn apply_durable_report(
+    outcomes: &mut [Outcome],
+    slots: &[usize],
+    report: Option<DurableFailures>,
+) {
+    match report {
+        Some(failed) => {
+            for (slot, code, msg) in failed {
+                outcomes[slot].error = code;
+                outcomes[slot].message = Some(msg);
+            }
+        }
+        None => {
+            for &slot in slots {
+                if outcomes[slot].error == 0 {
+                    outcomes[slot] = Outcome::error(
+                        ResponseError::RequestTimedOut,
+                        "the partition's shard stopped before its sync reported; \
+                         the records may or may not be durable",
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// Appends on the owner shard. With `durable`, also returns a channel that
 /// reports, once the covering syncs are done, which appends failed them.
@@ -190,6 +219,7 @@ async fn append_local(
                 }
             });
         }
+        crate::failstop::panic_on_produce(&item.topic);
         let Some(p) = shard.partition(&item.topic, item.partition) else {
             out.push((
                 item.slot,
@@ -250,11 +280,28 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
             Err(e) => return Outcome::storage(e),
         }
     }
-    let mut first: Option<Outcome> = None;
-    for (b, h) in batches.into_iter().zip(headers) {
-        let check = p.producers.borrow().check(&h);
-        let o = match check {
-            SeqCheck::Refuse(code) => Outcome {
+    // The partition's gate is held from the sequence checks to the last
+    // append: the same retried batch arriving on two connections is then
+    // checked the second time against the first one's record, never
+    // written twice; and no other request's batches land between this
+    // request's.
+    let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+        return Outcome::error(
+            ResponseError::NotLeaderOrFollower,
+            "the partition was closed",
+        );
+    };
+    // Every batch's sequence is checked (each as if those before it were
+    // written) before any is appended, so a request whose later batch is
+    // refused writes none of its batches.
+    let plan = {
+        let table = p.producers.borrow();
+        plan_batches(&table, &headers)
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err((h, code)) => {
+            return Outcome {
                 error: code,
                 message: Some(format!(
                     "producer {} epoch {} sequence {} refused: {}",
@@ -267,7 +314,13 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset: p.log.log_start_offset(),
-            },
+            }
+        }
+    };
+    let mut first: Option<Outcome> = None;
+    for ((b, h), check) in batches.into_iter().zip(headers).zip(plan) {
+        let o = match check {
+            SeqCheck::Refuse(_) => unreachable!("refusals end the plan"),
             SeqCheck::Duplicate(d) => Outcome {
                 error: 0,
                 message: None,
@@ -300,6 +353,38 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
         first.get_or_insert(o);
     }
     first.expect("at least one batch")
+}
+
+/// The sequence check of every batch of one request, each checked as if
+/// the ones before it were appended; the first refusal ends it.
+fn plan_batches(
+    table: &crate::producers::ProducerTable,
+    headers: &[sluice_storage::BatchHeader],
+) -> Result<Vec<SeqCheck>, (sluice_storage::BatchHeader, i16)> {
+    if headers.len() == 1 {
+        return match table.check(&headers[0]) {
+            SeqCheck::Refuse(code) => Err((headers[0], code)),
+            c => Ok(vec![c]),
+        };
+    }
+    // A scratch copy of just the producers these batches name.
+    let mut scratch = crate::producers::ProducerTable::default();
+    for h in headers {
+        if let Some(e) = table.producers.get(&h.producer_id) {
+            scratch.producers.insert(h.producer_id, e.clone());
+        }
+    }
+    let mut plan = Vec::with_capacity(headers.len());
+    for h in headers {
+        let c = scratch.check(h);
+        match c {
+            SeqCheck::Refuse(code) => return Err((*h, code)),
+            SeqCheck::Append => scratch.record(h, -1, -1),
+            SeqCheck::Duplicate(_) => {}
+        }
+        plan.push(c);
+    }
+    Ok(plan)
 }
 
 /// Topic names and partition indexes, in request order.
@@ -350,4 +435,74 @@ fn reply(
     Reply::Now(ctx.answer(ResponseKind::Produce(
         ProduceResponse::default().with_responses(responses),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(base_offset: i64) -> Outcome {
+        Outcome {
+            error: 0,
+            message: None,
+            base_offset,
+            log_append_time_ms: -1,
+            log_start_offset: 0,
+        }
+    }
+
+    // An acks=all answer is a success only when its owner reported the
+    // covering sync: a report that never comes (the owner stopped) is an
+    // error for every append of that owner, and a refusal is kept.
+    #[test]
+    fn a_lost_durability_report_is_an_error_not_a_success() {
+        let unknown = Outcome::error(ResponseError::UnknownTopicOrPartition, "none");
+        let mut outcomes = vec![ok(0), ok(10), unknown.clone(), ok(20)];
+        apply_durable_report(&mut outcomes, &[0, 2], None);
+        assert_eq!(outcomes[0].error, ResponseError::RequestTimedOut.code());
+        assert_eq!(
+            outcomes[2].error, unknown.error,
+            "a refusal stays as it was"
+        );
+        apply_durable_report(
+            &mut outcomes,
+            &[1, 3],
+            Some(vec![(
+                3,
+                ResponseError::KafkaStorageError.code(),
+                "eio".into(),
+            )]),
+        );
+        assert_eq!(outcomes[1].error, 0, "reported durable");
+        assert_eq!(outcomes[3].error, ResponseError::KafkaStorageError.code());
+    }
+
+    fn idempotent(pid: i64, seq: i32, count: i32) -> sluice_storage::BatchHeader {
+        let mut b =
+            sluice_storage::batch::build::uniform(count as usize, 4, 1_700_000_000_000).to_vec();
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        sluice_storage::BatchHeader::parse(&b).unwrap()
+    }
+
+    // A request's batches are checked in order, each as if the ones before
+    // it were written: a run in sequence is appended whole, and a gap in a
+    // later batch refuses the whole request before anything is written.
+    #[test]
+    fn a_refused_later_batch_refuses_the_whole_request() {
+        let table = crate::producers::ProducerTable::default();
+        let run = [
+            idempotent(7, 0, 2),
+            idempotent(7, 2, 3),
+            idempotent(7, 5, 1),
+        ];
+        assert_eq!(
+            plan_batches(&table, &run).unwrap(),
+            vec![SeqCheck::Append; 3]
+        );
+        let gap = [idempotent(7, 0, 2), idempotent(7, 3, 1)];
+        let (h, code) = plan_batches(&table, &gap).unwrap_err();
+        assert_eq!(h.base_sequence, 3);
+        assert_eq!(code, ResponseError::OutOfOrderSequenceNumber.code());
+    }
 }

@@ -29,8 +29,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
         .collect();
     let owner = coordinator_shard(&group, shard.shards);
     let rx = shard
-        .call(owner, move |s| async move {
-            s.coordinator().sync(
+        .call_coordinator(owner, move |c| async move {
+            c.sync(
                 &group,
                 &member,
                 instance.as_deref(),

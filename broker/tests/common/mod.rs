@@ -51,6 +51,17 @@ impl Broker {
     }
 
     pub fn spawn(data: &Path, cores: usize, port: u16, extra: &[&str]) -> Broker {
+        Broker::spawn_env(data, cores, port, extra, &[])
+    }
+
+    /// As [`Broker::spawn`], with extra environment variables.
+    pub fn spawn_env(
+        data: &Path,
+        cores: usize,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Broker {
         let mut child = Command::new(BIN)
             .args(["serve", "--cores", &cores.to_string(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
@@ -58,6 +69,7 @@ impl Broker {
             .arg(data)
             .args(extra)
             .env("SLUICE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
