@@ -141,7 +141,7 @@ impl Refusal {
 /// or `..`.
 pub fn check_topic_name(name: &str) -> Result<(), Refusal> {
     let ok = !name.is_empty()
-        && name.len() <= 249
+        && name.len() <= sluice_tuning::limits::TOPIC_NAME_BYTES_MAX
         && name != "."
         && name != ".."
         && name

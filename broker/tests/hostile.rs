@@ -223,3 +223,96 @@ fn an_idempotent_batch_racing_on_two_connections_is_written_once() {
         BATCHES as i64 * RECORDS as i64
     );
 }
+
+fn commit_request(group: &str, metadata: &str) -> OffsetCommitRequest {
+    use kafka_protocol::protocol::StrBytes;
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name("names"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)
+                .with_committed_metadata(Some(StrBytes::from_string(
+                    metadata.to_string(),
+                )))])])
+}
+
+fn committed(w: &mut Wire, group: &str) -> i64 {
+    use kafka_protocol::protocol::StrBytes;
+    let r: OffsetFetchResponse = w.call(
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("names"))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    );
+    assert_eq!(r.error_code, 0);
+    r.topics[0].partitions[0].committed_offset
+}
+
+// Every name a group request stores is bounded: a group id longer than
+// the limit is INVALID_GROUP_ID (one of 65 537 bytes used to be stored
+// with a wrapped 16-bit length and replayed at restart as the offsets of
+// group "g"), offset metadata past 4 KiB is OFFSET_METADATA_TOO_LARGE,
+// and a JoinGroup with an oversized client id or group id is refused;
+// nothing refused is there after a restart.
+#[test]
+fn names_past_their_limits_are_refused_and_never_stored() {
+    let data = tempdir();
+    let port = free_port();
+    let mut b = Broker::start_on(data.path(), 2, port, &[]);
+    let mut w = Wire::connect(port);
+    create_topic(&mut w, "names", 1);
+    let wrapped = format!("g{}", "x".repeat(65_536));
+    let cases = [
+        (wrapped.as_str(), "m", ResponseError::InvalidGroupId),
+        (
+            "g",
+            &*"m".repeat(4097),
+            ResponseError::OffsetMetadataTooLarge,
+        ),
+    ];
+    for (group, metadata, want) in cases {
+        let r: OffsetCommitResponse =
+            w.call(ApiKey::OffsetCommit, 8, &commit_request(group, metadata));
+        assert_eq!(r.topics[0].partitions[0].error_code, want.code());
+    }
+    let r: OffsetCommitResponse = w.call(ApiKey::OffsetCommit, 8, &commit_request("ok", "m"));
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    let join = |group: &str| {
+        use kafka_protocol::protocol::StrBytes;
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"\0\0\0\0\0\0"))])
+    };
+    let long_client: &'static str = "c".repeat(2000).leak();
+    let frame =
+        sluice_net::client::encode_request(ApiKey::JoinGroup, 9, 99, long_client, &join("joiners"))
+            .unwrap();
+    std::io::Write::write_all(&mut w.s, &frame).unwrap();
+    let (id, r): (i32, JoinGroupResponse) = w.recv(ApiKey::JoinGroup, 9);
+    assert_eq!(id, 99);
+    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+    let r: JoinGroupResponse = w.call(ApiKey::JoinGroup, 9, &join(&"j".repeat(1025)));
+    assert_eq!(r.error_code, ResponseError::InvalidGroupId.code());
+
+    b.stop();
+    let _b = Broker::start_on(data.path(), 2, port, &[]);
+    let mut w = Wire::connect(port);
+    assert_eq!(committed(&mut w, "g"), -1, "no offsets for group g");
+    assert_eq!(committed(&mut w, "ok"), 42);
+}

@@ -46,9 +46,18 @@ pub fn encode_response(
         .encode(&mut buf, response_header_version(api_key, version))
         .map_err(|e| err(&e))?;
     body.encode(&mut buf, version).map_err(|e| err(&e))?;
-    let len = (buf.len() - 4) as i32;
+    let len = frame_length(buf.len()).map_err(|e| err(&e))?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// The length prefix of a frame of `total` bytes (prefix included): an
+/// error, never a wrapped negative length, past what an i32 can say.
+fn frame_length(total: usize) -> Result<i32, &'static str> {
+    total
+        .checked_sub(4)
+        .and_then(|l| i32::try_from(l).ok())
+        .ok_or("response longer than 2 GiB")
 }
 
 /// The ApiVersions body listing `supported` (api key, min, max).
@@ -255,11 +264,25 @@ pub fn encode_response_chunks<E: Encodable>(
     }
     b.flush();
     let mut out = b.out;
-    let len = out.iter().map(|c| c.len()).sum::<usize>() - 4;
-    let len = i32::try_from(len).map_err(|_| err(&"response longer than 2 GiB"))?;
+    let len = frame_length(out.iter().map(|c| c.len()).sum::<usize>()).map_err(|e| err(&e))?;
     // The first chunk begins with the prefix written above; patch it.
     let mut first = BytesMut::from(&out[0][..]);
     first[..4].copy_from_slice(&len.to_be_bytes());
     out[0] = first.freeze();
     Ok(ResponseChunks { chunks: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_length;
+
+    // A frame's length prefix is its length, or an error where an i32
+    // cannot hold it (the old cast wrapped to a negative prefix).
+    #[test]
+    fn frame_lengths_past_i32_are_errors() {
+        assert_eq!(frame_length(4), Ok(0));
+        assert_eq!(frame_length(i32::MAX as usize + 4), Ok(i32::MAX));
+        assert!(frame_length(i32::MAX as usize + 5).is_err());
+        assert!(frame_length(3).is_err());
+    }
 }

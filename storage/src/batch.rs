@@ -9,8 +9,11 @@
 //! broker may write baseOffset and partitionLeaderEpoch without recomputing it.
 
 use bytes::{Bytes, BytesMut};
+use sluice_tuning::limits;
 
 use crate::error::{Result, StorageError};
+
+pub mod compressed;
 
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before the part that batchLength counts.
@@ -208,9 +211,11 @@ pub fn read_records<'a>(
     Ok(())
 }
 
-/// Validates one batch exactly as a producer sent it. Nothing about the
-/// offsets or epoch it carries is trusted: the log overwrites them.
-pub fn validate(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
+/// Validates one batch's framing exactly as a producer sent it: magic,
+/// length, size, CRC, record count against the last offset delta, codec.
+/// Nothing about the offsets or epoch it carries is trusted: the log
+/// overwrites them. The records themselves are checked by [`validate`].
+pub fn validate_header(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
     let corrupt = |m: String| Err(StorageError::CorruptMessage(m));
     let Some(h) = BatchHeader::parse(batch) else {
         return corrupt(format!(
@@ -250,16 +255,81 @@ pub fn validate(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
             h.last_offset_delta, h.record_count
         )));
     }
-    match h.compression() {
-        0 => walk_records(&batch[HEADER_BYTES..], h.record_count, |_, _| {})?,
-        1..=4 => {} // gzip, snappy, lz4, zstd: stored as sent, never recompressed.
-        c => {
-            return Err(StorageError::InvalidRecord(format!(
-                "unknown compression codec {c}"
-            )))
-        }
+    if !(0..=4).contains(&h.compression()) {
+        return Err(StorageError::InvalidRecord(format!(
+            "unknown compression codec {}",
+            h.compression()
+        )));
     }
     Ok(h)
+}
+
+/// Validates one batch exactly as a producer sent it (see
+/// [`validate_header`]) and its records: an uncompressed body is walked;
+/// a compressed one is decompressed as a stream and walked (it is still
+/// stored as sent, never recompressed), refused when it would decompress
+/// to more than `BATCH_DECOMPRESSED_BYTES_MAX`.
+pub fn validate(batch: &[u8], batch_bytes_max: usize) -> Result<BatchHeader> {
+    let h = validate_header(batch, batch_bytes_max)?;
+    check_records(batch, &h, limits::BATCH_DECOMPRESSED_BYTES_MAX)?.map_err(|_| too_large())?;
+    Ok(h)
+}
+
+fn too_large() -> StorageError {
+    StorageError::InvalidRecord(format!(
+        "the records decompress to more than {} bytes",
+        limits::BATCH_DECOMPRESSED_BYTES_MAX
+    ))
+}
+
+/// As [`validate`], for the log's append: a compressed body that
+/// decompresses to more than `BATCH_DECOMPRESSED_INLINE_BYTES_MAX` is
+/// checked again on the executor's blocking pool, so a large (or
+/// hostile) compressed batch does not hold the shard for the time its
+/// decompression takes.
+pub async fn validate_async(batch: &Bytes, batch_bytes_max: usize) -> Result<BatchHeader> {
+    let h = validate_header(batch, batch_bytes_max)?;
+    if check_records(batch, &h, limits::BATCH_DECOMPRESSED_INLINE_BYTES_MAX)?.is_ok() {
+        return Ok(h);
+    }
+    let b = batch.clone();
+    glommio::executor()
+        .spawn_blocking(move || check_records(&b, &h, limits::BATCH_DECOMPRESSED_BYTES_MAX))
+        .await?
+        .map_err(|_| too_large())?;
+    Ok(h)
+}
+
+/// Checks a batch's records against its (validated) header; an inner
+/// `Err` when a compressed body decompresses past `out_max` bytes.
+fn check_records(
+    batch: &[u8],
+    h: &BatchHeader,
+    out_max: usize,
+) -> Result<std::result::Result<(), compressed::Walk>> {
+    let body = &batch[HEADER_BYTES..];
+    if h.compression() == 0 {
+        let base = h.base_timestamp;
+        let mut overflow = None;
+        walk_records(body, h.record_count, |delta, ts_delta| {
+            if overflow.is_none() && base.checked_add(ts_delta).is_none() {
+                overflow = Some((delta, ts_delta));
+            }
+        })?;
+        if let Some((delta, ts_delta)) = overflow {
+            return Err(StorageError::InvalidRecord(format!(
+                "record {delta}: timestamp delta {ts_delta} overflows"
+            )));
+        }
+        return Ok(Ok(()));
+    }
+    compressed::check(
+        h.compression(),
+        body,
+        h.record_count,
+        h.base_timestamp,
+        out_max,
+    )
 }
 
 /// A stored batch: its (stamped) header and its body, kept apart so a batch
@@ -379,7 +449,7 @@ impl Batch {
         }
         let mut found = None;
         let _ = walk_records(&self.body(), h.record_count, |delta, ts_delta| {
-            if found.is_none() && h.base_timestamp + ts_delta >= ts {
+            if found.is_none() && h.base_timestamp.saturating_add(ts_delta) >= ts {
                 found = Some(self.base_offset + delta as i64);
             }
         });

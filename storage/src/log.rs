@@ -19,7 +19,7 @@ use glommio::io::DmaBuffer;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
-use crate::batch::{check_stored, validate, Batch, BatchHeader};
+use crate::batch::{check_stored, Batch, BatchHeader};
 use crate::cache::{LogCache, ShardCache};
 use crate::config::{Clock, LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
@@ -382,7 +382,7 @@ impl PartitionLog {
                 cfg.timestamp_type == TimestampType::LogAppendTime,
             )
         };
-        let h = validate(&batch, limit)?;
+        let h = crate::batch::validate_async(&batch, limit).await?;
         let _permit = self.append_lock.acquire_permit(1).await.map_err(closed)?;
         self.check_writable()?;
         let now = self.clock.now_ms();
@@ -468,12 +468,11 @@ impl PartitionLog {
         if seg.size == 0 {
             return false;
         }
-        let rel_last = inner.next_offset - seg.base + i64::from(h.last_offset_delta);
         seg.size + len > cfg.segment_bytes
             || seg
                 .first_append_ms
                 .is_some_and(|t| now - t >= cfg.segment_ms)
-            || rel_last > i64::from(i32::MAX)
+            || !offsets_fit(seg.base, inner.next_offset, h.last_offset_delta)
     }
 
     /// Writes the tail buffer to the file: all of it when `full`, else up to
@@ -1249,6 +1248,15 @@ async fn read_disk(
 /// Syncs appends nobody waited on once they are `flush_interval_ms` old:
 /// runs while the log has unsynced appends (started by the append that
 /// finds none scheduled), so an idle log has no timer.
+/// Whether a batch whose first offset is `next_offset` and whose last is
+/// `last_offset_delta` further fits in the segment based at `base`: every
+/// offset of a segment, and the offset after its last batch (where the
+/// next segment starts, which its indexes record), must be within 2^31-1
+/// of its base, as relative offsets are 32-bit.
+fn offsets_fit(base: i64, next_offset: i64, last_offset_delta: i32) -> bool {
+    next_offset - base + i64::from(last_offset_delta) < i64::from(i32::MAX)
+}
+
 async fn age_flush(weak: Weak<PartitionLog>) {
     loop {
         let wait = {
@@ -1309,5 +1317,24 @@ async fn flusher(weak: Weak<PartitionLog>) {
             return;
         }
         let _ = log.persist_active_index().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offsets_fit;
+
+    // A batch fits a segment only when the offset after it stays within
+    // 2^31-1 of the segment's base: the old check let the segment reach a
+    // relative next offset of 2^31, and the next roll's index entry for it
+    // tripped the segment's assertion (a shard panic).
+    #[test]
+    fn a_segment_rolls_before_its_relative_offsets_overflow() {
+        let max = i64::from(i32::MAX);
+        assert!(offsets_fit(0, 0, i32::MAX - 1));
+        assert!(!offsets_fit(0, 0, i32::MAX));
+        assert!(offsets_fit(100, 100 + max - 1, 0));
+        assert!(!offsets_fit(100, 100 + max, 0));
+        assert!(!offsets_fit(100, 100 + max - 1, 1));
     }
 }

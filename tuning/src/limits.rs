@@ -31,6 +31,15 @@ pub const BATCH_BYTES_DEFAULT: usize = 1_048_588;
 /// largest request frame the broker will read.
 pub const BATCH_BYTES_MAX: usize = 100 * 1024 * 1024;
 
+/// Most bytes a compressed batch may decompress to; Kafka checks a
+/// compressed batch's records on append, and so does sluice, streaming,
+/// so this bounds the CPU a batch can cost, not memory.
+pub const BATCH_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Compressed batches that decompress to at most this are checked on the
+/// shard; larger ones on the executor's blocking pool, so no batch holds
+/// a shard for more than about a millisecond of decompression.
+pub const BATCH_DECOMPRESSED_INLINE_BYTES_MAX: usize = 1024 * 1024;
+
 /// Bytes of log between two sparse index entries (Kafka's
 /// `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
@@ -136,6 +145,25 @@ pub const INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 64 * 1024 * 1024;
 /// Messages queued to one shard from the others (forwarded requests,
 /// metadata updates) before a sender waits.
 pub const SHARD_INBOX_DEPTH: usize = 1024;
+/// Longest topic name (Kafka's: a partition directory's name must fit a
+/// file name with room for the partition suffix).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Longest group id, group instance id, protocol type or protocol name a
+/// group request may store; longer is INVALID_GROUP_ID (the group id) or
+/// INVALID_REQUEST. Stored ids are written with a 16-bit length.
+pub const GROUP_NAME_BYTES_MAX: usize = 1024;
+/// Longest client id a group member is stored with (JoinGroup); longer is
+/// INVALID_REQUEST. Other requests only log it.
+pub const CLIENT_ID_BYTES_MAX: usize = 1024;
+/// Longest metadata string of a committed offset (Kafka's
+/// offset.metadata.max.bytes); longer is OFFSET_METADATA_TOO_LARGE.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Protocols one JoinGroup may offer, and the bytes of their metadata
+/// together (the subscription); bytes of one member's assignment in a
+/// SyncGroup. Past them: INVALID_REQUEST.
+pub const GROUP_PROTOCOLS_MAX: usize = 64;
+pub const GROUP_MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
+
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 /// Topics one broker holds.

@@ -52,8 +52,23 @@ pub async fn handle(
                 ),
         ))
     };
-    if group.is_empty() {
+    if group.is_empty() || group.len() > limits::GROUP_NAME_BYTES_MAX {
         return Reply::Now(answer(JoinResult::error(ResponseError::InvalidGroupId, "")));
+    }
+    // Everything the group keeps of a member is bounded.
+    let too_long = |s: &str| s.len() > limits::GROUP_NAME_BYTES_MAX;
+    let metadata_bytes: usize = req.protocols.iter().map(|p| p.metadata.len()).sum();
+    if client_id.len() > limits::CLIENT_ID_BYTES_MAX
+        || req.group_instance_id.as_deref().is_some_and(too_long)
+        || too_long(&req.protocol_type)
+        || req.protocols.iter().any(|p| too_long(&p.name))
+        || req.protocols.len() > limits::GROUP_PROTOCOLS_MAX
+        || metadata_bytes > limits::GROUP_MEMBER_METADATA_BYTES_MAX
+    {
+        return Reply::Now(answer(JoinResult::error(
+            ResponseError::InvalidRequest,
+            &req.member_id,
+        )));
     }
     if !(limits::GROUP_SESSION_TIMEOUT_MS_MIN..=limits::GROUP_SESSION_TIMEOUT_MS_MAX)
         .contains(&session)

@@ -15,6 +15,7 @@ use super::{answer_from, Ctx, Reply};
 use crate::groups::coordinator_shard;
 use crate::groups::offsets::{now_ms, Committed};
 use crate::shard::Shard;
+use sluice_tuning::limits;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Reply {
     let group = req.group_id.0.to_string();
@@ -23,11 +24,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     let mut slots = Vec::new();
     let mut items = Vec::new();
     let now = now_ms();
+    let group_ok = !group.is_empty() && group.len() <= limits::GROUP_NAME_BYTES_MAX;
     for t in &req.topics {
         let topic = t.name.0.to_string();
         for p in &t.partitions {
-            let known = meta.owner(&topic, p.partition_index).is_some();
-            slots.push((t.name.clone(), p.partition_index, known));
+            let code = if !group_ok {
+                ResponseError::InvalidGroupId.code()
+            } else if meta.owner(&topic, p.partition_index).is_none() {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > limits::OFFSET_METADATA_BYTES_MAX)
+            {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                0
+            };
+            let known = code == 0;
+            slots.push((t.name.clone(), p.partition_index, code));
             if known {
                 items.push((
                     (group.clone(), topic.clone(), p.partition_index),
@@ -60,12 +75,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     Reply::Later(Box::pin(async move {
         let code = answer_from(done, || ResponseError::CoordinatorNotAvailable.code()).await;
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
-        for (name, index, known) in slots {
-            let code = if known {
-                code
-            } else {
-                ResponseError::UnknownTopicOrPartition.code()
-            };
+        for (name, index, refused) in slots {
+            let code = if refused == 0 { code } else { refused };
             let p = OffsetCommitResponsePartition::default()
                 .with_partition_index(index)
                 .with_error_code(code);

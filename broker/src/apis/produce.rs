@@ -269,7 +269,7 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
     let mut headers = Vec::with_capacity(batches.len());
     for b in &batches {
         let h = if batches.len() > 1 {
-            batch::validate(b, limit)
+            batch::validate_async(b, limit).await
         } else {
             sluice_storage::BatchHeader::parse(b).ok_or_else(|| {
                 sluice_storage::StorageError::CorruptMessage("batch shorter than its header".into())

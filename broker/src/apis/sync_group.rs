@@ -27,18 +27,27 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
             )
         })
         .collect();
+    let oversized = assignments
+        .iter()
+        .any(|(_, a)| a.len() > sluice_tuning::limits::GROUP_MEMBER_METADATA_BYTES_MAX);
     let owner = coordinator_shard(&group, shard.shards);
-    let rx = shard
-        .call_coordinator(owner, move |c| async move {
-            c.sync(
-                &group,
-                &member,
-                instance.as_deref(),
-                generation,
-                assignments,
-            )
-        })
-        .await;
+    let rx = if oversized {
+        let (tx, rx) = flume::bounded(1);
+        let _ = tx.try_send(SyncResult::error(ResponseError::InvalidRequest));
+        Ok(rx)
+    } else {
+        shard
+            .call_coordinator(owner, move |c| async move {
+                c.sync(
+                    &group,
+                    &member,
+                    instance.as_deref(),
+                    generation,
+                    assignments,
+                )
+            })
+            .await
+    };
     Reply::Later(Box::pin(async move {
         let r = answer_from(rx, || {
             SyncResult::error(ResponseError::CoordinatorNotAvailable)

@@ -69,14 +69,24 @@ pub struct OffsetStore {
 /// Records per checkpoint batch.
 const CHECKPOINT_BATCH_RECORDS: usize = 1000;
 
-fn encode_key(k: &OffsetKey) -> Vec<u8> {
+/// A key's encoding, or an error for a name its 16-bit length cannot say
+/// (the APIs refuse longer names first; a silently wrapped length was
+/// replayed at restart as another group's offsets).
+fn encode_key(k: &OffsetKey) -> Result<Vec<u8>, StorageError> {
+    if k.0.len() > u16::MAX as usize || k.1.len() > u16::MAX as usize {
+        return Err(StorageError::InvalidRecord(format!(
+            "offset key of a {}-byte group id and a {}-byte topic name",
+            k.0.len(),
+            k.1.len()
+        )));
+    }
     let mut b = Vec::with_capacity(8 + k.0.len() + k.1.len());
     b.put_u16(k.0.len() as u16);
     b.extend_from_slice(k.0.as_bytes());
     b.put_u16(k.1.len() as u16);
     b.extend_from_slice(k.1.as_bytes());
     b.put_i32(k.2);
-    b
+    Ok(b)
 }
 
 fn decode_key(b: &[u8]) -> Option<OffsetKey> {
@@ -143,6 +153,8 @@ impl OffsetStore {
             // Offsets are never deleted by age or size, only by compaction.
             retention_ms: -1,
             retention_bytes: -1,
+            // A commit is one batch, as large as its request.
+            batch_bytes_max: sluice_tuning::limits::BATCH_BYTES_MAX,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(dir, cfg, cache, Rc::new(SystemClock)).await?;
@@ -192,12 +204,20 @@ impl OffsetStore {
         self.log.segments().iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends records for `items` in batches; returns the last offset.
-    async fn append(&self, items: &[(OffsetKey, Option<Committed>)]) -> Result<i64, StorageError> {
+    /// Appends records for `items` in batches of `batch_records`; returns
+    /// the last offset.
+    async fn append(
+        &self,
+        items: &[(OffsetKey, Option<Committed>)],
+        batch_records: usize,
+    ) -> Result<i64, StorageError> {
         let now = now_ms();
         let mut last = -1;
-        for chunk in items.chunks(CHECKPOINT_BATCH_RECORDS) {
-            let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| encode_key(k)).collect();
+        for chunk in items.chunks(batch_records.max(1)) {
+            let keys: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|(k, _)| encode_key(k))
+                .collect::<Result<_, _>>()?;
             let values: Vec<Vec<u8>> = chunk
                 .iter()
                 .map(|(_, c)| c.as_ref().map(encode_value).unwrap_or_default())
@@ -244,7 +264,9 @@ impl OffsetStore {
                 .map(|(k, c)| (k.clone(), Some(c.clone())))
                 .collect();
             self.appended_since_checkpoint.set(0);
-            let last = self.append(&items).await?;
+            // A checkpoint cut short by a failure only repeats values the
+            // log already holds, so it may span batches.
+            let last = self.append(&items, CHECKPOINT_BATCH_RECORDS).await?;
             self.checkpoint_bytes
                 .set(self.appended_since_checkpoint.get());
             (start, last)
@@ -275,7 +297,9 @@ impl OffsetStore {
                 .acquire_permit(1)
                 .await
                 .map_err(|_| StorageError::Closed)?;
-            let last = self.append(&items).await?;
+            // One batch: a commit is stored whole or not at all, so a
+            // refused commit never comes back in part at the next replay.
+            let last = self.append(&items, items.len()).await?;
             let mut offsets = self.offsets.borrow_mut();
             for (k, c) in items {
                 match c {
@@ -484,7 +508,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let k = ("group-1".to_string(), "orders".to_string(), 7);
-        assert_eq!(decode_key(&encode_key(&k)), Some(k));
+        assert_eq!(decode_key(&encode_key(&k).unwrap()), Some(k));
         for metadata in [None, Some("m".to_string()), Some(String::new())] {
             let c = Committed {
                 offset: 42,
@@ -496,5 +520,48 @@ mod tests {
         }
         assert_eq!(decode_value(&[]), None);
         assert_eq!(decode_key(&[0, 9, b'x']), None);
+    }
+
+    // A commit of many partitions is one batch, stored whole or not at
+    // all (it used to be split every 1000 records, so a refused later
+    // batch left the earlier ones to be replayed at restart); and a key
+    // whose names a 16-bit length cannot say is refused, nothing written
+    // (it used to wrap and replay as another group's offsets).
+    #[test]
+    fn a_commit_is_one_batch_and_long_keys_are_refused() {
+        let dir = tempdir();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let cache = ShardCache::new(8 << 20);
+            let s = OffsetStore::open(&path, &cache, 16 << 20, 64 << 20)
+                .await
+                .unwrap();
+            let items: Vec<(OffsetKey, Option<Committed>)> = (0..2_500)
+                .map(|p| (("g".to_string(), "t".to_string(), p), Some(commit_of(7))))
+                .collect();
+            s.commit(items).await.unwrap();
+            let batches = s.log.read(0, 64 << 20).await.unwrap();
+            assert_eq!(batches.len(), 1);
+            assert_eq!(batches[0].next_offset(), 2_500);
+
+            let mut long = "g".to_string();
+            long.push_str(&"x".repeat(65_536));
+            let r = s
+                .commit(vec![
+                    (("h".to_string(), "t".to_string(), 0), Some(commit_of(1))),
+                    ((long, "t".to_string(), 0), Some(commit_of(1))),
+                ])
+                .await;
+            assert!(r.is_err());
+            assert_eq!(s.log.log_end_offset(), 2_500, "nothing written");
+            assert!(s.of_group("h").is_empty());
+            s.close().await.unwrap();
+            let s = OffsetStore::open(&path, &cache, 16 << 20, 64 << 20)
+                .await
+                .unwrap();
+            assert_eq!(s.of_group("g").len(), 2_500);
+            assert!(s.of_group("h").is_empty());
+            s.close().await.unwrap();
+        });
     }
 }
