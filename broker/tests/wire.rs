@@ -869,20 +869,17 @@ fn fetched_bytes(r: &FetchResponse) -> bytes::Bytes {
 #[test]
 fn batches_are_served_as_they_were_sent() {
     let (_data, _b, _, mut w) = start_with_topic("exact", 1);
-    // A gzip batch: attributes say gzip; the records are opaque bytes to
-    // the broker, which only needs the header.
-    let mut gz = sluice_storage::batch::build::uniform(4, 50, 1_700_000_000_000).to_vec();
-    gz[21..23].copy_from_slice(&1i16.to_be_bytes());
-    let sent = [
+    // A gzip batch, as a client makes it: the broker checks its records
+    // (decompressing them) but stores the compressed bytes as they came.
+    let mut gz = sluice_net::records::BatchBuilder::new(4096);
+    for i in 0..4u8 {
+        gz.push(None, &[i; 50], 1_700_000_000_000);
+    }
+    let gz = gz.finish(sluice_net::records::Compression::Gzip).unwrap();
+    let sealed = [
         sluice_storage::batch::build::uniform(3, 100, 1_700_000_000_000),
-        bytes::Bytes::from(gz),
+        gz,
     ];
-    // The gzip body above is not real gzip: the broker accepts it because
-    // it never decompresses (the codec bits are checked, the bytes kept).
-    let mut sealed = sent.clone();
-    let mut g = sealed[1].to_vec();
-    sluice_storage::batch::build::reseal(&mut g);
-    sealed[1] = bytes::Bytes::from(g);
     assert_eq!(produce(&mut w, "exact", 0, sealed[0].clone()), (0, 0));
     assert_eq!(produce(&mut w, "exact", 0, sealed[1].clone()), (0, 3));
     let r: FetchResponse = w.call(ApiKey::Fetch, 12, &fetch_request("exact", 0, 0, 0, 1 << 20));

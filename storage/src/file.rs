@@ -28,10 +28,12 @@ pub(crate) fn align_up(v: u64) -> u64 {
 #[derive(Clone)]
 pub(crate) struct DirectFile {
     file: Rc<DmaFile>,
+    path: Rc<Path>,
 }
 
 impl DirectFile {
     pub async fn open(path: &Path, create: bool) -> io::Result<DirectFile> {
+        crate::faults::power::on_open(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -41,6 +43,7 @@ impl DirectFile {
             .map_err(glommio_io)?;
         Ok(DirectFile {
             file: Rc::new(file),
+            path: Rc::from(path),
         })
     }
 
@@ -57,6 +60,7 @@ impl DirectFile {
         crate::faults::write_result()?;
         debug_assert_eq!(pos % ALIGN as u64, 0);
         let want = buf.len();
+        crate::faults::power::on_write(&self.path, pos, want);
         let n = self.file.write_rc_at(buf, pos).await.map_err(glommio_io)?;
         if n != want {
             return Err(io::Error::new(
@@ -69,7 +73,9 @@ impl DirectFile {
 
     pub async fn fdatasync(&self) -> io::Result<()> {
         crate::faults::sync_result()?;
-        self.file.fdatasync().await.map_err(glommio_io)
+        self.file.fdatasync().await.map_err(glommio_io)?;
+        crate::faults::power::on_sync(&self.path);
+        Ok(())
     }
 
     /// fdatasync(2) on the calling thread: blocks it until the disk has
@@ -118,6 +124,7 @@ impl DirectFile {
     }
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        crate::faults::power::on_truncate(&self.path, len);
         self.file.truncate(len).await.map_err(glommio_io)
     }
 
@@ -399,11 +406,30 @@ pub(crate) async fn list_dir(path: &Path) -> io::Result<Vec<String>> {
 
 /// Creates a directory and its parents (on the blocking pool) and returns
 /// its absolute path (the runtime's directory calls need one).
+/// Creates the directory and any missing parents, and syncs the parent
+/// of each one it created, so that a new partition's directory survives a
+/// power cut along with the files synced into it.
 pub(crate) async fn create_dir_all(path: &Path) -> io::Result<PathBuf> {
     let path = path.to_path_buf();
     glommio::executor()
         .spawn_blocking(move || {
+            let mut missing = Vec::new();
+            let mut p = path.as_path();
+            while !p.exists() {
+                missing.push(p.to_path_buf());
+                match p.parent() {
+                    Some(q) if !q.as_os_str().is_empty() => p = q,
+                    _ => break,
+                }
+            }
             std::fs::create_dir_all(&path)?;
+            for dir in missing.iter().rev() {
+                let parent = match dir.parent() {
+                    Some(q) if !q.as_os_str().is_empty() => q,
+                    _ => Path::new("."),
+                };
+                std::fs::File::open(parent)?.sync_all()?;
+            }
             std::fs::canonicalize(&path)
         })
         .await
@@ -416,10 +442,14 @@ pub(crate) async fn sync_dir(path: &Path) -> io::Result<()> {
         .map_err(glommio_io)?;
     let r = dir.sync().await.map_err(glommio_io);
     let _ = dir.close().await;
+    if r.is_ok() {
+        crate::faults::power::on_sync_dir(path);
+    }
     r
 }
 
 pub(crate) async fn remove_file(path: &Path) -> io::Result<()> {
+    crate::faults::power::on_remove(path);
     match glommio::io::remove(path).await.map_err(glommio_io) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,

@@ -737,11 +737,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Writes the active segment's new index entries (not synced: recovery
-    /// does not trust them anyway, they only shorten its scan).
+    /// Writes the active segment's new index entries of synced batches
+    /// (the entries are not synced themselves: they only shorten
+    /// recovery's scan, which checks the batch an entry names; but one
+    /// written ahead of its data could outlive a hole before it).
     async fn persist_active_index(&self) -> Result<()> {
         let _i = self.index_lock.acquire_permit(1).await.map_err(closed)?;
-        let delta = self.inner.borrow_mut().active_mut().take_index_delta();
+        let delta = {
+            let mut inner = self.inner.borrow_mut();
+            let durable = inner.durable;
+            inner.active_mut().take_durable_index_delta(durable)
+        };
         delta.write(false).await
     }
 
@@ -1023,7 +1029,15 @@ impl PartitionLog {
             .await
             .map_err(|e| StorageError::io(&self.dir, e))?;
         let new_active = if offset <= log_start {
-            Segment::create(&self.dir, offset, interval).await?
+            // The new segment's name is the log's start from now on: its
+            // directory entry must be durable, or a power cut restarts the
+            // log at offset 0. (A cut between the deletions above and this
+            // sync still can: the window of one directory sync.)
+            let seg = Segment::create(&self.dir, offset, interval).await?;
+            sync_dir(&self.dir)
+                .await
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+            seg
         } else {
             let (file, path, base, size, rel, pos) = {
                 let inner = self.inner.borrow();

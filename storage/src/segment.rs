@@ -125,39 +125,69 @@ impl Segment {
     /// The index bytes not yet on disk, as (time index bytes, from, offset
     /// index bytes, from) for [`write_indexes`], and marks them persisted.
     pub fn take_index_delta(&mut self) -> IndexDelta {
+        self.take_index_delta_upto(self.index.entries.len(), self.time_index.entries.len())
+    }
+
+    /// As [`Segment::take_index_delta`], for the entries of batches below
+    /// `durable` alone. Recovery trusts the last entry on disk and checks
+    /// only the batches after it, so an entry must never reach the disk
+    /// ahead of the data before it: a power cut could keep the entry and
+    /// lose that data, leaving a hole that recovery would not see.
+    pub fn take_durable_index_delta(&mut self, durable: i64) -> IndexDelta {
+        let below = |rel: u32| self.base + i64::from(rel) < durable;
+        let n_index = self.index.entries.iter().take_while(|e| below(e.0)).count();
+        let n_time = self
+            .time_index
+            .entries
+            .iter()
+            .take_while(|e| below(e.1))
+            .count();
+        self.take_index_delta_upto(n_index, n_time)
+    }
+
+    /// The delta of the first `n_index` offset and `n_time` time entries.
+    fn take_index_delta_upto(&mut self, n_index: usize, n_time: usize) -> IndexDelta {
         let (po, pt) = self.persisted;
-        let rewrite = po > self.index.entries.len() || pt > self.time_index.entries.len();
+        let rewrite = po > n_index || pt > n_time;
         let (fo, ft) = if rewrite { (0, 0) } else { (po, pt) };
-        let (index, index_pos) = page_tail(fo, OFFSET_ENTRY_BYTES, |k| self.index.encode_from(k));
-        let (time_index, time_index_pos) =
-            page_tail(ft, TIME_ENTRY_BYTES, |k| self.time_index.encode_from(k));
+        let (index, index_pos) = page_tail(fo, n_index, OFFSET_ENTRY_BYTES, |k| {
+            self.index.encode_from(k)
+        });
+        let (time_index, time_index_pos) = page_tail(ft, n_time, TIME_ENTRY_BYTES, |k| {
+            self.time_index.encode_from(k)
+        });
         let delta = IndexDelta {
             index_path: self.index_path.clone(),
             time_index_path: self.time_index_path.clone(),
             index,
             index_pos,
-            index_len: self.index.entries.len() * OFFSET_ENTRY_BYTES,
+            index_len: n_index * OFFSET_ENTRY_BYTES,
             time_index,
             time_index_pos,
-            time_index_len: self.time_index.entries.len() * TIME_ENTRY_BYTES,
+            time_index_len: n_time * TIME_ENTRY_BYTES,
             rewrite,
         };
-        self.persisted = (self.index.entries.len(), self.time_index.entries.len());
+        self.persisted = (n_index, n_time);
         delta
     }
 }
 
-/// The encoded entries from the file page that holds entry `first`, and
-/// that page's position in the file.
+/// The encoded entries from the file page that holds entry `first` up to
+/// entry `end`, and that page's position in the file.
 fn page_tail(
     first: usize,
+    end: usize,
     entry_bytes: usize,
     encode_from: impl Fn(usize) -> Vec<u8>,
 ) -> (Vec<u8>, usize) {
     let page = crate::file::align_down((first * entry_bytes) as u64) as usize;
     let k = page / entry_bytes;
     let enc = encode_from(k);
-    (enc[page - k * entry_bytes..].to_vec(), page)
+    let stop = (end * entry_bytes)
+        .saturating_sub(k * entry_bytes)
+        .min(enc.len());
+    let from = (page - k * entry_bytes).min(stop);
+    (enc[from..stop].to_vec(), page)
 }
 
 /// Index bytes to write; produced without awaiting, written after.
@@ -545,11 +575,14 @@ impl Segment {
                 .truncate(seg.size)
                 .await
                 .map_err(|e| StorageError::io(&seg.log_path, e))?;
-            seg.file
-                .fdatasync()
-                .await
-                .map_err(|e| StorageError::io(&seg.log_path, e))?;
         }
+        // Everything recovered is durable from here on (the log reports it
+        // so, and acknowledges on it), so it is synced now: writes the
+        // kernel took before a crash are not on stable storage until then.
+        seg.file
+            .fdatasync()
+            .await
+            .map_err(|e| StorageError::io(&seg.log_path, e))?;
         // The files may hold entries beyond what survived; rewrite them.
         seg.persisted = (usize::MAX, usize::MAX);
         seg.take_index_delta().write(true).await?;
