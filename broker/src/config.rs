@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// or CAP_SYS_NICE, else a warning) or `normal`. Default realtime.
     #[arg(long, env = "SLUICE_IO_WORKER_PRIORITY", value_enum)]
     pub io_worker_priority: Option<IoWorkerPriority>,
+    /// Smallest segment.bytes a topic may set. Default 1048576.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES_MIN")]
+    pub segment_bytes_min: Option<u64>,
+    /// Smallest segment.ms a topic may set. Default 60000.
+    #[arg(long, env = "SLUICE_SEGMENT_MS_MIN")]
+    pub segment_ms_min: Option<i64>,
 }
 
 /// See `ServeArgs::io_worker_priority`.
@@ -93,6 +99,10 @@ struct FileConfig {
     idle_poll_us: Option<u64>,
     #[serde(alias = "io_worker_priority")]
     io_worker_priority: Option<IoWorkerPriority>,
+    #[serde(alias = "segment_bytes_min")]
+    segment_bytes_min: Option<u64>,
+    #[serde(alias = "segment_ms_min")]
+    segment_ms_min: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +136,8 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u64,
     pub idle_poll_us: u64,
     pub io_worker_priority: IoWorkerPriority,
+    pub segment_bytes_min: u64,
+    pub segment_ms_min: i64,
 }
 
 impl BrokerConfig {
@@ -145,6 +157,8 @@ impl BrokerConfig {
             offsets_retention_minutes: limits::OFFSETS_RETENTION_MINUTES_DEFAULT,
             idle_poll_us: limits::IDLE_POLL_US_DEFAULT,
             io_worker_priority: IoWorkerPriority::Realtime,
+            segment_bytes_min: limits::TOPIC_SEGMENT_BYTES_MIN_DEFAULT,
+            segment_ms_min: limits::TOPIC_SEGMENT_MS_MIN_DEFAULT,
         }
     }
 
@@ -215,6 +229,14 @@ impl BrokerConfig {
             .io_worker_priority
             .or(file.io_worker_priority)
             .unwrap_or(IoWorkerPriority::Realtime);
+        cfg.segment_bytes_min = args
+            .segment_bytes_min
+            .or(file.segment_bytes_min)
+            .unwrap_or(limits::TOPIC_SEGMENT_BYTES_MIN_DEFAULT);
+        cfg.segment_ms_min = args
+            .segment_ms_min
+            .or(file.segment_ms_min)
+            .unwrap_or(limits::TOPIC_SEGMENT_MS_MIN_DEFAULT);
         Ok(cfg)
     }
 }

@@ -24,8 +24,9 @@ use sluice_net::frame::FrameDecoder;
 use sluice_net::request::{decode_request, RequestError};
 use sluice_net::response::{api_versions_unsupported, ResponseChunks};
 use sluice_tuning::limits::{
-    CONNECTIONS_PER_SHARD_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
-    INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX, SOCKET_READ_AHEAD_BYTES_MAX, SOCKET_READ_BYTES,
+    ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN, CONNECTIONS_PER_SHARD_MAX,
+    INFLIGHT_REQUESTS_PER_CONNECTION_MAX, INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX,
+    SOCKET_READ_AHEAD_BYTES_MAX, SOCKET_READ_BYTES,
 };
 
 use crate::apis::{self, Reply};
@@ -34,11 +35,28 @@ use crate::shard::{LocalFuture, Notify, Shard};
 /// Accepts connections until `stop` is set, serving each on its own task.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
+    let mut failures = 0u32;
     while !stop.get() {
         let stream = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                failures = 0;
+                s
+            }
             Err(e) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS):
+                // the connection waits in the kernel's backlog, and an
+                // accept straight away fails again. Back off, doubling
+                // up to a limit, and say so at the first failure of a run
+                // and then at each doubling, not once per attempt.
+                failures += 1;
+                let pause = ACCEPT_BACKOFF_MS_MIN
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(ACCEPT_BACKOFF_MS_MAX);
+                if failures.is_power_of_two() {
+                    tracing::warn!(shard = shard.id, error = %e, failures, pause_ms = pause,
+                        "accept failed; pausing accepts (raise the open-file limit if this is EMFILE)");
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(pause)).await;
                 continue;
             }
         };

@@ -145,7 +145,10 @@ impl Controller {
                 ),
             ));
         }
-        metadata::log_config(&t.configs)?;
+        let cfg = metadata::log_config(&t.configs)?;
+        metadata::check_topic_floors(&t.configs, &cfg, &shard.cfg)?;
+        let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
+        check_partitions_per_broker(held, partitions as usize)?;
         let meta = TopicMeta {
             name: t.name.clone(),
             id: metadata::new_topic_id(),
@@ -211,6 +214,11 @@ impl Controller {
                 )));
                 continue;
             }
+            let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
+            if let Err(e) = check_partitions_per_broker(held, (count - have) as usize) {
+                out.push(Err(e));
+                continue;
+            }
             let added = metadata::assign_owners(&next, shard.shards, (count - have) as usize);
             for i in have..count {
                 fresh.insert((name.clone(), i));
@@ -256,8 +264,10 @@ impl Controller {
                     ConfigOp::Clear => configs.clear(),
                 }
             }
-            match metadata::log_config(&configs) {
-                Ok(_) => {
+            let checked = metadata::log_config(&configs)
+                .and_then(|cfg| metadata::check_topic_floors(&configs, &cfg, &shard.cfg));
+            match checked {
+                Ok(()) => {
                     changed |= configs != t.configs;
                     next.topics.get_mut(&name).unwrap().configs = configs;
                     out.push(Ok(()));
@@ -304,5 +314,35 @@ pub async fn broadcast(shard: &Rc<Shard>, snap: Arc<Snapshot>, fresh: HashSet<(S
     }
     for w in waits {
         let _ = w.await;
+    }
+}
+
+/// Refuses `adding` partitions to a broker that holds `held` when the sum
+/// would pass `PARTITIONS_PER_BROKER_MAX`.
+fn check_partitions_per_broker(held: usize, adding: usize) -> Result<(), Refusal> {
+    if held + adding > limits::PARTITIONS_PER_BROKER_MAX {
+        return Err(Refusal::new(
+            ResponseError::PolicyViolation,
+            format!(
+                "this broker holds {held} partitions; {adding} more would pass its limit of {}",
+                limits::PARTITIONS_PER_BROKER_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_past_the_broker_limit_are_refused() {
+        let max = limits::PARTITIONS_PER_BROKER_MAX;
+        assert!(check_partitions_per_broker(0, max).is_ok());
+        assert!(check_partitions_per_broker(max - 1, 1).is_ok());
+        let e = check_partitions_per_broker(max - 1, 2).unwrap_err();
+        assert_eq!(e.code, ResponseError::PolicyViolation.code());
+        assert!(check_partitions_per_broker(max, 1).is_err());
     }
 }

@@ -221,6 +221,36 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Refus
     Ok(cfg)
 }
 
+/// The broker's own floors on what a client may set (see
+/// `--segment-bytes-min`, `--segment-ms-min`): a topic whose settings would
+/// roll a segment every few appends is refused with INVALID_CONFIG.
+pub fn check_topic_floors(
+    configs: &BTreeMap<String, String>,
+    cfg: &LogConfig,
+    broker: &crate::config::BrokerConfig,
+) -> Result<(), Refusal> {
+    use kafka_protocol::ResponseError::InvalidConfig;
+    if configs.contains_key("segment.bytes") && cfg.segment_bytes < broker.segment_bytes_min {
+        return Err(Refusal::new(
+            InvalidConfig,
+            format!(
+                "segment.bytes={}: at least {} on this broker (--segment-bytes-min)",
+                cfg.segment_bytes, broker.segment_bytes_min
+            ),
+        ));
+    }
+    if configs.contains_key("segment.ms") && cfg.segment_ms < broker.segment_ms_min {
+        return Err(Refusal::new(
+            InvalidConfig,
+            format!(
+                "segment.ms={}: at least {} on this broker (--segment-ms-min)",
+                cfg.segment_ms, broker.segment_ms_min
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A fresh random topic id.
 pub fn new_topic_id() -> String {
     let mut b = [0u8; 16];

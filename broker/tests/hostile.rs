@@ -316,3 +316,49 @@ fn names_past_their_limits_are_refused_and_never_stored() {
     assert_eq!(committed(&mut w, "g"), -1, "no offsets for group g");
     assert_eq!(committed(&mut w, "ok"), 42);
 }
+
+// Out of descriptors, a shard pauses its accepts instead of retrying at
+// once: the old loop retried (and logged) without pause while the
+// connections waited in the kernel's backlog, thousands of times a
+// second on a busy core. Once descriptors free up, new clients are
+// served again.
+#[test]
+fn accepts_back_off_when_descriptors_run_out() {
+    use std::os::unix::process::CommandExt;
+    let data = tempdir();
+    let port = free_port();
+    let mut cmd = Broker::command(data.path(), 1, port, &[], &[]);
+    // SAFETY: setrlimit between fork and exec touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 96,
+                rlim_max: 96,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut b = Broker::spawn_command(cmd, port);
+    assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+    let flood: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let log = b.drain(Duration::from_secs(3));
+    let failed = log.matches("accept failed").count();
+    assert!(failed > 0, "the limit was reached: {log}");
+    assert!(failed <= 12, "{failed} accept-failure lines in 3 s");
+    drop(flood);
+    // Freed descriptors: a new client is served once the pause ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let served = std::panic::catch_unwind(|| metadata_answers(port)).is_ok();
+        if served {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

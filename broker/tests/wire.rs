@@ -405,7 +405,7 @@ fn incremental_alter_configs() {
             &mut w,
             vec![
                 ("retention.ms", 0, Some("60000")),
-                ("segment.ms", 0, Some("5000"))
+                ("segment.ms", 0, Some("600000"))
             ]
         ),
         0
@@ -416,7 +416,7 @@ fn incremental_alter_configs() {
         "{c:?}"
     );
     assert!(
-        c.contains(&("segment.ms".into(), "5000".into(), 1)),
+        c.contains(&("segment.ms".into(), "600000".into(), 1)),
         "{c:?}"
     );
     assert_eq!(alter(&mut w, vec![("segment.ms", 1, None)]), 0);
@@ -434,6 +434,16 @@ fn incremental_alter_configs() {
                 ("max.message.bytes", 0, Some("huge"))
             ]
         ),
+        invalid
+    );
+    // Below the broker's floors (--segment-ms-min, --segment-bytes-min):
+    // a segment rolled every few appends.
+    assert_eq!(
+        alter(&mut w, vec![("segment.ms", 0, Some("59999"))]),
+        invalid
+    );
+    assert_eq!(
+        alter(&mut w, vec![("segment.bytes", 0, Some("4096"))]),
         invalid
     );
     assert_eq!(
@@ -901,7 +911,7 @@ fn batches_are_served_as_they_were_sent() {
 fn retention_deletes_old_segments() {
     let data = tempdir();
     let port = free_port();
-    let _b = Broker::start_on(data.path(), SHARDS, port, &[]);
+    let _b = Broker::start_on(data.path(), SHARDS, port, &["--segment-ms-min", "1"]);
     let mut w = Wire::connect(port);
     let r: CreateTopicsResponse = w.call(
         ApiKey::CreateTopics,

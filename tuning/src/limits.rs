@@ -125,6 +125,10 @@ pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
 /// Open client connections per shard; past this, new connections are
 /// accepted and closed at once, with a log line.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
+/// After a failed accept (EMFILE and kin) a shard pauses its accepts
+/// this long, doubling at each failure in a row up to the maximum.
+pub const ACCEPT_BACKOFF_MS_MIN: u64 = 5;
+pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
 /// Bytes read from a socket at once into a connection's receive buffer.
 pub const SOCKET_READ_BYTES: usize = 64 * 1024;
 /// Most room a connection's receive buffer makes ahead of a frame whose
@@ -163,6 +167,17 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// SyncGroup. Past them: INVALID_REQUEST.
 pub const GROUP_PROTOCOLS_MAX: usize = 64;
 pub const GROUP_MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
+
+/// Smallest `segment.bytes` and `segment.ms` a client may set on a topic
+/// (defaults of `--segment-bytes-min` and `--segment-ms-min`): below them
+/// a client could make every append roll a segment (three files each).
+/// Redpanda bounds both the same way; Kafka lets 14 bytes and 1 ms pass.
+pub const TOPIC_SEGMENT_BYTES_MIN_DEFAULT: u64 = 1024 * 1024;
+pub const TOPIC_SEGMENT_MS_MIN_DEFAULT: i64 = 60_000;
+/// Partitions (of every topic together) one broker holds; past this,
+/// CreateTopics and CreatePartitions are refused with POLICY_VIOLATION.
+/// Each open partition holds three descriptors and a tail buffer.
+pub const PARTITIONS_PER_BROKER_MAX: usize = 50_000;
 
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;

@@ -62,14 +62,31 @@ impl Broker {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Broker {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--cores", &cores.to_string(), "--listen"])
+        Broker::spawn_command(Broker::command(data, cores, port, extra, env), port)
+    }
+
+    /// The `sluice serve` command [`Broker::spawn_env`] runs.
+    pub fn command(
+        data: &Path,
+        cores: usize,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--cores", &cores.to_string(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data)
             .args(extra)
             .env("SLUICE_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        cmd
+    }
+
+    /// Runs a broker command, its output lines on a channel.
+    pub fn spawn_command(mut cmd: Command, port: u16) -> Broker {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
