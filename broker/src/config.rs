@@ -65,6 +65,15 @@ pub struct ServeArgs {
     /// Smallest segment.ms a topic may set. Default 60000.
     #[arg(long, env = "SLUICE_SEGMENT_MS_MIN")]
     pub segment_ms_min: Option<i64>,
+    /// Bytes of requests each shard holds at once, read and not yet
+    /// answered (at least 200 MiB). Default: 5% of memory shared by the
+    /// shards, at most 2 GiB a shard.
+    #[arg(long, env = "SLUICE_REQUEST_MEMORY_BYTES")]
+    pub request_memory_bytes: Option<usize>,
+    /// A task that runs this long without yielding is logged as a stall
+    /// (0 turns the detector off). Default 10.
+    #[arg(long, env = "SLUICE_STALL_THRESHOLD_MS")]
+    pub stall_threshold_ms: Option<u64>,
 }
 
 /// See `ServeArgs::io_worker_priority`.
@@ -103,6 +112,10 @@ struct FileConfig {
     segment_bytes_min: Option<u64>,
     #[serde(alias = "segment_ms_min")]
     segment_ms_min: Option<i64>,
+    #[serde(alias = "request_memory_bytes")]
+    request_memory_bytes: Option<usize>,
+    #[serde(alias = "stall_threshold_ms")]
+    stall_threshold_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +132,8 @@ pub enum ConfigError {
     NodeId(i32),
     #[error("--idle-poll-us {0}: must be at most {1}")]
     IdlePoll(u64, u64),
+    #[error("--request-memory-bytes {0}: must be at least {1}")]
+    RequestMemory(usize, usize),
 }
 
 /// The resolved configuration the broker runs with.
@@ -138,6 +153,9 @@ pub struct BrokerConfig {
     pub io_worker_priority: IoWorkerPriority,
     pub segment_bytes_min: u64,
     pub segment_ms_min: i64,
+    /// Per shard; `None` means the default share of the machine's memory.
+    pub request_memory_bytes: Option<usize>,
+    pub stall_threshold_ms: u64,
 }
 
 impl BrokerConfig {
@@ -159,6 +177,8 @@ impl BrokerConfig {
             io_worker_priority: IoWorkerPriority::Realtime,
             segment_bytes_min: limits::TOPIC_SEGMENT_BYTES_MIN_DEFAULT,
             segment_ms_min: limits::TOPIC_SEGMENT_MS_MIN_DEFAULT,
+            request_memory_bytes: None,
+            stall_threshold_ms: limits::STALL_THRESHOLD_MS_DEFAULT,
         }
     }
 
@@ -237,6 +257,19 @@ impl BrokerConfig {
             .segment_ms_min
             .or(file.segment_ms_min)
             .unwrap_or(limits::TOPIC_SEGMENT_MS_MIN_DEFAULT);
+        cfg.request_memory_bytes = args.request_memory_bytes.or(file.request_memory_bytes);
+        if let Some(b) = cfg.request_memory_bytes {
+            if b < limits::REQUEST_MEMORY_BYTES_MIN {
+                return Err(ConfigError::RequestMemory(
+                    b,
+                    limits::REQUEST_MEMORY_BYTES_MIN,
+                ));
+            }
+        }
+        cfg.stall_threshold_ms = args
+            .stall_threshold_ms
+            .or(file.stall_threshold_ms)
+            .unwrap_or(limits::STALL_THRESHOLD_MS_DEFAULT);
         Ok(cfg)
     }
 }

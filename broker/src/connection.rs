@@ -30,6 +30,7 @@ use sluice_tuning::limits::{
 };
 
 use crate::apis::{self, Reply};
+use crate::memory::RequestMemory;
 use crate::shard::{LocalFuture, Notify, Shard};
 
 /// Accepts connections until `stop` is set, serving each on its own task.
@@ -72,7 +73,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
         open.set(open.get() + 1);
         let open = open.clone();
         let shard = shard.clone();
-        glommio::spawn_local(async move {
+        glommio::spawn_local(sluice_storage::stall::watch("connection", async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
@@ -81,7 +82,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
             open.set(open.get() - 1);
-        })
+        }))
         .detach();
     }
 }
@@ -135,15 +136,18 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), S
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let inflight = Rc::new(InFlight::default());
     let done = inflight.clone();
-    let writer = glommio::spawn_local(async move {
-        let r = write_answers(fd, wr, rx, &done).await;
+    let mem = shard.request_memory.clone();
+    let writer = glommio::spawn_local(sluice_storage::stall::watch("answer writer", async move {
+        let r = write_answers(fd, wr, rx, &done, &mem).await;
         done.writer_gone.set(true);
         done.answered.notify_all();
         r
-    });
+    }));
     let read = read_requests(shard, fd, &mut rd, &tx, &inflight, peer).await;
     drop(tx);
     let written = writer.await;
+    // Requests read and never answered give their memory back here.
+    shard.request_memory.give(inflight.bytes.replace(0));
     read.and(written)
 }
 
@@ -157,6 +161,7 @@ async fn write_answers(
     mut wr: futures_lite::io::WriteHalf<TcpStream>,
     rx: local_channel::LocalReceiver<Pending>,
     inflight: &InFlight,
+    mem: &RequestMemory,
 ) -> Result<(), String> {
     let mut held: Option<Pending> = None;
     loop {
@@ -177,6 +182,7 @@ async fn write_answers(
             .await
             .map_err(|e| format!("write: {e}"))?;
         inflight.bytes.set(inflight.bytes.get() - out.request_bytes);
+        mem.give(out.request_bytes);
         inflight.answered.notify_all();
         if let Some(e) = out.failed {
             return Err(e);
@@ -243,8 +249,10 @@ const WRITE_GATHER_BYTES_MAX: usize = 256 * 1024;
 /// iovecs per `sendmsg` (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
-/// Bytes the read that waits for a quiet socket asks for (and zero-fills).
-const WAIT_READ_BYTES: usize = 16 * 1024;
+/// Bytes the read that waits for a quiet socket takes, into a small
+/// buffer of the connection's own: a connection waiting between requests
+/// holds no receive buffer and no request memory.
+const WAIT_READ_BYTES: usize = 2 * 1024;
 
 enum RecvNow {
     Got,
@@ -259,8 +267,10 @@ enum RecvNow {
 /// (the frames before it are still held by the log's cache, so the
 /// buffer cannot be reused in place).
 struct ReadSizer {
-    /// Room to make before a frame's length is known: the size of the
-    /// frames this connection has been sending, halving when they shrink.
+    /// Room to make before a frame's length is known, and the largest
+    /// frame given room whole once its length is: the size of the frames
+    /// this connection has sent in full, halving when they shrink. A
+    /// frame larger than that gets room as its bytes arrive.
     ahead: usize,
     /// The last frame fitted the read that waits for a quiet socket.
     small: bool,
@@ -275,20 +285,53 @@ impl Default for ReadSizer {
     }
 }
 
+/// Room to have before a read: at least `need` bytes free after the data,
+/// else a buffer with `grow` bytes free; then read up to `want`.
+#[derive(Debug, PartialEq, Eq)]
+struct Room {
+    need: usize,
+    grow: usize,
+    want: usize,
+}
+
 impl ReadSizer {
-    /// Bytes to ask the socket for, holding `have` bytes of a frame that
-    /// needs `missing` more (its length prefix counts while incomplete).
-    fn want(&self, have: usize, missing: usize) -> usize {
+    /// The room for a read, holding `have` bytes of a frame that needs
+    /// `missing` more (its length prefix counts while incomplete).
+    fn room(&self, have: usize, missing: usize) -> Room {
         if have < 4 {
-            missing.max(self.ahead)
-        } else if missing >= SOCKET_READ_BYTES {
-            // A large frame is read to its end and no further, so the next
-            // starts an allocation of its own rather than being copied out
-            // of this one's tail.
-            missing
+            // Small frames are read many at a time; large ones land whole.
+            let g = missing.max(self.ahead);
+            Room {
+                need: g,
+                grow: g,
+                want: g,
+            }
+        } else if have + missing <= self.ahead {
+            if missing >= SOCKET_READ_BYTES {
+                // A large frame is read to its end and no further, so the
+                // next starts an allocation of its own rather than being
+                // copied out of this one's tail.
+                Room {
+                    need: missing,
+                    grow: missing,
+                    want: missing,
+                }
+            } else {
+                Room {
+                    need: missing,
+                    grow: SOCKET_READ_BYTES,
+                    want: SOCKET_READ_BYTES,
+                }
+            }
         } else {
-            // Small frames are read many at a time.
-            SOCKET_READ_BYTES
+            // Larger than any frame this connection has sent: room grows
+            // with what arrives, at most doubling what it holds.
+            let g = missing.min(have.max(SOCKET_READ_BYTES));
+            Room {
+                need: g.min(WAIT_READ_BYTES),
+                grow: g,
+                want: g,
+            }
         }
     }
 
@@ -301,10 +344,71 @@ impl ReadSizer {
     }
 }
 
+/// A connection's receive buffer, its room paid for from the shard's
+/// request memory before it is allocated.
+struct RecvBuf {
+    buf: BytesMut,
+    /// Request memory held for `buf`'s capacity.
+    held: usize,
+    mem: Rc<RequestMemory>,
+}
+
+impl RecvBuf {
+    fn new(mem: Rc<RequestMemory>) -> RecvBuf {
+        RecvBuf {
+            buf: BytesMut::new(),
+            held: 0,
+            mem,
+        }
+    }
+
+    /// At least `need` bytes free after the data: else the data moves to
+    /// a buffer with `grow` bytes free (at least `need`), its memory
+    /// taken first, waiting while the shard's budget is spent.
+    async fn room(&mut self, need: usize, grow: usize) -> Result<(), String> {
+        if self.buf.capacity() - self.buf.len() >= need {
+            return Ok(());
+        }
+        let cap = self.buf.len() + grow.max(need);
+        self.mem.take(cap).await.map_err(|e| e.to_string())?;
+        let mut fresh = BytesMut::with_capacity(cap);
+        fresh.extend_from_slice(&self.buf);
+        self.buf = fresh;
+        self.mem.give(std::mem::replace(&mut self.held, cap));
+        Ok(())
+    }
+
+    /// Gives the buffer back when it holds nothing.
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.held > 0 {
+            self.buf = BytesMut::new();
+            self.mem.give(std::mem::take(&mut self.held));
+        }
+    }
+
+    /// The next whole frame, and the request memory it carries away with
+    /// it (its bytes and its prefix's).
+    fn take_frame(&mut self, decoder: &FrameDecoder) -> Result<(Bytes, usize), String> {
+        let before = self.buf.capacity();
+        let frame = decoder
+            .decode(&mut self.buf)
+            .map_err(|e| e.to_string())?
+            .ok_or("no whole frame")?;
+        let taken = (before - self.buf.capacity()).min(self.held);
+        self.held -= taken;
+        Ok((frame, taken))
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        self.mem.give(self.held);
+    }
+}
+
 /// One non-blocking `recv` of up to `want` bytes into `buf`'s spare
 /// capacity.
 fn recv_now(fd: RawFd, buf: &mut BytesMut, want: usize) -> RecvNow {
-    buf.reserve(want);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(want);
     // SAFETY: recv writes at most `len` bytes into the spare capacity we
@@ -342,7 +446,8 @@ async fn read_requests(
     peer: &str,
 ) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
-    let mut buf = BytesMut::with_capacity(SOCKET_READ_BYTES);
+    let mut rb = RecvBuf::new(shard.request_memory.clone());
+    let mut scratch = [0u8; WAIT_READ_BYTES];
     let mut sizer = ReadSizer::default();
     // The last read found the socket emptied (it got less than it asked
     // for).
@@ -356,10 +461,10 @@ async fn read_requests(
             let seen = inflight.answered.generation();
             inflight.answered.changed(seen).await;
         }
-        let missing = decoder.missing(&buf).map_err(|e| e.to_string())?;
+        let missing = decoder.missing(&rb.buf).map_err(|e| e.to_string())?;
         if missing > 0 {
-            let have = buf.len();
-            let want = sizer.want(have, missing);
+            let have = rb.buf.len();
+            let room = sizer.room(have, missing);
             // What the socket already holds is taken straight into the
             // buffer's spare room (no zero-filling it first); only when
             // it holds nothing does the read wait, through the stream.
@@ -371,11 +476,12 @@ async fn read_requests(
             let now = if have == 0 && drained && sizer.small {
                 RecvNow::Empty
             } else {
-                recv_now(fd, &mut buf, want)
+                rb.room(room.need, room.grow).await?;
+                recv_now(fd, &mut rb.buf, room.want)
             };
             match now {
                 RecvNow::Got => {
-                    drained = buf.len() - have < want;
+                    drained = rb.buf.len() - have < room.want;
                     // A long frame arriving in many pieces still lets the
                     // shard's other tasks run.
                     glommio::executor().yield_if_needed().await;
@@ -392,15 +498,14 @@ async fn read_requests(
                 RecvNow::Empty => {}
             }
             // Nothing there yet: wait for the next bytes with a small read
-            // (the rest then comes through `recv_now`).
-            let want = want.min(WAIT_READ_BYTES);
-            buf.resize(have + want, 0);
+            // into the connection's own scratch space (the rest then comes
+            // through `recv_now`). Between requests the receive buffer
+            // goes back first.
+            rb.release_if_empty();
             let n = rd
-                .read(&mut buf[have..])
+                .read(&mut scratch)
                 .await
                 .map_err(|e| format!("read: {e}"))?;
-            buf.truncate(have + n);
-            drained = n < want;
             if n == 0 {
                 return if have == 0 {
                     Ok(())
@@ -408,12 +513,14 @@ async fn read_requests(
                     Err(format!("closed mid-frame ({have} bytes)"))
                 };
             }
+            drained = n < WAIT_READ_BYTES;
+            rb.room(n, room.grow.max(n)).await?;
+            rb.buf.extend_from_slice(&scratch[..n]);
             continue;
         }
-        let frame = decoder
-            .decode(&mut buf)
-            .map_err(|e| e.to_string())?
-            .expect("a whole frame is present");
+        let (frame, taken) = rb.take_frame(&decoder)?;
+        // Its memory is the request's until it is answered.
+        inflight.bytes.set(inflight.bytes.get() + taken);
         // The receive buffer's next part is a fresh allocation when this
         // frame's bytes are still shared (by batches on their way to the
         // log); `reserve` never moves bytes somebody holds.
@@ -426,10 +533,17 @@ async fn read_requests(
         let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
             Ok(req) => match apis::dispatch(shard, req, range, peer).await {
-                Reply::Nothing => continue,
-                Reply::Now(a) => Pending::Ready(a, size),
-                Reply::Later(f) => Pending::Later(f, size),
-                Reply::Task(f) => Pending::Task(glommio::spawn_local(f).detach(), size),
+                Reply::Nothing => {
+                    inflight.bytes.set(inflight.bytes.get() - taken);
+                    shard.request_memory.give(taken);
+                    continue;
+                }
+                Reply::Now(a) => Pending::Ready(a, taken),
+                Reply::Later(f) => Pending::Later(f, taken),
+                Reply::Task(f) => Pending::Task(
+                    glommio::spawn_local(sluice_storage::stall::watch("request", f)).detach(),
+                    taken,
+                ),
             },
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
@@ -440,7 +554,7 @@ async fn read_requests(
                     api_versions_unsupported(correlation_id, apis::SUPPORTED)
                         .map_err(|e| e.to_string())?,
                 ),
-                size,
+                taken,
             ),
             // An API this broker does not serve, at a version its codec
             // knows: answer with an error where the response has a place
@@ -458,13 +572,12 @@ async fn read_requests(
                     .ok()
                     .and_then(apis::unsupported::answer)
                 {
-                    Some(a) => Pending::Ready(a, size),
+                    Some(a) => Pending::Ready(a, taken),
                     None => return Err(e.to_string()),
                 }
             }
             Err(e) => return Err(e.to_string()),
         };
-        inflight.bytes.set(inflight.bytes.get() + size);
         if tx.send(pending).await.is_err() {
             return Err("the writer stopped".into());
         }
@@ -588,32 +701,46 @@ mod tests {
     }
 
     // Proves a stream of large frames is read a frame at a time into room
-    // made for the whole frame, and that small frames are still batched.
+    // made for the whole frame, that small frames are still batched, and
+    // that a frame larger than any the connection has sent gets room only
+    // as its bytes arrive.
     #[test]
     fn reads_are_sized_by_the_frames_sent() {
+        let want = |s: &ReadSizer, have, missing| s.room(have, missing).want;
         let mut s = ReadSizer::default();
         // Nothing known yet: one socket read's worth.
-        assert_eq!(s.want(0, 4), SOCKET_READ_BYTES);
+        assert_eq!(want(&s, 0, 4), SOCKET_READ_BYTES);
         assert!(s.small, "a new connection's requests are small");
-        // A 200 KB frame whose prefix arrived: read to its end exactly.
-        assert_eq!(s.want(64 * 1024, 200_000 - 64 * 1024 + 4), 200_004 - 65_536);
+        // A first 200 KB frame: room at most doubles what arrived.
+        let r = s.room(64 * 1024, 200_004 - 64 * 1024);
+        assert_eq!((r.grow, r.want), (64 * 1024, 64 * 1024));
+        assert_eq!(r.need, WAIT_READ_BYTES);
+        let r = s.room(128 * 1024, 200_004 - 128 * 1024);
+        assert_eq!(r.grow, 200_004 - 128 * 1024, "never past the frame's end");
         s.saw_frame(200_000);
         assert!(!s.small, "a frame past the waiting read");
         // The next frame's start makes room for a frame of that size.
-        assert_eq!(s.want(0, 4), 200_004);
-        assert_eq!(s.want(2, 2), 200_004);
+        assert_eq!(want(&s, 0, 4), 200_004);
+        assert_eq!(want(&s, 2, 2), 200_004);
+        // A frame of that size once its prefix is in: read to its end
+        // exactly, into room for all of it.
+        let r = s.room(4, 200_000);
+        assert_eq!((r.need, r.grow, r.want), (200_000, 200_000, 200_000));
         // Small frames with their length known: many per read.
-        assert_eq!(s.want(100, 50), SOCKET_READ_BYTES);
+        assert_eq!(want(&s, 100, 50), SOCKET_READ_BYTES);
         // Smaller frames shrink the room by halves, never below one read.
         s.saw_frame(100);
         assert!(s.small);
-        assert_eq!(s.want(0, 4), 100_002);
+        assert_eq!(want(&s, 0, 4), 100_002);
         for _ in 0..8 {
             s.saw_frame(100);
         }
-        assert_eq!(s.want(0, 4), SOCKET_READ_BYTES);
+        assert_eq!(want(&s, 0, 4), SOCKET_READ_BYTES);
+        // A prefix claiming 100 MiB gets one read's worth of room.
+        let r = s.room(4, 100 * 1024 * 1024);
+        assert_eq!(r.grow, SOCKET_READ_BYTES);
         // A huge frame does not make every later read that large.
         s.saw_frame(90 * 1024 * 1024);
-        assert_eq!(s.want(0, 4), SOCKET_READ_AHEAD_BYTES_MAX);
+        assert_eq!(want(&s, 0, 4), SOCKET_READ_AHEAD_BYTES_MAX);
     }
 }

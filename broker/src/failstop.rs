@@ -56,3 +56,23 @@ pub fn panic_on_produce(topic: &str) {
     #[cfg(not(debug_assertions))]
     let _ = topic;
 }
+
+/// Test-only fault: in debug builds, a produce to the topic named by
+/// `SLUICE_FAULT_STALL_TOPIC` spins 50 ms without yielding, so tests can
+/// show the stall detector's report. Release builds have no such hook.
+pub fn stall_on_produce(topic: &str) {
+    #[cfg(debug_assertions)]
+    {
+        thread_local! {
+            static TOPIC: Option<String> = std::env::var("SLUICE_FAULT_STALL_TOPIC").ok();
+        }
+        if TOPIC.with(|t| t.as_deref() == Some(topic)) {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = topic;
+}

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod controller;
 pub mod failstop;
 pub mod groups;
+pub mod memory;
 pub mod metadata;
 pub mod producers;
 pub mod serve;

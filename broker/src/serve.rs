@@ -223,6 +223,9 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     let cache_bytes = cfg
         .cache_bytes_max
         .unwrap_or_else(|| host::cache_bytes_per_shard(host::total_memory_bytes(), shards));
+    let request_memory = cfg
+        .request_memory_bytes
+        .unwrap_or_else(|| host::request_memory_per_shard(host::total_memory_bytes(), shards));
 
     let listen = cfg.listen;
     let data_dir = cfg.data_dir.clone();
@@ -253,6 +256,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
             inbox,
             snap: snap.clone(),
             cache_bytes_max: cache_bytes,
+            request_memory_bytes: request_memory,
             ready,
             shutdown: stop_rx,
         };
@@ -286,7 +290,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     let line = format!(
         "sluice: serving {} partition(s) of {} topic(s) on {shards} shard(s) at {listen} from {} \
          (recovered in {} ms, {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per \
-         shard, {} MiB cache per shard)",
+         shard, {} MiB cache and {} MiB request memory per shard)",
         total.0,
         snap.topics.len(),
         data_dir.display(),
@@ -295,6 +299,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         total.2,
         io_memory / 1024,
         cache_bytes >> 20,
+        request_memory >> 20,
     );
     println!("{line}");
     let _ = std::io::stdout().flush();

@@ -71,6 +71,8 @@ pub struct Shard {
     pub controller: Option<Controller>,
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     pub stats: Cell<ShardStats>,
+    /// Request bytes this shard's connections hold (see `memory`).
+    pub request_memory: Rc<crate::memory::RequestMemory>,
 }
 
 impl Shard {
@@ -80,6 +82,7 @@ impl Shard {
         peers: Vec<flume::Sender<Job>>,
         meta: SharedSnapshot,
         cache_bytes_max: usize,
+        request_memory_bytes: usize,
     ) -> Rc<Shard> {
         let controller = (id == 0).then(|| Controller::new(meta.clone()));
         Rc::new(Shard {
@@ -93,6 +96,7 @@ impl Shard {
             controller,
             coordinator: std::cell::OnceCell::new(),
             stats: Cell::new(ShardStats::default()),
+            request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
         })
     }
 
@@ -368,7 +372,7 @@ mod tests {
             let cfg = BrokerConfig::with_defaults("127.0.0.1:0".parse().unwrap(), &data);
             let (tx, _rx) = flume::bounded::<Job>(1);
             let snap = Arc::new(crate::metadata::Snapshot::default());
-            let shard = Shard::new(0, Arc::new(cfg), vec![tx], snap, 1 << 20);
+            let shard = Shard::new(0, Arc::new(cfg), vec![tx], snap, 1 << 20, 256 << 20);
             let got = shard
                 .call_coordinator(0, |c| async move { c.list().len() })
                 .await;

@@ -31,23 +31,41 @@ pub struct ShardStart {
     pub inbox: flume::Receiver<Job>,
     pub snap: Arc<Snapshot>,
     pub cache_bytes_max: usize,
+    pub request_memory_bytes: usize,
     pub ready: flume::Sender<ShardReady>,
     pub shutdown: flume::Receiver<()>,
 }
 
 pub async fn run_shard(start: ShardStart) {
     let id = start.shard;
+    sluice_storage::stall::configure(
+        Some(std::time::Duration::from_millis(
+            start.cfg.stall_threshold_ms,
+        )),
+        Some(describe_work),
+    );
     let shard = Shard::new(
         id,
         start.cfg.clone(),
         start.peers,
         start.snap.clone(),
         start.cache_bytes_max,
+        start.request_memory_bytes,
     );
-    let inbox = glommio::spawn_local(shard.clone().run_inbox(start.inbox)).detach();
+    let inbox = glommio::spawn_local(sluice_storage::stall::watch(
+        "inbox",
+        shard.clone().run_inbox(start.inbox),
+    ))
+    .detach();
     let mut failed = shard.apply(start.snap, &Default::default()).await;
     let ticks = match shard.open_coordinator().await {
-        Ok(c) => Some(glommio::spawn_local(c.run_ticks(shard.clone())).detach()),
+        Ok(c) => Some(
+            glommio::spawn_local(sluice_storage::stall::watch(
+                "group ticks",
+                c.run_ticks(shard.clone()),
+            ))
+            .detach(),
+        ),
         Err(e) => {
             failed.push((
                 crate::groups::offsets_dir(&start.cfg.data_dir, id),
@@ -76,10 +94,9 @@ pub async fn run_shard(start: ShardStart) {
     let stop = Rc::new(std::cell::Cell::new(false));
     let acceptor = match glommio::net::TcpListener::bind(start.cfg.listen) {
         Ok(l) => Some(
-            glommio::spawn_local(crate::connection::accept_loop(
-                shard.clone(),
-                l,
-                stop.clone(),
+            glommio::spawn_local(sluice_storage::stall::watch(
+                "accept",
+                crate::connection::accept_loop(shard.clone(), l, stop.clone()),
             ))
             .detach(),
         ),
@@ -91,7 +108,11 @@ pub async fn run_shard(start: ShardStart) {
             None
         }
     };
-    let housekeeping = glommio::spawn_local(housekeeping(shard.clone())).detach();
+    let housekeeping = glommio::spawn_local(sluice_storage::stall::watch(
+        "housekeeping",
+        housekeeping(shard.clone()),
+    ))
+    .detach();
     let _ = start.ready.send_async(report).await;
     let _ = start.shutdown.recv_async().await;
     stop.set(true);
@@ -132,5 +153,13 @@ async fn housekeeping(shard: Rc<Shard>) {
             }
             crate::producers::checkpoint(&p).await;
         }
+    }
+}
+
+/// Names a stall's work for the detector's report: a request by its API.
+fn describe_work(label: &'static str, detail: i32) -> String {
+    match kafka_protocol::messages::ApiKey::try_from(detail as i16) {
+        Ok(api) if label == "request" => format!("{api:?} request"),
+        _ => label.to_string(),
     }
 }

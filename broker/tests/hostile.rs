@@ -362,3 +362,144 @@ fn accepts_back_off_when_descriptors_run_out() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// (VmRSS, VmSize) of a process, in bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"));
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmSize:"))
+}
+
+/// Produces one record to every partition of `topic` and reads each back,
+/// on a fresh connection.
+fn produce_and_fetch(port: u16, topic: &str, partitions: i32) {
+    let mut w = Wire::connect(port);
+    for p in 0..partitions {
+        let (err, base) = produce(&mut w, topic, p, idempotent_batch(1, -1, -1, -1));
+        assert_eq!(err, 0, "produce to {topic}/{p}");
+        let r: FetchResponse = w.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request(topic, p, base, 100, 1 << 20),
+        );
+        let part = &r.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0, "fetch from {topic}/{p}");
+        assert!(
+            part.records.as_ref().is_some_and(|r| !r.is_empty()),
+            "the record produced to {topic}/{p} is served"
+        );
+    }
+}
+
+// Hundreds of connections announce 100 MiB frames and then send a byte a
+// second. The broker gives each room as bytes arrive, so its address
+// space and resident memory grow by far less than its request budget,
+// and a real client keeps producing and fetching on every shard. On the
+// old code each connection reserved its announced frame at the prefix:
+// 300 of them grew the address space by about 30 GB.
+#[test]
+fn slow_clients_announcing_huge_frames_cost_what_they_send() {
+    use std::io::Write;
+    const SLOW: usize = 300;
+    const BUDGET: u64 = 200 * 1024 * 1024;
+    let data = tempdir();
+    let mut b = Broker::start(
+        data.path(),
+        2,
+        &["--request-memory-bytes", &BUDGET.to_string()],
+    );
+    assert!(
+        b.seen
+            .iter()
+            .any(|l| l.contains("200 MiB request memory per shard")),
+        "{:#?}",
+        b.seen
+    );
+    let port = b.port;
+    let mut w = Wire::connect(port);
+    create_topic(&mut w, "slow", 4);
+    produce_and_fetch(port, "slow", 4);
+    let pid = b.child.id();
+    let (rss0, vm0) = memory_of(pid);
+
+    let mut slow: Vec<std::net::TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&(100u32 * 1024 * 1024).to_be_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for second in 0..5u8 {
+        for s in &mut slow {
+            s.write_all(&[second]).unwrap();
+        }
+        produce_and_fetch(port, "slow", 4);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (rss1, vm1) = memory_of(pid);
+    let grown_rss = rss1.saturating_sub(rss0);
+    let grown_vm = vm1.saturating_sub(vm0);
+    println!(
+        "{SLOW} slow connections: resident memory grew {} KiB, address space {} KiB (budget {} KiB a shard)",
+        grown_rss / 1024,
+        grown_vm / 1024,
+        BUDGET / 1024
+    );
+    assert!(
+        grown_rss < BUDGET / 4,
+        "resident memory grew {grown_rss} bytes"
+    );
+    assert!(grown_vm < BUDGET, "address space grew {grown_vm} bytes");
+    // Every slow connection is still open (waiting for its frame), and
+    // the broker is whole.
+    drop(slow);
+    produce_and_fetch(port, "slow", 4);
+    let log = b.drain(Duration::from_millis(200));
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+// A task that runs past the stall threshold without yielding is logged
+// with the task's kind and the request it was serving, and counted; with
+// the detector off nothing is logged. The stall comes from a debug-build
+// fault hook that spins 50 ms in a produce to one topic.
+#[test]
+fn a_task_that_does_not_yield_is_reported_as_a_stall() {
+    for (threshold, reported) in [("10", true), ("0", false)] {
+        let data = tempdir();
+        let port = free_port();
+        let mut b = Broker::spawn_env(
+            data.path(),
+            1,
+            port,
+            &["--stall-threshold-ms", threshold],
+            &[("SLUICE_FAULT_STALL_TOPIC", "slowpoke")],
+        );
+        assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+        let mut w = Wire::connect(port);
+        create_topic(&mut w, "slowpoke", 1);
+        for i in 0..2 {
+            let batch = sluice_storage::batch::build::uniform(1, 10, 1_700_000_000_000);
+            assert_eq!(produce(&mut w, "slowpoke", 0, batch), (0, i));
+        }
+        let log = b.drain(Duration::from_millis(300));
+        let stalls: Vec<&str> = log.lines().filter(|l| l.contains("stall:")).collect();
+        if reported {
+            assert!(
+                stalls
+                    .iter()
+                    .any(|l| l.contains("Produce request") && l.contains("connection")),
+                "{log}"
+            );
+            assert!(stalls.iter().any(|l| l.contains("stalls=2")), "{log}");
+        } else {
+            assert!(stalls.is_empty(), "{log}");
+        }
+    }
+}

@@ -284,7 +284,7 @@ impl PartitionLog {
             probe: LogProbe::default(),
             streamers: RefCell::new(Vec::new()),
         });
-        glommio::spawn_local(flusher(Rc::downgrade(&log))).detach();
+        glommio::spawn_local(crate::stall::watch("flusher", flusher(Rc::downgrade(&log)))).detach();
         Ok(log)
     }
 
@@ -440,17 +440,18 @@ impl PartitionLog {
             (inner.appended_bytes - inner.synced_bytes, inner.log_start)
         };
         if !self.age_flush_scheduled.replace(true) {
-            glommio::spawn_local(age_flush(self.me.clone())).detach();
+            glommio::spawn_local(crate::stall::watch("age flush", age_flush(self.me.clone())))
+                .detach();
         }
         if unsynced >= self.cfg.borrow().flush_interval_bytes && !self.flush_scheduled.get() {
             self.flush_scheduled.set(true);
             let weak = self.me.clone();
-            glommio::spawn_local(async move {
+            glommio::spawn_local(crate::stall::watch("sync", async move {
                 if let Some(log) = weak.upgrade() {
                     let _ = log.sync().await;
                     log.flush_scheduled.set(false);
                 }
-            })
+            }))
             .detach();
         }
         Ok(AppendInfo {
@@ -538,10 +539,10 @@ impl PartitionLog {
         inner.last_write_partial = keep > 0;
         inner.tail_dirty = false;
         let seq = inner.write_seq;
-        let task = glommio::spawn_local(async move {
+        let task = glommio::spawn_local(crate::stall::watch("segment write", async move {
             let buf = Rc::new(old);
             (file.write(buf.clone(), pos).await, buf)
-        })
+        }))
         .detach();
         inner.pending.push_back(PendingWrite {
             seq,

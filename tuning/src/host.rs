@@ -94,6 +94,17 @@ pub fn cache_bytes_per_shard(total_memory_bytes: Option<u64>, shards: usize) -> 
     (share as usize).max(limits::CACHE_BYTES_MIN)
 }
 
+/// The default per-shard request memory budget (see
+/// `limits::REQUEST_MEMORY_PERCENT_DEFAULT`).
+pub fn request_memory_per_shard(total_memory_bytes: Option<u64>, shards: usize) -> usize {
+    let total = total_memory_bytes.unwrap_or(4 << 30);
+    let share = total / 100 * limits::REQUEST_MEMORY_PERCENT_DEFAULT / shards.max(1) as u64;
+    (share as usize).clamp(
+        limits::REQUEST_MEMORY_BYTES_MIN,
+        limits::REQUEST_MEMORY_BYTES_DEFAULT_MAX,
+    )
+}
+
 /// Number of CPUs this process may run on.
 pub fn online_cpus() -> usize {
     allowed_cpus().len()

@@ -146,6 +146,20 @@ pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 128;
 /// past this the connection is not read (a single larger frame is still
 /// read: it is bounded by `FRAME_BYTES_MAX`).
 pub const INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 64 * 1024 * 1024;
+/// Share of the machine's memory (percent) the shards together give to
+/// request bytes read and not yet answered, and to receive-buffer room
+/// (`--request-memory-bytes`, per shard, overrides it).
+pub const REQUEST_MEMORY_PERCENT_DEFAULT: u64 = 5;
+/// Least request memory a shard may have: one largest frame while its
+/// buffer doubles (the old and the new allocation live at once).
+pub const REQUEST_MEMORY_BYTES_MIN: usize = 2 * FRAME_BYTES_MAX;
+/// Most request memory a shard gets by default, however large the machine.
+pub const REQUEST_MEMORY_BYTES_DEFAULT_MAX: usize = 2 << 30;
+/// Longest a connection waits for request memory before it is closed.
+pub const REQUEST_MEMORY_WAIT_MS_MAX: u64 = 30_000;
+/// A task that runs this long without yielding is logged as a stall
+/// (`--stall-threshold-ms`).
+pub const STALL_THRESHOLD_MS_DEFAULT: u64 = 10;
 /// Messages queued to one shard from the others (forwarded requests,
 /// metadata updates) before a sender waits.
 pub const SHARD_INBOX_DEPTH: usize = 1024;

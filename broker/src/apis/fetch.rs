@@ -135,10 +135,10 @@ async fn fetch(
             let tx = tx.clone();
             let registered = shard
                 .call(owner, move |s| async move {
-                    glommio::spawn_local(async move {
+                    glommio::spawn_local(sluice_storage::stall::watch("fetch wait", async move {
                         wait_for_data(&s, w, remaining).await;
                         let _ = tx.try_send(());
-                    })
+                    }))
                     .detach();
                 })
                 .await;

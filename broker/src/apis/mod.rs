@@ -146,6 +146,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
         version: req.version,
         correlation_id: req.header.correlation_id,
     };
+    sluice_storage::stall::doing("request", req.api_key as i32);
     match req.body {
         RequestKind::FindCoordinator(r) => Reply::Now(find_coordinator::handle(shard, ctx, r)),
         RequestKind::JoinGroup(r) => {

@@ -220,6 +220,7 @@ async fn append_local(
             });
         }
         crate::failstop::panic_on_produce(&item.topic);
+        crate::failstop::stall_on_produce(&item.topic);
         let Some(p) = shard.partition(&item.topic, item.partition) else {
             out.push((
                 item.slot,
@@ -243,15 +244,18 @@ async fn append_local(
         return (out, None);
     }
     let (tx, rx) = flume::bounded(1);
-    glommio::spawn_local(async move {
-        let mut failed = Vec::new();
-        for (slot, log, last) in to_sync {
-            if let Err(e) = log.wait_durable(last).await {
-                failed.push((slot, e.kafka_code(), e.to_string()));
+    glommio::spawn_local(sluice_storage::stall::watch(
+        "durability wait",
+        async move {
+            let mut failed = Vec::new();
+            for (slot, log, last) in to_sync {
+                if let Err(e) = log.wait_durable(last).await {
+                    failed.push((slot, e.kafka_code(), e.to_string()));
+                }
             }
-        }
-        let _ = tx.send_async(failed).await;
-    })
+            let _ = tx.send_async(failed).await;
+        },
+    ))
     .detach();
     (out, Some(rx))
 }
