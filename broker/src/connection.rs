@@ -125,6 +125,8 @@ struct InFlight {
     answered: Rc<Notify>,
     /// The writer stopped (the connection is going away).
     writer_gone: Cell<bool>,
+    /// The client closed its side: answers still waiting are dropped.
+    reader_closed: Rc<Notify>,
 }
 
 /// Serves one connection until the client closes it or sends something
@@ -144,6 +146,10 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), S
         r
     }));
     let read = read_requests(shard, fd, &mut rd, &tx, &inflight, peer).await;
+    // The client closed (or broke) the connection: as Kafka does, no
+    // answer still waiting (a JoinGroup held for a rebalance, a long
+    // Fetch) keeps it open; answers already done are still written.
+    inflight.reader_closed.notify_all();
     drop(tx);
     let written = writer.await;
     // Requests read and never answered give their memory back here.
@@ -165,14 +171,37 @@ async fn write_answers(
 ) -> Result<(), String> {
     let mut held: Option<Pending> = None;
     loop {
-        let p = match held.take() {
+        let mut p = match held.take() {
             Some(p) => p,
             None => match rx.recv().await {
                 Some(p) => p,
                 None => return Ok(()),
             },
         };
-        let first = p.await?;
+        let first =
+            match futures_lite::future::poll_once(&mut p).await {
+                Some(a) => a?,
+                None => {
+                    let closed = inflight.reader_closed.generation() > 0;
+                    let waited = if closed {
+                        None
+                    } else {
+                        let seen = inflight.reader_closed.generation();
+                        let closing = async {
+                            inflight.reader_closed.changed(seen).await;
+                            None
+                        };
+                        futures_lite::future::or(async { Some((&mut p).await) }, closing).await
+                    };
+                    match waited {
+                        Some(a) => a?,
+                        None => return Err(
+                            "the client closed the connection; answers still waiting were dropped"
+                                .into(),
+                        ),
+                    }
+                }
+            };
         if first.0.chunks.is_empty() {
             return Err("an answer could not be encoded (see the error above)".into());
         }

@@ -76,3 +76,21 @@ pub fn stall_on_produce(topic: &str) {
     #[cfg(not(debug_assertions))]
     let _ = topic;
 }
+
+/// Test-only fault: in debug builds, a produce to the topic named by
+/// `SLUICE_FAULT_SLOW_TOPIC` waits 5 s (yielding) on the partition's owner
+/// shard before it appends, so tests can show that one slow job does not
+/// hold up others. Release builds have no such hook.
+pub async fn slow_produce(topic: &str) {
+    #[cfg(debug_assertions)]
+    {
+        thread_local! {
+            static TOPIC: Option<String> = std::env::var("SLUICE_FAULT_SLOW_TOPIC").ok();
+        }
+        if TOPIC.with(|t| t.as_deref() == Some(topic)) {
+            glommio::timer::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = topic;
+}

@@ -58,6 +58,8 @@ pub struct ShardStats {
     /// Of those, batches whose bytes were not where the receiving shard's
     /// receive buffer put them (a copy happened on the way). Always 0.
     pub forwarded_batches_copied: u64,
+    /// Record bytes fetch reads took from the log on this shard.
+    pub fetch_bytes_read: u64,
 }
 
 pub struct Shard {
@@ -71,6 +73,9 @@ pub struct Shard {
     pub controller: Option<Controller>,
     coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     pub stats: Cell<ShardStats>,
+    /// Held by `apply` from start to end, so snapshots apply one at a time
+    /// and in the order they were sent.
+    apply_gate: Rc<glommio::sync::Semaphore>,
     /// Request bytes this shard's connections hold (see `memory`).
     pub request_memory: Rc<crate::memory::RequestMemory>,
 }
@@ -96,6 +101,7 @@ impl Shard {
             controller,
             coordinator: std::cell::OnceCell::new(),
             stats: Cell::new(ShardStats::default()),
+            apply_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
         })
     }
@@ -169,7 +175,8 @@ impl Shard {
         self.stats.set(s);
     }
 
-    /// Runs `f` on shard `target` (in its job order) and returns its result.
+    /// Runs `f` on shard `target` (started in its job order) and returns
+    /// its result.
     /// On this shard it runs directly.
     pub async fn call<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
     where
@@ -201,11 +208,27 @@ impl Shard {
             .map_err(|_| ShardGone)
     }
 
-    /// Runs jobs from other shards, one at a time, until every sender is
-    /// gone.
+    /// Runs jobs from other shards until every sender is gone, each as a
+    /// task of its own, started in the order they came, at most
+    /// `SHARD_INBOX_JOBS_IN_FLIGHT_MAX` at once. Work that must not
+    /// overlap takes a gate as its first step (`apply`, a partition's
+    /// `append_gate`), and gates are first come, first served.
     pub async fn run_inbox(self: Rc<Self>, inbox: flume::Receiver<Job>) {
+        let slots = Rc::new(glommio::sync::Semaphore::new(
+            sluice_tuning::limits::SHARD_INBOX_JOBS_IN_FLIGHT_MAX as u64,
+        ));
         while let Ok(job) = inbox.recv_async().await {
-            job(self.clone()).await;
+            // Past the bound, the inbox is not read (senders wait on its
+            // depth) until a job ends.
+            let Ok(slot) = slots.acquire_static_permit(1).await else {
+                return;
+            };
+            let shard = self.clone();
+            glommio::spawn_local(sluice_storage::stall::watch("forwarded job", async move {
+                job(shard).await;
+                drop(slot);
+            }))
+            .detach();
         }
     }
 
@@ -219,6 +242,7 @@ impl Shard {
         snap: SharedSnapshot,
         fresh: &HashSet<(String, i32)>,
     ) -> Vec<(PathBuf, String)> {
+        let _gate = self.apply_gate.acquire_permit(1).await;
         let data_dir = self.cfg.data_dir.clone();
         let mut failed = Vec::new();
         // Deleted partitions (or recreated topics: a new id) first, so a new

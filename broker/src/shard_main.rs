@@ -129,6 +129,10 @@ pub async fn run_shard(start: ShardStart) {
         shard = id,
         forwarded_batches = s.forwarded_batches,
         forwarded_batches_copied = s.forwarded_batches_copied,
+        fetch_bytes_read = s.fetch_bytes_read,
+        stalls = sluice_storage::stall::count(),
+        request_memory_peak = shard.request_memory.peak(),
+        request_memory_waits = shard.request_memory.waits(),
         "shard stopped"
     );
     inbox.cancel();

@@ -503,3 +503,182 @@ fn a_task_that_does_not_yield_is_reported_as_a_stall() {
         }
     }
 }
+
+// A Fetch over partitions on both shards gives the second owner what the
+// first left of max_bytes, not the whole of it: with two 600 KB batches
+// and max_bytes 700 KB, one batch is read and kept. The old code read
+// every owner up to max_bytes (each partition at least one batch) and
+// dropped the excess only when building the answer.
+#[test]
+fn a_fetch_shares_max_bytes_across_its_owner_shards() {
+    let data = tempdir();
+    let mut b = Broker::start(data.path(), 2, &[]);
+    let mut w = Wire::connect(b.port);
+    create_topic(&mut w, "split", 2);
+    for p in 0..2 {
+        let batch = sluice_storage::batch::build::uniform(600, 1000, 1_700_000_000_000);
+        assert_eq!(produce(&mut w, "split", p, batch), (0, 0));
+    }
+    let mut req = fetch_request("split", 0, 0, 100, 1 << 20).with_max_bytes(700_000);
+    let mut second = req.topics[0].partitions[0].clone();
+    second.partition = 1;
+    req.topics[0].partitions.push(second);
+    let r: FetchResponse = w.call(ApiKey::Fetch, 12, &req);
+    let sizes: Vec<usize> = r.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .collect();
+    assert_eq!(sizes.iter().filter(|&&s| s > 0).count(), 1, "{sizes:?}");
+    b.stop();
+    let log = b.drain(Duration::from_millis(200));
+    let read: u64 = log
+        .lines()
+        .filter_map(|l| l.split("fetch_bytes_read=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        (600_000..700_000).contains(&read),
+        "{read} bytes read for a 700 KB fetch\n{log}"
+    );
+}
+
+fn join_request(group: &str, member: &str, topic: &str) -> JoinGroupRequest {
+    use kafka_protocol::protocol::StrBytes;
+    // ConsumerProtocolSubscription v0: one topic, no user data.
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&0i16.to_be_bytes());
+    meta.extend_from_slice(&1i32.to_be_bytes());
+    meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    meta.extend_from_slice(topic.as_bytes());
+    meta.extend_from_slice(&(-1i32).to_be_bytes());
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(StrBytes::from_string(member.into()))
+        .with_group_instance_id(None)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(bytes::Bytes::from(meta))])
+}
+
+/// Joins `group` as a new member (the two-step join of v4+), sending the
+/// second JoinGroup and returning without its answer when `wait` is false.
+fn join_new(w: &mut Wire, group: &str, topic: &str, wait: bool) -> Option<JoinGroupResponse> {
+    let first: JoinGroupResponse = w.call(ApiKey::JoinGroup, 5, &join_request(group, "", topic));
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let second = join_request(group, &first.member_id, topic);
+    if !wait {
+        w.send(ApiKey::JoinGroup, 5, &second);
+        return None;
+    }
+    Some(w.call(ApiKey::JoinGroup, 5, &second))
+}
+
+// A client that closes its connection while its JoinGroup waits for a
+// rebalance (here: for a member that never rejoins, up to the 30 s
+// rebalance timeout) does not keep the connection: the waiting answer is
+// dropped and the connection ends at once, as Kafka closes a channel it
+// reads the end of. The old code held it until the rebalance ended.
+#[test]
+fn a_closed_connection_does_not_wait_for_its_join_answer() {
+    let data = tempdir();
+    let mut b = Broker::start(data.path(), 1, &[]);
+    let mut w = Wire::connect(b.port);
+    create_topic(&mut w, "joined", 1);
+    let mut a = Wire::connect(b.port);
+    let joined = join_new(&mut a, "held", "joined", true).unwrap();
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let synced: SyncGroupResponse = a.call(
+        ApiKey::SyncGroup,
+        3,
+        &SyncGroupRequest::default()
+            .with_group_id(joined_group("held"))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone())
+            .with_group_instance_id(None),
+    );
+    assert_eq!(synced.error_code, 0);
+    // A second member's join starts a rebalance that waits for the first.
+    let mut late = Wire::connect(b.port);
+    join_new(&mut late, "held", "joined", false);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(late);
+    let log = b.drain(Duration::from_secs(3));
+    assert!(
+        log.contains("answers still waiting were dropped"),
+        "the connection stayed open behind its JoinGroup:\n{log}"
+    );
+}
+
+fn joined_group(g: &str) -> GroupId {
+    GroupId(kafka_protocol::protocol::StrBytes::from_string(g.into()))
+}
+
+// A slow job forwarded to a shard (here a produce that waits 5 s on its
+// owner, from a debug-build fault hook) holds up no other forwarded
+// request: a produce to another topic on both shards is answered while
+// the slow ones still wait. On the old code a shard ran forwarded jobs
+// one at a time, so the fast produce's forwarded half waited behind them.
+#[test]
+fn a_slow_forwarded_job_holds_up_no_other() {
+    let data = tempdir();
+    let port = free_port();
+    let mut b = Broker::spawn_env(
+        data.path(),
+        2,
+        port,
+        &[],
+        &[("SLUICE_FAULT_SLOW_TOPIC", "sluggish")],
+    );
+    assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+    let mut w = Wire::connect(port);
+    create_topic(&mut w, "sluggish", 2);
+    create_topic(&mut w, "brisk", 2);
+    // Connections land on either shard; six per partition make a
+    // forwarded slow produce to each shard near certain (odds 1 in 64 of
+    // missing one).
+    let mut slow: Vec<Wire> = Vec::new();
+    for p in 0..2 {
+        for _ in 0..6 {
+            let mut c = Wire::connect(port);
+            let batch = sluice_storage::batch::build::uniform(1, 10, 1_700_000_000_000);
+            c.send(
+                ApiKey::Produce,
+                9,
+                &produce_request("sluggish", p, 1, batch),
+            );
+            slow.push(c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let batch = |_| sluice_storage::batch::build::uniform(1, 10, 1_700_000_000_000);
+    let mut req = produce_request("brisk", 0, 1, batch(0));
+    let mut second = req.topic_data[0].partition_data[0].clone();
+    second.index = 1;
+    second.records = Some(batch(1));
+    req.topic_data[0].partition_data.push(second);
+    let r: ProduceResponse = w.call(ApiKey::Produce, 9, &req);
+    for p in &r.responses[0].partition_responses {
+        assert_eq!(p.error_code, 0, "{r:?}");
+    }
+    // The slow produces are all still waiting.
+    for c in &mut slow {
+        c.s.set_nonblocking(true).unwrap();
+        let mut one = [0u8; 1];
+        let waiting = matches!(
+            std::io::Read::read(&mut c.s, &mut one),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        assert!(waiting, "a slow produce was answered before the fast one");
+        c.s.set_nonblocking(false).unwrap();
+    }
+    // And then they are answered.
+    for c in &mut slow {
+        let (_, r): (i32, ProduceResponse) = c.recv(ApiKey::Produce, 9);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+}

@@ -160,6 +160,10 @@ pub const REQUEST_MEMORY_WAIT_MS_MAX: u64 = 30_000;
 /// A task that runs this long without yielding is logged as a stall
 /// (`--stall-threshold-ms`).
 pub const STALL_THRESHOLD_MS_DEFAULT: u64 = 10;
+/// Jobs from other shards one shard runs at once (each its own task, so a
+/// slow one, a disk read or a sync, holds up no other); past this its
+/// inbox is not read until one ends.
+pub const SHARD_INBOX_JOBS_IN_FLIGHT_MAX: usize = 256;
 /// Messages queued to one shard from the others (forwarded requests,
 /// metadata updates) before a sender waits.
 pub const SHARD_INBOX_DEPTH: usize = 1024;

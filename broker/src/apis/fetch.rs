@@ -96,7 +96,8 @@ async fn fetch(
     let unknown = results.len() > wants.iter().map(Vec::len).sum::<usize>();
     let nothing_to_wait_for = wants.iter().all(Vec::is_empty);
     loop {
-        // Read everything asked for, each owner its share.
+        // Read everything asked for, owner by owner, each given what the
+        // owners before it left of max_bytes (not the whole of it each).
         let mut total = 0usize;
         let mut any_error = unknown;
         for (owner, w) in wants.iter().enumerate() {
@@ -104,11 +105,12 @@ async fn fetch(
                 continue;
             }
             let w = w.clone();
+            let budget = max_bytes.saturating_sub(total);
+            let read_any = total > 0;
             let got = shard
-                .call(
-                    owner,
-                    move |s| async move { read_local(&s, w, max_bytes).await },
-                )
+                .call(owner, move |s| async move {
+                    read_local(&s, w, budget, read_any).await
+                })
                 .await
                 .unwrap_or_default();
             for (slot, g) in got {
@@ -213,9 +215,16 @@ async fn fetch(
     ctx.answer_with_records(&body, records)
 }
 
-/// Reads on the owner shard. A partition's reads stop at `max_bytes` of
-/// the whole request, across this owner's partitions.
-async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
+/// Reads on the owner shard. A partition's reads stop at `max_bytes`
+/// (what is left of the request's), across this owner's partitions; only
+/// the request's first batch may pass it (KIP-74), so `read_any` says
+/// whether an owner before this one already read something.
+async fn read_local(
+    shard: &Rc<Shard>,
+    wants: Vec<Want>,
+    max_bytes: usize,
+    mut read_any: bool,
+) -> Vec<(usize, Got)> {
     let mut out = Vec::with_capacity(wants.len());
     let mut budget = max_bytes;
     for w in wants {
@@ -244,7 +253,7 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
         if w.offset < start || w.offset > hw {
             log_out_of_range(shard.id, &w, start, hw);
             g.error = ResponseError::OffsetOutOfRange.code();
-        } else if w.offset < hw && w.max_bytes > 0 {
+        } else if w.offset < hw && w.max_bytes > 0 && (budget > 0 || !read_any) {
             // The first batch comes whole even when over the limits (KIP-74).
             let limit = w.max_bytes.min(budget).max(1);
             match p.log.read(w.offset, limit).await {
@@ -256,6 +265,12 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
                         if g.bytes + b.len() > RECORDS_PLACEHOLDER_BYTES_MAX {
                             break;
                         }
+                        // Past the first batch, nothing beyond the budget
+                        // is kept (the log reads at least one batch).
+                        if read_any && g.bytes + b.len() > budget {
+                            break;
+                        }
+                        read_any = true;
                         g.bytes += b.len();
                         for c in b.chunks() {
                             g.chunks.push(c.clone());
@@ -276,6 +291,7 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Ve
             }
         }
         budget = budget.saturating_sub(g.bytes);
+        shard.note(|s| s.fetch_bytes_read += g.bytes as u64);
         out.push((w.slot, g));
     }
     out

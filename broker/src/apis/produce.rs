@@ -221,6 +221,7 @@ async fn append_local(
         }
         crate::failstop::panic_on_produce(&item.topic);
         crate::failstop::stall_on_produce(&item.topic);
+        crate::failstop::slow_produce(&item.topic).await;
         let Some(p) = shard.partition(&item.topic, item.partition) else {
             out.push((
                 item.slot,
