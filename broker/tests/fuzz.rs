@@ -527,6 +527,33 @@ fn every_shard_serves(port: u16) {
     }
 }
 
+/// Each thread of `pid`: its name, scheduler state and CPU ticks spent in
+/// one second (a shard spinning shows about 100).
+fn threads_of(pid: u32) -> String {
+    let sample = || -> Vec<(String, String, u64)> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+            let (name, rest) = stat.split_once(") ")?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some((name.split_once('(')?.1.to_string(), f[0].to_string(), ticks))
+        })
+        .collect()
+    };
+    let a = sample();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = sample();
+    b.iter()
+        .map(|(n, s, t)| {
+            let before = a.iter().find(|x| &x.0 == n).map_or(0, |x| x.2);
+            format!("{n} {s} {}\n", t.saturating_sub(before))
+        })
+        .collect()
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -611,7 +638,13 @@ fn mutated_client_requests_never_stop_a_shard() {
         let alive = b.child.try_wait().unwrap().is_none();
         let served = alive && std::panic::catch_unwind(|| every_shard_serves(port)).is_ok();
         if !served {
+            let threads = if alive {
+                threads_of(b.child.id())
+            } else {
+                String::new()
+            };
             let log = b.drain(Duration::from_millis(500));
+            println!("broker threads (name, state, cpu ticks over 1 s):\n{threads}");
             panic!(
                 "after {sent} requests (seed {seed}) the broker {}:\n{log}",
                 if alive { "stopped serving" } else { "exited" }

@@ -375,6 +375,14 @@ impl PartitionLog {
     /// the log untouched.
     pub async fn append(&self, batch: Bytes) -> Result<AppendInfo> {
         self.check_writable()?;
+        // A small batch is a slice of a receive buffer shared with other
+        // requests: the cache would hold the whole buffer while counting
+        // the batch alone.
+        let batch = if batch.len() < sluice_tuning::limits::CACHE_COPY_BATCH_BYTES_MAX {
+            Bytes::copy_from_slice(&batch)
+        } else {
+            batch
+        };
         let (limit, lat) = {
             let cfg = self.cfg.borrow();
             (

@@ -726,3 +726,46 @@ fn segments_roll_by_age() {
         log.close().await.unwrap();
     });
 }
+
+// A small batch appended from a slice of a larger buffer (a receive
+// buffer holding other requests too) is copied: what the cache serves
+// does not point into that buffer, so the cache never pins memory it
+// does not count. A large batch is kept where it was sent (no copy).
+#[test]
+fn small_batches_are_cached_apart_from_their_receive_buffer() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 8 << 20);
+        let log = open(dir.path(), small_config(), &cache, &clock).await;
+        let small = build::uniform(2, 20, 1000);
+        let mut buf = vec![0u8; 64 * 1024];
+        buf[100..100 + small.len()].copy_from_slice(&small);
+        let shared = Bytes::from(buf);
+        let range = shared.as_ptr() as usize..shared.as_ptr() as usize + shared.len();
+        log.append(shared.slice(100..100 + small.len()))
+            .await
+            .unwrap();
+        let got = log.read(0, 1 << 20).await.unwrap();
+        assert_eq!(got.len(), 1);
+        for c in got[0].chunks() {
+            assert!(
+                !range.contains(&(c.as_ptr() as usize)),
+                "the cached batch points into the receive buffer"
+            );
+        }
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_config()
+        };
+        log.set_config(cfg).unwrap();
+        let large = build::uniform(200, 400, 1000);
+        assert!(large.len() >= sluice_tuning::limits::CACHE_COPY_BATCH_BYTES_MAX);
+        // The body follows the 61-byte header the log rewrites.
+        let body = large.as_ptr() as usize + 61;
+        log.append(large.clone()).await.unwrap();
+        let got = log.read(2, 1 << 20).await.unwrap();
+        assert!(
+            got[0].chunks().any(|c| c.as_ptr() as usize == body),
+            "a large batch's body is served from where it was sent"
+        );
+    });
+}

@@ -138,6 +138,11 @@ pub const SOCKET_READ_BYTES: usize = 64 * 1024;
 /// length becomes known).
 pub const SOCKET_READ_AHEAD_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// A batch smaller than this is copied out of its request when appended,
+/// so the cache (which counts the batch's bytes) never pins the receive
+/// buffer it shares with other requests; larger frames get a buffer of
+/// their own (see the connection's read sizing).
+pub const CACHE_COPY_BATCH_BYTES_MAX: usize = SOCKET_READ_BYTES;
 /// Requests read from one connection and not yet answered; past this the
 /// connection is not read until the oldest answer is written. (Producers
 /// pipeline deeply: librdkafka allows a million in flight by default.)
@@ -164,6 +169,17 @@ pub const STALL_THRESHOLD_MS_DEFAULT: u64 = 10;
 /// slow one, a disk read or a sync, holds up no other); past this its
 /// inbox is not read until one ends.
 pub const SHARD_INBOX_JOBS_IN_FLIGHT_MAX: usize = 256;
+/// Consumer groups one shard's coordinator holds; a JoinGroup for a new
+/// group past this is refused with POLICY_VIOLATION.
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+/// Members of one group, counting member ids handed out and not yet
+/// joined (Kafka's group.max.size); past this a new member's JoinGroup is
+/// refused with GROUP_MAX_SIZE_REACHED.
+pub const GROUP_MEMBERS_MAX: usize = 10_000;
+/// Committed offsets (group, topic, partition) one shard's coordinator
+/// keeps; an OffsetCommit that would add keys past this is refused with
+/// POLICY_VIOLATION (commits to keys already there still succeed).
+pub const OFFSET_KEYS_PER_SHARD_MAX: usize = 1_000_000;
 /// Messages queued to one shard from the others (forwarded requests,
 /// metadata updates) before a sender waits.
 pub const SHARD_INBOX_DEPTH: usize = 1024;

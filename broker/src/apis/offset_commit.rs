@@ -67,7 +67,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
                 Err(code) => {
                     let _ = tx.try_send(code);
                 }
-                Ok(()) => c.spawn_group_commit(&group, items, tx),
+                Ok(()) => match c.check_offset_keys(&items) {
+                    Ok(()) => c.spawn_group_commit(&group, items, tx),
+                    Err(code) => {
+                        let _ = tx.try_send(code);
+                    }
+                },
             }
             rx
         })

@@ -207,6 +207,12 @@ impl Group {
             {
                 return self.static_rejoin(&old, req, now, tx);
             }
+            if self.members.len() + self.pending.len() >= sluice_tuning::limits::GROUP_MEMBERS_MAX {
+                return reply(
+                    &tx,
+                    JoinResult::error(ResponseError::GroupMaxSizeReached, &req.member_id),
+                );
+            }
             member_id = Group::new_member_id(&req.client_id);
             if req.require_known_member_id && req.instance_id.is_none() {
                 self.pending
@@ -708,6 +714,29 @@ mod tests {
         let (tx, rx) = flume::bounded(1);
         g.join(join_req(id, instance), now, tx);
         rx
+    }
+
+    /// A group holds at most GROUP_MEMBERS_MAX members and member ids
+    /// handed out; the next new member is refused, a known one is not.
+    #[test]
+    fn members_past_the_limit_are_refused() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g");
+        let max = sluice_tuning::limits::GROUP_MEMBERS_MAX;
+        let mut first = None;
+        for _ in 0..max {
+            let r = join(&mut g, "", None, t0).recv().unwrap();
+            assert_eq!(r.error, ResponseError::MemberIdRequired.code());
+            first.get_or_insert(r.member_id);
+        }
+        let r = join(&mut g, "", None, t0).recv().unwrap();
+        assert_eq!(r.error, ResponseError::GroupMaxSizeReached.code());
+        // An id handed out before still joins.
+        let rx = join(&mut g, &first.unwrap(), None, t0);
+        assert_ne!(
+            rx.try_recv().map(|r| r.error).unwrap_or(0),
+            ResponseError::GroupMaxSizeReached.code()
+        );
     }
 
     /// Two members: ids required first, both joins answered when the

@@ -106,8 +106,43 @@ impl Coordinator {
 
     pub fn join(&self, group: &str, req: JoinRequest) -> flume::Receiver<JoinResult> {
         let (tx, rx) = flume::bounded(1);
+        let full = {
+            let groups = self.groups.borrow();
+            !groups.contains_key(group) && groups.len() >= limits::GROUPS_PER_SHARD_MAX
+        };
+        if full {
+            tracing::warn!(
+                group,
+                limit = limits::GROUPS_PER_SHARD_MAX,
+                "group limit reached; a new group's JoinGroup is refused"
+            );
+            let _ = tx.try_send(JoinResult::error(
+                ResponseError::PolicyViolation,
+                &req.member_id,
+            ));
+            return rx;
+        }
         self.with_group(group, |g| g.join(req, Instant::now(), tx));
         rx
+    }
+
+    /// Refuses a commit that would add committed-offset keys past
+    /// `OFFSET_KEYS_PER_SHARD_MAX`.
+    pub fn check_offset_keys(&self, items: &[(OffsetKey, Option<Committed>)]) -> Result<(), i16> {
+        let new = items
+            .iter()
+            .filter(|(k, c)| c.is_some() && !self.offsets.contains(k))
+            .count();
+        if new > 0 && self.offsets.len() + new > limits::OFFSET_KEYS_PER_SHARD_MAX {
+            tracing::warn!(
+                held = self.offsets.len(),
+                new,
+                limit = limits::OFFSET_KEYS_PER_SHARD_MAX,
+                "committed-offset limit reached; a commit adding keys is refused"
+            );
+            return Err(ResponseError::PolicyViolation.code());
+        }
+        Ok(())
     }
 
     pub fn sync(

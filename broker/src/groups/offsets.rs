@@ -335,6 +335,19 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Committed offsets held.
+    pub fn len(&self) -> usize {
+        self.offsets.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.borrow().is_empty()
+    }
+
+    pub fn contains(&self, key: &OffsetKey) -> bool {
+        self.offsets.borrow().contains_key(key)
+    }
+
     pub fn get(&self, key: &OffsetKey) -> Option<Committed> {
         self.offsets.borrow().get(key).cloned()
     }
