@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// (0 turns the detector off). Default 10.
     #[arg(long, env = "SLUICE_STALL_THRESHOLD_MS")]
     pub stall_threshold_ms: Option<u64>,
+    /// Partitions the broker holds per shard; past shards times this,
+    /// topic and partition creation is refused. Default 1000.
+    #[arg(long, env = "SLUICE_PARTITIONS_PER_SHARD_MAX")]
+    pub partitions_per_shard_max: Option<usize>,
 }
 
 /// See `ServeArgs::io_worker_priority`.
@@ -116,6 +120,8 @@ struct FileConfig {
     request_memory_bytes: Option<usize>,
     #[serde(alias = "stall_threshold_ms")]
     stall_threshold_ms: Option<u64>,
+    #[serde(alias = "partitions_per_shard_max")]
+    partitions_per_shard_max: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +162,7 @@ pub struct BrokerConfig {
     /// Per shard; `None` means the default share of the machine's memory.
     pub request_memory_bytes: Option<usize>,
     pub stall_threshold_ms: u64,
+    pub partitions_per_shard_max: usize,
 }
 
 impl BrokerConfig {
@@ -179,6 +186,7 @@ impl BrokerConfig {
             segment_ms_min: limits::TOPIC_SEGMENT_MS_MIN_DEFAULT,
             request_memory_bytes: None,
             stall_threshold_ms: limits::STALL_THRESHOLD_MS_DEFAULT,
+            partitions_per_shard_max: limits::PARTITIONS_PER_SHARD_MAX_DEFAULT,
         }
     }
 
@@ -270,6 +278,10 @@ impl BrokerConfig {
             .stall_threshold_ms
             .or(file.stall_threshold_ms)
             .unwrap_or(limits::STALL_THRESHOLD_MS_DEFAULT);
+        cfg.partitions_per_shard_max = args
+            .partitions_per_shard_max
+            .or(file.partitions_per_shard_max)
+            .unwrap_or(limits::PARTITIONS_PER_SHARD_MAX_DEFAULT);
         Ok(cfg)
     }
 }

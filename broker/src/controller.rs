@@ -148,7 +148,7 @@ impl Controller {
         let cfg = metadata::log_config(&t.configs)?;
         metadata::check_topic_floors(&t.configs, &cfg, &shard.cfg)?;
         let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
-        check_partitions_per_broker(held, partitions as usize)?;
+        check_partitions_per_broker(held, partitions as usize, partitions_max(shard))?;
         let meta = TopicMeta {
             name: t.name.clone(),
             id: metadata::new_topic_id(),
@@ -215,7 +215,9 @@ impl Controller {
                 continue;
             }
             let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
-            if let Err(e) = check_partitions_per_broker(held, (count - have) as usize) {
+            if let Err(e) =
+                check_partitions_per_broker(held, (count - have) as usize, partitions_max(shard))
+            {
                 out.push(Err(e));
                 continue;
             }
@@ -317,15 +319,23 @@ pub async fn broadcast(shard: &Rc<Shard>, snap: Arc<Snapshot>, fresh: HashSet<(S
     }
 }
 
+/// Partitions this broker may hold: `--partitions-per-shard-max` per shard.
+fn partitions_max(shard: &Shard) -> usize {
+    shard
+        .cfg
+        .partitions_per_shard_max
+        .saturating_mul(shard.shards)
+}
+
 /// Refuses `adding` partitions to a broker that holds `held` when the sum
-/// would pass `PARTITIONS_PER_BROKER_MAX`.
-fn check_partitions_per_broker(held: usize, adding: usize) -> Result<(), Refusal> {
-    if held + adding > limits::PARTITIONS_PER_BROKER_MAX {
+/// would pass `max`.
+fn check_partitions_per_broker(held: usize, adding: usize, max: usize) -> Result<(), Refusal> {
+    if held + adding > max {
         return Err(Refusal::new(
             ResponseError::PolicyViolation,
             format!(
-                "this broker holds {held} partitions; {adding} more would pass its limit of {}",
-                limits::PARTITIONS_PER_BROKER_MAX
+                "this broker holds {held} partitions; {adding} more would pass its limit of {max} \
+                 (--partitions-per-shard-max times the shards)"
             ),
         ));
     }
@@ -338,11 +348,11 @@ mod tests {
 
     #[test]
     fn partitions_past_the_broker_limit_are_refused() {
-        let max = limits::PARTITIONS_PER_BROKER_MAX;
-        assert!(check_partitions_per_broker(0, max).is_ok());
-        assert!(check_partitions_per_broker(max - 1, 1).is_ok());
-        let e = check_partitions_per_broker(max - 1, 2).unwrap_err();
+        let max = 2000;
+        assert!(check_partitions_per_broker(0, max, max).is_ok());
+        assert!(check_partitions_per_broker(max - 1, 1, max).is_ok());
+        let e = check_partitions_per_broker(max - 1, 2, max).unwrap_err();
         assert_eq!(e.code, ResponseError::PolicyViolation.code());
-        assert!(check_partitions_per_broker(max, 1).is_err());
+        assert!(check_partitions_per_broker(max, 1, max).is_err());
     }
 }

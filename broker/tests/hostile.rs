@@ -682,3 +682,59 @@ fn a_slow_forwarded_job_holds_up_no_other() {
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
 }
+
+// A broker holds at most --partitions-per-shard-max partitions per shard:
+// a topic (or new partitions) past it is refused with POLICY_VIOLATION
+// and nothing of it is created. The old code had no bound, and a client
+// growing a topic to thousands of partitions kept a test broker's shards
+// too busy to answer.
+#[test]
+fn partitions_past_the_per_shard_limit_are_refused() {
+    let data = tempdir();
+    let b = Broker::start(data.path(), 2, &["--partitions-per-shard-max", "5"]);
+    let mut w = Wire::connect(b.port);
+    create_topic(&mut w, "fits", 8);
+    let r: CreateTopicsResponse = w.call(
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(name("spills"))
+                .with_num_partitions(3)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::PolicyViolation.code(),
+        "{r:?}"
+    );
+    let r: CreatePartitionsResponse = w.call(
+        ApiKey::CreatePartitions,
+        3,
+        &CreatePartitionsRequest::default()
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name("fits"))
+                    .with_count(11),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::PolicyViolation.code(),
+        "{r:?}"
+    );
+    let md: MetadataResponse = w.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    );
+    let names: Vec<String> = md
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec!["fits".to_string()]);
+    assert_eq!(md.topics[0].partitions.len(), 8);
+}
