@@ -369,13 +369,28 @@ fn hot_reads_come_from_the_cache_without_copying() {
         }
         let got = read_all(&log, 0).await;
         assert_eq!(got.len(), 50);
-        for (g, s) in got.iter().zip(&sent) {
+        // Batches this small were copied once on append (so the cache pins
+        // no receive buffer); every read then serves that one copy.
+        let twice = read_all(&log, 0).await;
+        for ((g, t), s) in got.iter().zip(&twice).zip(&sent) {
+            assert_eq!(&g.body()[..], &s[61..]);
             assert_eq!(
                 g.body().as_ptr(),
-                s[61..].as_ptr(),
-                "served from the producer's buffer"
+                t.body().as_ptr(),
+                "served from the cached batch, not copied per read"
             );
         }
+        // A batch of a receive buffer's size or more is served from the
+        // producer's own buffer.
+        let big = build::uniform(200, 400, 60);
+        assert!(big.len() >= sluice_tuning::limits::CACHE_COPY_BATCH_BYTES_MAX);
+        let info = log.append(big.clone()).await.unwrap();
+        let got_big = log.read(info.base_offset, 1 << 20).await.unwrap();
+        assert_eq!(
+            got_big[0].body().as_ptr(),
+            big[61..].as_ptr(),
+            "served from the producer's buffer"
+        );
         assert_eq!(log.stats().disk_reads, 0);
         log.close().await.unwrap();
         drop(log);
@@ -387,7 +402,7 @@ fn hot_reads_come_from_the_cache_without_copying() {
             assert_eq!(&g.to_vec()[61..], &s[61..]);
         }
         let again = read_all(&log, 0).await;
-        assert_eq!(again.len(), 50);
+        assert_eq!(again.len(), 51);
         assert_eq!(
             log.stats().disk_reads,
             disk_reads,
