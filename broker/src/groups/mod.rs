@@ -129,15 +129,23 @@ impl Coordinator {
     /// Refuses a commit that would add committed-offset keys past
     /// `OFFSET_KEYS_PER_SHARD_MAX`.
     pub fn check_offset_keys(&self, items: &[(OffsetKey, Option<Committed>)]) -> Result<(), i16> {
+        self.check_offset_keys_within(items, limits::OFFSET_KEYS_PER_SHARD_MAX)
+    }
+
+    fn check_offset_keys_within(
+        &self,
+        items: &[(OffsetKey, Option<Committed>)],
+        max: usize,
+    ) -> Result<(), i16> {
         let new = items
             .iter()
             .filter(|(k, c)| c.is_some() && !self.offsets.contains(k))
             .count();
-        if new > 0 && self.offsets.len() + new > limits::OFFSET_KEYS_PER_SHARD_MAX {
+        if new > 0 && self.offsets.len() + new > max {
             tracing::warn!(
                 held = self.offsets.len(),
                 new,
-                limit = limits::OFFSET_KEYS_PER_SHARD_MAX,
+                limit = max,
                 "committed-offset limit reached; a commit adding keys is refused"
             );
             return Err(ResponseError::PolicyViolation.code());
@@ -485,5 +493,87 @@ impl Coordinator {
             Ok(()) => tracing::info!(shard = shard.id, offsets = n, "expired committed offsets"),
             Err(e) => tracing::error!(shard = shard.id, error = %e, "offsets expiry failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> tempfile::TempDir {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::Builder::new()
+            .prefix("sluice-groups-")
+            .tempdir_in(base)
+            .unwrap()
+    }
+
+    fn join_req() -> JoinRequest {
+        JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), bytes::Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    fn commit(offset: i64) -> Option<Committed> {
+        Some(Committed {
+            offset,
+            leader_epoch: 0,
+            metadata: None,
+            commit_time_ms: 1,
+        })
+    }
+
+    /// Past GROUPS_PER_SHARD_MAX a new group's JoinGroup is refused and
+    /// no group is opened; an existing group still takes joins. Past the
+    /// committed-offset bound a commit adding keys is refused, one to keys
+    /// already held is not.
+    #[test]
+    fn groups_and_committed_offsets_past_their_limits_are_refused() {
+        let dir = tempdir();
+        let path = dir.path().to_path_buf();
+        crate::test_support::run(move || async move {
+            let cache = sluice_storage::ShardCache::new(1 << 20);
+            let store = OffsetStore::open(&path, &cache, 1 << 20, 1 << 30)
+                .await
+                .unwrap();
+            let c = Coordinator::new(store);
+            for i in 0..limits::GROUPS_PER_SHARD_MAX {
+                let r = c.join(&format!("g{i}"), join_req()).try_recv().unwrap();
+                assert_eq!(r.error, ResponseError::MemberIdRequired.code());
+            }
+            let r = c.join("one-more", join_req()).try_recv().unwrap();
+            assert_eq!(r.error, ResponseError::PolicyViolation.code());
+            assert!(!c.groups.borrow().contains_key("one-more"));
+            let r = c.join("g7", join_req()).try_recv().unwrap();
+            assert_eq!(r.error, ResponseError::MemberIdRequired.code());
+
+            let key = |p: i32| ("g".to_string(), "t".to_string(), p);
+            c.offsets
+                .commit(vec![(key(0), commit(1)), (key(1), commit(1))])
+                .await
+                .unwrap();
+            assert_eq!(
+                c.check_offset_keys_within(&[(key(2), commit(1))], 2),
+                Err(ResponseError::PolicyViolation.code())
+            );
+            assert_eq!(
+                c.check_offset_keys_within(&[(key(1), commit(5))], 2),
+                Ok(())
+            );
+            assert_eq!(c.check_offset_keys_within(&[(key(2), None)], 2), Ok(()));
+            assert_eq!(
+                c.check_offset_keys_within(&[(key(2), commit(1))], 3),
+                Ok(())
+            );
+        });
     }
 }
