@@ -21,6 +21,17 @@ pub mod shard_main;
 /// What the unit tests share.
 #[cfg(test)]
 pub(crate) mod test_support {
+    /// A temporary directory on the build's disk (O_DIRECT needs a real
+    /// file system, and /tmp is often tmpfs).
+    pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(base)
+            .unwrap()
+    }
+
     /// Runs `f` on a glommio executor of its own, sized for the test
     /// machine's locked-memory limit.
     pub fn run<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(

@@ -256,13 +256,7 @@ fn silent_member(port: u16, topic: &str) {
         &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
     );
     assert_eq!(r.error_code, 0);
-    // ConsumerProtocolSubscription v0: topics, no user data.
-    let mut meta = Vec::new();
-    meta.extend_from_slice(&0i16.to_be_bytes());
-    meta.extend_from_slice(&1i32.to_be_bytes());
-    meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
-    meta.extend_from_slice(topic.as_bytes());
-    meta.extend_from_slice(&(-1i32).to_be_bytes());
+    let meta = common::wire::subscription(topic);
     let join = |w: &mut Wire, member: &str| -> JoinGroupResponse {
         w.call(
             ApiKey::JoinGroup,
@@ -277,7 +271,7 @@ fn silent_member(port: u16, topic: &str) {
                 .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
                 )
                 .with_name(StrBytes::from_static_str("range"))
-                .with_metadata(bytes::Bytes::from(meta.clone()))]),
+                .with_metadata(meta.clone())]),
         )
     };
     let first = join(&mut w, "");

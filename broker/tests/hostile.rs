@@ -545,13 +545,6 @@ fn a_fetch_shares_max_bytes_across_its_owner_shards() {
 
 fn join_request(group: &str, member: &str, topic: &str) -> JoinGroupRequest {
     use kafka_protocol::protocol::StrBytes;
-    // ConsumerProtocolSubscription v0: one topic, no user data.
-    let mut meta = Vec::new();
-    meta.extend_from_slice(&0i16.to_be_bytes());
-    meta.extend_from_slice(&1i32.to_be_bytes());
-    meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
-    meta.extend_from_slice(topic.as_bytes());
-    meta.extend_from_slice(&(-1i32).to_be_bytes());
     JoinGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.into())))
         .with_session_timeout_ms(30_000)
@@ -562,7 +555,7 @@ fn join_request(group: &str, member: &str, topic: &str) -> JoinGroupRequest {
         .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
         )
         .with_name(StrBytes::from_static_str("range"))
-        .with_metadata(bytes::Bytes::from(meta))])
+        .with_metadata(subscription(topic))])
 }
 
 /// Joins `group` as a new member (the two-step join of v4+), sending the

@@ -500,15 +500,6 @@ impl Coordinator {
 mod tests {
     use super::*;
 
-    fn tempdir() -> tempfile::TempDir {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::Builder::new()
-            .prefix("sluice-groups-")
-            .tempdir_in(base)
-            .unwrap()
-    }
-
     fn join_req() -> JoinRequest {
         JoinRequest {
             member_id: String::new(),
@@ -538,7 +529,7 @@ mod tests {
     /// already held is not.
     #[test]
     fn groups_and_committed_offsets_past_their_limits_are_refused() {
-        let dir = tempdir();
+        let dir = crate::test_support::tempdir("sluice-groups-");
         let path = dir.path().to_path_buf();
         crate::test_support::run(move || async move {
             let cache = sluice_storage::ShardCache::new(1 << 20);

@@ -389,14 +389,8 @@ mod tests {
 
     use crate::test_support::run;
 
-    /// On the build's disk (O_DIRECT needs a real file system).
     fn tempdir() -> tempfile::TempDir {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::Builder::new()
-            .prefix("sluice-offsets-")
-            .tempdir_in(base)
-            .unwrap()
+        crate::test_support::tempdir("sluice-offsets-")
     }
 
     fn commit_of(offset: i64) -> Committed {

@@ -178,3 +178,15 @@ pub fn idempotent_batch(count: usize, producer_id: i64, epoch: i16, sequence: i3
     build::reseal(&mut b);
     Bytes::from(b)
 }
+
+/// A consumer's group subscription (ConsumerProtocolSubscription v0):
+/// one topic, no user data.
+pub fn subscription(topic: &str) -> Bytes {
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&0i16.to_be_bytes());
+    meta.extend_from_slice(&1i32.to_be_bytes());
+    meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    meta.extend_from_slice(topic.as_bytes());
+    meta.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(meta)
+}
