@@ -125,7 +125,8 @@ struct InFlight {
     answered: Rc<Notify>,
     /// The writer stopped (the connection is going away).
     writer_gone: Cell<bool>,
-    /// The client closed its side: answers still waiting are dropped.
+    /// Notified once, when the client closed its side: answers still
+    /// waiting are dropped.
     reader_closed: Rc<Notify>,
 }
 
@@ -178,30 +179,20 @@ async fn write_answers(
                 None => return Ok(()),
             },
         };
-        let first =
-            match futures_lite::future::poll_once(&mut p).await {
-                Some(a) => a?,
-                None => {
-                    let closed = inflight.reader_closed.generation() > 0;
-                    let waited = if closed {
-                        None
-                    } else {
-                        let seen = inflight.reader_closed.generation();
-                        let closing = async {
-                            inflight.reader_closed.changed(seen).await;
-                            None
-                        };
-                        futures_lite::future::or(async { Some((&mut p).await) }, closing).await
-                    };
-                    match waited {
-                        Some(a) => a?,
-                        None => return Err(
-                            "the client closed the connection; answers still waiting were dropped"
-                                .into(),
-                        ),
-                    }
-                }
-            };
+        // An answer done already is written even after the client closed
+        // its side (`or` polls it first); one still waiting then is not.
+        let closing = async {
+            inflight.reader_closed.changed(0).await;
+            None
+        };
+        let first = match futures_lite::future::or(async { Some((&mut p).await) }, closing).await {
+            Some(a) => a?,
+            None => {
+                return Err(
+                    "the client closed the connection; answers still waiting were dropped".into(),
+                )
+            }
+        };
         if first.0.chunks.is_empty() {
             return Err("an answer could not be encoded (see the error above)".into());
         }
