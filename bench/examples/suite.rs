@@ -12,9 +12,14 @@
 //! limits and then every workload, and each workload is reported as the
 //! median over rounds of its ratio to the limit of its own round.
 //! SLUICE_SUITE_SECONDS (default 10): measured seconds per workload.
-//! SLUICE_SUITE_BACKLOG (default 2GB). SLUICE_SUITE_CACHE (the broker's
-//! cache; default the backlog and a quarter). SLUICE_SUITE_DIR (default
+//! SLUICE_SUITE_BACKLOG (default 2GB). SLUICE_SUITE_DIR (default
 //! target/suite). The broker runs on CPU 0, the load generator on CPU 1.
+//!
+//! Every workload runs on a fresh broker (a new process on an empty data
+//! directory) started with default flags apart from its CPU and ports: no
+//! cache or memory settings, the run a new user makes. One more line
+//! compares a fresh broker's first seconds of W1 with the same broker's
+//! W1 after 2 GB more have been written.
 //! fio, iperf3 and chromium are installed with apt when missing (as root).
 
 use std::path::{Path, PathBuf};
@@ -174,7 +179,7 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(bin: &Path, data: &Path, fresh: bool, cache_bytes: u64) -> Broker {
+    fn start(bin: &Path, data: &Path, fresh: bool) -> Broker {
         if fresh {
             let _ = std::fs::remove_dir_all(data);
         }
@@ -191,7 +196,6 @@ impl Broker {
             ])
             .arg("--data-dir")
             .arg(data)
-            .args(["--cache-bytes-max", &cache_bytes.to_string()])
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -274,17 +278,7 @@ fn main() {
     let repeats: usize = env("SLUICE_SUITE_REPEATS", "3").parse().expect("a count");
     let seconds = format!("{}s", env("SLUICE_SUITE_SECONDS", "10"));
     let backlog = env("SLUICE_SUITE_BACKLOG", "2GB");
-    // The broker's cache: the backlog and a quarter more, so W4a reads
-    // from it, while the bulk workloads (which write several times that)
-    // are measured with it full and recycling, as a broker runs once it
-    // has been up a while. A cache still filling costs a page fault and a
-    // zeroed page per 4 KiB of fresh memory (about half the throughput
-    // on this kind of machine).
     let backlog_bytes = sluice_loadgen::args::parse_bytes(&backlog).expect("a byte count");
-    let cache_bytes: u64 = match std::env::var("SLUICE_SUITE_CACHE") {
-        Ok(v) => sluice_loadgen::args::parse_bytes(&v).expect("a byte count"),
-        Err(_) => backlog_bytes + backlog_bytes / 4,
-    };
     // target/<profile>/examples/suite: the binaries are one level up.
     let exe = std::env::current_exe().unwrap();
     let target = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
@@ -349,13 +343,14 @@ fn main() {
             "fio_read_two_files_bytes_per_sec": disk.read_two_files,
             "loopback_bytes_per_sec": loopback,
         });
-        let broker = Broker::start(&bin, &data, true, cache_bytes);
+        // Each workload on a fresh broker with default flags.
         let w = |name: &str, topic: &str, a: Vec<String>| -> Value {
             eprintln!("suite: round {}: {name}", round + 1);
+            let broker = Broker::start(&bin, &data, true);
             let mut a = a;
             a.extend(args(&["--topic", topic]));
             let v = loadgen(&bin, &broker, &report, &a);
-            delete_topic(&bin, &broker, topic);
+            broker.stop();
             v
         };
         let w1 = w(
@@ -395,7 +390,36 @@ fn main() {
             a.extend(args(&["--backlog", &backlog]));
             a
         });
+        // A fresh broker's first seconds of W1 against its W1 after 2 GB
+        // more are written.
+        eprintln!("suite: round {}: fresh against written", round + 1);
+        let broker = Broker::start(&bin, &data, true);
+        let timed = |topic: &str| {
+            let mut a = producing("0", "1048576", "all");
+            a.extend(args(&[
+                "--duration",
+                &seconds,
+                "--warmup",
+                "0s",
+                "--topic",
+                topic,
+            ]));
+            a
+        };
+        let first = loadgen(&bin, &broker, &report, &timed(&format!("fresh-{round}")));
+        let mut a = producing("0", "1048576", "all");
+        a.extend(args(&[
+            "--messages",
+            "2000000",
+            "--topic",
+            &format!("fill-{round}"),
+        ]));
+        loadgen(&bin, &broker, &report, &a);
+        let after = loadgen(&bin, &broker, &report, &timed(&format!("after-{round}")));
+        broker.stop();
+
         // W4b: the same backlog after a restart with the page cache dropped.
+        let broker = Broker::start(&bin, &data, true);
         let topic = format!("w4b-{round}");
         let mut a = producing("0", "1048576", "1");
         a.extend(args(&["--topic", &topic]));
@@ -404,7 +428,7 @@ fn main() {
         loadgen(&bin, &broker, &report, &a);
         broker.stop();
         let dropped = drop_caches();
-        let broker = Broker::start(&bin, &data, false, cache_bytes);
+        let broker = Broker::start(&bin, &data, false);
         eprintln!("suite: round {}: W4b cold catch-up", round + 1);
         let w4b = loadgen(
             &bin,
@@ -424,6 +448,9 @@ fn main() {
         r["w4b_bytes_per_sec"] = json!(mb(&w4b, "consume"));
         r["w4b_page_cache_dropped"] = json!(dropped);
         r["w5_bytes_per_sec"] = json!(mb(&w5, "produce"));
+        r["fresh_first_bytes_per_sec"] = json!(mb(&first, "produce"));
+        r["fresh_after_2gb_bytes_per_sec"] = json!(mb(&after, "produce"));
+        r["fresh_ratio"] = json!(mb(&first, "produce") / mb(&after, "produce"));
         r["errors"] = json!([
             w1["produce"]["errors"],
             w2["produce"]["errors"],
@@ -459,16 +486,27 @@ fn main() {
     let get = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
     let med = |f: &dyn Fn(&Value) -> f64| median(rounds.iter().map(f).collect());
     let mb = 1e6;
-    // (workload, its figure, the limit it is a share of, the peer's MB/s
-    // and the goal against it)
-    let row = |name: &str, key: &str, limit: &str, limit_name: &str, peer: Option<(f64, &str)>| {
+    // (workload, its figure and spread over rounds, the limit it is a
+    // share of). The peer's figures come from the side-by-side run
+    // (`--example peer`), measured in the same session as sluice's.
+    let spread = |key: &str| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| get(r, key) / mb).collect();
+        v.sort_by(f64::total_cmp);
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let row = |name: &str, key: &str, limit: &str, limit_name: &str| {
         let v = med(&|r| get(r, key)) / mb;
         let ratio = med(&|r| get(r, key) / get(r, limit));
-        let against = match peer {
-            Some((p, goal)) => format!("{:.2}x peer (goal {goal})", v / p),
-            None => "goal 0.95 of fio read".to_string(),
-        };
-        (name.to_string(), v, ratio, limit_name.to_string(), against)
+        (
+            name.to_string(),
+            v,
+            spread(key),
+            ratio,
+            limit_name.to_string(),
+        )
     };
     let (fw, fr, lo) = (
         "fio_write_bytes_per_sec",
@@ -481,55 +519,55 @@ fn main() {
             "w1_bytes_per_sec",
             fw,
             "fio write",
-            Some((903.0, "1.2x")),
         ),
         row(
             "W2 durable small batches (100 KB, acks=all)",
             "w2_bytes_per_sec",
             fw,
             "fio write",
-            Some((540.0, "1.5x")),
         ),
         row(
             "W4a hot catch-up (2 consumers)",
             "w4a_bytes_per_sec",
             lo,
             "loopback",
-            Some((2311.0, "1.0x")),
         ),
         row(
             "W4b cold catch-up (after restart)",
             "w4b_bytes_per_sec",
             fr,
             "fio read",
-            None,
         ),
         row(
             "W4b, against reading two files at once",
             "w4b_bytes_per_sec",
             "fio_read_two_files_bytes_per_sec",
             "fio read, 2 files",
-            None,
         ),
-        row(
-            "W5 acks=1 bulk",
-            "w5_bytes_per_sec",
-            lo,
-            "loopback",
-            Some((917.0, "1.3x")),
-        ),
+        row("W5 acks=1 bulk", "w5_bytes_per_sec", fw, "fio write"),
     ];
     let pct = |side: &str, p: &str| med(&|r: &Value| r[side][p].as_f64().unwrap_or(0.0)) / 1000.0;
     let mut table = String::from(
-        "| workload | MB/s | ratio to limit | limit | against the peer |\n|---|---|---|---|---|\n",
+        "| workload | MB/s (median) | rounds, sorted | ratio to limit | limit |\n|---|---|---|---|---|\n",
     );
-    for (name, v, ratio, limit, peer) in &rows {
+    for (name, v, rounds_mb, ratio, limit) in &rows {
         table.push_str(&format!(
-            "| {name} | {v:.0} | {ratio:.2} | {limit} | {peer} |\n"
+            "| {name} | {v:.0} | {rounds_mb} | {ratio:.2} | {limit} |\n"
         ));
     }
     table.push_str(&format!(
-        "| W3 durable latency at 50 MB/s | {:.0} | produce p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms; end to end p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms | | goal p99 < 1 ms, p99.99 < 3 ms |\n",
+        "| W1 on a fresh broker: first {seconds} against {seconds} after 2 GB written | {:.0} / {:.0} | {} | **{:.2}** | goal 0.95 |\n",
+        med(&|r| get(r, "fresh_first_bytes_per_sec")) / mb,
+        med(&|r| get(r, "fresh_after_2gb_bytes_per_sec")) / mb,
+        {
+            let mut v: Vec<f64> = rounds.iter().map(|r| get(r, "fresh_ratio")).collect();
+            v.sort_by(f64::total_cmp);
+            v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / ")
+        },
+        med(&|r| get(r, "fresh_ratio")),
+    ));
+    table.push_str(&format!(
+        "| W3 durable latency at 50 MB/s | {:.0} | produce p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms; end to end p50 {:.2} / p99 {:.2} / p99.99 {:.2} ms | | |\n",
         med(&|r| get(r, "w3_bytes_per_sec")) / mb,
         pct("w3_produce_latency_us", "p50"),
         pct("w3_produce_latency_us", "p99"),

@@ -40,7 +40,13 @@ pub struct ServeArgs {
     /// count. Default 1.
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
-    /// Per-shard cache budget in bytes; default: a fair share of memory.
+    /// Memory each shard sets up at start (faulted in before it serves)
+    /// for receive buffers and cached batches. Default: 30% of the
+    /// machine's memory shared by the shards (at least 64 MiB).
+    #[arg(long, env = "SLUICE_SHARD_MEMORY_BYTES")]
+    pub shard_memory_bytes: Option<usize>,
+    /// Per-shard cache budget in bytes. Default: 75% of the shard's
+    /// memory; a larger figure grows the shard's memory to hold it.
     #[arg(long, env = "SLUICE_CACHE_BYTES_MAX")]
     pub cache_bytes_max: Option<usize>,
     /// Committed offsets of empty groups (and of deleted topics) expire
@@ -104,6 +110,8 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     #[serde(alias = "default_partitions")]
     default_partitions: Option<u32>,
+    #[serde(alias = "shard_memory_bytes")]
+    shard_memory_bytes: Option<usize>,
     #[serde(alias = "cache_bytes_max")]
     cache_bytes_max: Option<usize>,
     #[serde(alias = "offsets_retention_minutes")]
@@ -153,6 +161,8 @@ pub struct BrokerConfig {
     pub node_id: i32,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
+    /// Per shard; `None` means the default share of the machine's memory.
+    pub shard_memory_bytes: Option<usize>,
     pub cache_bytes_max: Option<usize>,
     pub offsets_retention_minutes: u64,
     pub idle_poll_us: u64,
@@ -178,6 +188,7 @@ impl BrokerConfig {
             node_id: 0,
             auto_create_topics: true,
             default_partitions: 1,
+            shard_memory_bytes: None,
             cache_bytes_max: None,
             offsets_retention_minutes: limits::OFFSETS_RETENTION_MINUTES_DEFAULT,
             idle_poll_us: limits::IDLE_POLL_US_DEFAULT,
@@ -238,6 +249,7 @@ impl BrokerConfig {
                 limits::PARTITIONS_PER_TOPIC_MAX,
             ));
         }
+        cfg.shard_memory_bytes = args.shard_memory_bytes.or(file.shard_memory_bytes);
         cfg.cache_bytes_max = args.cache_bytes_max.or(file.cache_bytes_max);
         cfg.offsets_retention_minutes = args
             .offsets_retention_minutes

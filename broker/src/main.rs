@@ -6,13 +6,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_broker::cli;
 
-/// The system allocator with direct-I/O buffers in huge pages (see
-/// `sluice_storage::dma_memory`), plus the guard that keeps an untrusted
-/// frame's bogus element counts from aborting the process (see
-/// `sluice_net::guard`).
+/// Each shard's buffers from its own memory, set up at start (see
+/// `sluice_storage::shard_heap`), over the system allocator with
+/// direct-I/O buffers in huge pages (see `sluice_storage::dma_memory`),
+/// plus the guard that keeps an untrusted frame's bogus element counts
+/// from aborting the process (see `sluice_net::guard`).
 #[global_allocator]
-static ALLOC: sluice_net::guard::GuardedAlloc<sluice_storage::dma_memory::DmaAwareAlloc> =
-    sluice_net::guard::GuardedAlloc(sluice_storage::dma_memory::DmaAwareAlloc);
+static ALLOC: sluice_net::guard::GuardedAlloc<
+    sluice_storage::shard_heap::ShardHeap<sluice_storage::dma_memory::DmaAwareAlloc>,
+> = sluice_net::guard::GuardedAlloc(sluice_storage::shard_heap::ShardHeap(
+    sluice_storage::dma_memory::DmaAwareAlloc,
+));
 
 #[derive(Parser)]
 #[command(

@@ -220,12 +220,27 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         metadata::store(&cfg.data_dir, &snap)?;
     }
     let snap = std::sync::Arc::new(snap);
-    let cache_bytes = cfg
-        .cache_bytes_max
-        .unwrap_or_else(|| host::cache_bytes_per_shard(host::total_memory_bytes(), shards));
-    let request_memory = cfg
-        .request_memory_bytes
-        .unwrap_or_else(|| host::request_memory_per_shard(host::total_memory_bytes(), shards));
+    let plan = host::memory_plan(
+        host::total_memory_bytes(),
+        shards,
+        cfg.shard_memory_bytes,
+        cfg.cache_bytes_max,
+        cfg.request_memory_bytes,
+    );
+    let (cache_bytes, request_memory) = (plan.cache_bytes, plan.request_bytes);
+    // Address space for every shard's heap; each shard faults its part in
+    // on its own thread before it serves.
+    let heap = match sluice_storage::shard_heap::reserve(plan.heap_bytes, shards) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "shards allocate from the C allocator: receive buffers and cached batches \
+                 take fresh pages until the cache is full"
+            );
+            false
+        }
+    };
 
     let listen = cfg.listen;
     let data_dir = cfg.data_dir.clone();
@@ -257,6 +272,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
             snap: snap.clone(),
             cache_bytes_max: cache_bytes,
             request_memory_bytes: request_memory,
+            heap,
             ready,
             shutdown: stop_rx,
         };
@@ -278,7 +294,10 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     drop(ready_tx);
     let mut failed = 0;
     let mut total = (0usize, 0u64, 0u64);
+    let (mut heap_bytes, mut heap_ms) = (0usize, 0u128);
     for r in ready_rx.iter().take(shards) {
+        heap_bytes = heap_bytes.max(r.heap_bytes);
+        heap_ms = heap_ms.max(r.heap_setup.as_millis());
         failed += r.failed.len();
         for (what, why) in &r.failed {
             eprintln!("sluice: shard {}: {}: {why}", r.shard, what.display());
@@ -289,17 +308,20 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     let line = format!(
         "sluice: serving {} partition(s) of {} topic(s) on {shards} shard(s) at {listen} from {} \
-         (recovered in {} ms, {} bytes scanned, {} bytes of torn tail cut, {} KiB I/O memory per \
-         shard, {} MiB cache and {} MiB request memory per shard)",
+         (recovered in {} ms, {} bytes scanned, {} bytes of torn tail cut; per shard {} MiB of \
+         memory set up in {} ms, of it a {} MiB cache, {} MiB request memory, {} KiB I/O \
+         memory)",
         total.0,
         snap.topics.len(),
         data_dir.display(),
         started.elapsed().as_millis(),
         total.1,
         total.2,
-        io_memory / 1024,
+        heap_bytes >> 20,
+        heap_ms,
         cache_bytes >> 20,
         request_memory >> 20,
+        io_memory / 1024,
     );
     println!("{line}");
     let _ = std::io::stdout().flush();

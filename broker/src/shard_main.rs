@@ -21,6 +21,9 @@ pub struct ShardReady {
     pub scanned_bytes: u64,
     pub truncated_bytes: u64,
     pub failed: Vec<(PathBuf, String)>,
+    /// The shard's heap, resident, and how long faulting it in took.
+    pub heap_bytes: usize,
+    pub heap_setup: Duration,
 }
 
 /// Everything a shard starts with.
@@ -32,12 +35,30 @@ pub struct ShardStart {
     pub snap: Arc<Snapshot>,
     pub cache_bytes_max: usize,
     pub request_memory_bytes: usize,
+    /// A heap part is reserved for this shard (`shard_heap::reserve`).
+    pub heap: bool,
     pub ready: flume::Sender<ShardReady>,
     pub shutdown: flume::Receiver<()>,
 }
 
 pub async fn run_shard(start: ShardStart) {
     let id = start.shard;
+    // The shard's memory, faulted in before anything else runs here: a
+    // blocking wait of the kernel's zeroing, once, so that no request
+    // later meets a fresh page.
+    let heap_started = std::time::Instant::now();
+    let heap_bytes = if start.heap {
+        match sluice_storage::shard_heap::adopt(id) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(shard = id, error = %e, "the shard allocates from the C allocator");
+                0
+            }
+        }
+    } else {
+        0
+    };
+    let heap_setup = heap_started.elapsed();
     sluice_storage::stall::configure(
         Some(std::time::Duration::from_millis(
             start.cfg.stall_threshold_ms,
@@ -87,6 +108,8 @@ pub async fn run_shard(start: ShardStart) {
             .map(|p| p.log.open_report().truncated_bytes)
             .sum(),
         failed,
+        heap_bytes,
+        heap_setup,
     };
     drop(owned);
     // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
@@ -125,6 +148,7 @@ pub async fn run_shard(start: ShardStart) {
     }
     shard.close_all().await;
     let s = shard.stats.get();
+    let heap = sluice_storage::shard_heap::stats(id);
     tracing::info!(
         shard = id,
         forwarded_batches = s.forwarded_batches,
@@ -133,6 +157,9 @@ pub async fn run_shard(start: ShardStart) {
         stalls = sluice_storage::stall::count(),
         request_memory_peak = shard.request_memory.peak(),
         request_memory_waits = shard.request_memory.waits(),
+        heap_peak = heap.peak,
+        heap_served = heap.served,
+        heap_overflow = heap.overflow,
         "shard stopped"
     );
     inbox.cancel();

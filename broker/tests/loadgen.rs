@@ -299,6 +299,7 @@ fn in_process_broker_and_report_agree() {
         &dir.path().join("data"),
     );
     cfg.cores = Some(1);
+    cfg.shard_memory_bytes = Some(128 << 20);
     cfg.cache_bytes_max = Some(64 << 20);
     let broker = sluice_broker::serve::start(cfg).expect("broker starts");
     assert_eq!(broker.failed(), 0);

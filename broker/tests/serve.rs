@@ -52,7 +52,8 @@ fn serve_command(data: &Path, port: u16) -> Command {
         &format!("127.0.0.1:{port}"),
         "--data-dir",
     ])
-    .arg(data);
+    .arg(data)
+    .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string());
     c
 }
 

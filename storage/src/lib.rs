@@ -26,6 +26,7 @@ pub mod notify;
 mod probe;
 pub mod runtime;
 mod segment;
+pub mod shard_heap;
 pub mod stall;
 
 pub use batch::{Batch, BatchHeader};

@@ -87,11 +87,45 @@ pub fn total_memory_bytes() -> Option<u64> {
     parse_meminfo_total_bytes(&text)
 }
 
-/// The default per-shard cache budget: a fair share of the machine's memory.
-pub fn cache_bytes_per_shard(total_memory_bytes: Option<u64>, shards: usize) -> usize {
+/// How a shard's memory is divided: its heap (faulted in at start), the
+/// cache budget within it, and the request memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub heap_bytes: usize,
+    pub cache_bytes: usize,
+    pub request_bytes: usize,
+}
+
+/// The memory of each of `shards` shards, from the machine's memory where
+/// a figure is not given: the heap is `SHARD_MEMORY_PERCENT_DEFAULT` of
+/// the machine over the shards, the cache `CACHE_SHARE_OF_HEAP_PERCENT` of
+/// the heap, the request memory as [`request_memory_per_shard`]. A cache
+/// given larger than the heap's share grows the heap to hold it.
+pub fn memory_plan(
+    total_memory_bytes: Option<u64>,
+    shards: usize,
+    heap: Option<usize>,
+    cache: Option<usize>,
+    request: Option<usize>,
+) -> MemoryPlan {
     let total = total_memory_bytes.unwrap_or(4 << 30);
-    let share = total / 100 * limits::CACHE_MEMORY_PERCENT_DEFAULT / shards.max(1) as u64;
-    (share as usize).max(limits::CACHE_BYTES_MIN)
+    let shards = shards.max(1) as u64;
+    let share = |percent: u64, of: u64| (of / 100 * percent) as usize;
+    let default_heap = share(limits::SHARD_MEMORY_PERCENT_DEFAULT, total / shards);
+    let heap = heap
+        .unwrap_or(default_heap)
+        .max(limits::SHARD_MEMORY_BYTES_MIN);
+    let cache_bytes = cache
+        .unwrap_or_else(|| share(limits::CACHE_SHARE_OF_HEAP_PERCENT, heap as u64))
+        .max(limits::CACHE_BYTES_MIN);
+    let request_bytes =
+        request.unwrap_or_else(|| request_memory_per_shard(total_memory_bytes, shards as usize));
+    let for_cache = cache_bytes / limits::CACHE_SHARE_OF_HEAP_PERCENT as usize * 100;
+    MemoryPlan {
+        heap_bytes: heap.max(for_cache),
+        cache_bytes,
+        request_bytes,
+    }
 }
 
 /// The default per-shard request memory budget (see
@@ -224,17 +258,27 @@ mod tests {
         );
     }
 
-    // Proves the cache share divides memory between shards and has a floor.
+    // Proves the memory plan divides the machine between shards, gives the
+    // cache its share of the heap, keeps the floors, and grows the heap
+    // for a larger cache given by hand.
     #[test]
-    fn cache_share() {
+    fn memory_plan_follows_the_machine() {
         let total = 24u64 << 30;
-        assert_eq!(
-            cache_bytes_per_shard(Some(total), 2),
-            (total / 100 * 25 / 2) as usize
-        );
-        assert_eq!(
-            cache_bytes_per_shard(Some(1 << 20), 2),
-            limits::CACHE_BYTES_MIN
-        );
+        let p = memory_plan(Some(total), 2, None, None, None);
+        assert_eq!(p.heap_bytes, (total / 2 / 100 * 30) as usize);
+        assert_eq!(p.cache_bytes, p.heap_bytes / 100 * 75);
+        assert_eq!(p.request_bytes, request_memory_per_shard(Some(total), 2));
+        let four = memory_plan(Some(total), 4, None, None, None);
+        assert_eq!(four.heap_bytes, p.heap_bytes / 2);
+        let tiny = memory_plan(Some(1 << 20), 2, None, None, None);
+        assert_eq!(tiny.heap_bytes, limits::SHARD_MEMORY_BYTES_MIN);
+        assert!(tiny.cache_bytes >= limits::CACHE_BYTES_MIN);
+        let given = memory_plan(Some(total), 2, Some(256 << 20), None, Some(300 << 20));
+        assert_eq!(given.heap_bytes, 256 << 20);
+        assert_eq!(given.cache_bytes, (256u64 << 20) as usize / 100 * 75);
+        assert_eq!(given.request_bytes, 300 << 20);
+        let big_cache = memory_plan(Some(total), 2, Some(256 << 20), Some(3 << 30), None);
+        assert_eq!(big_cache.cache_bytes, 3 << 30);
+        assert_eq!(big_cache.heap_bytes, (3usize << 30) / 75 * 100);
     }
 }

@@ -82,9 +82,24 @@ pub const READ_AHEAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const FLUSH_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 1000;
 
-/// Share of the machine's memory the per-shard batch caches may use
-/// together, in percent.
-pub const CACHE_MEMORY_PERCENT_DEFAULT: u64 = 25;
+/// Share of the machine's memory the shards' heaps take together, in
+/// percent (`--shard-memory-bytes`, per shard, overrides it). Each shard
+/// faults its heap in at start, before it serves: receive buffers and
+/// cached batches come from it, never from fresh pages.
+pub const SHARD_MEMORY_PERCENT_DEFAULT: u64 = 30;
+/// Floor of a shard's heap.
+pub const SHARD_MEMORY_BYTES_MIN: usize = 64 * 1024 * 1024;
+/// The default cache budget is this share of the shard's heap (percent);
+/// the rest holds requests in flight and the blocks' rounding to their
+/// size classes (at most a quarter of a block).
+pub const CACHE_SHARE_OF_HEAP_PERCENT: u64 = 75;
+/// Allocations of this size range made on a shard's thread come from its
+/// heap (smaller ones are the C allocator's, reused from its free lists;
+/// larger ones, frames of more than 4 MiB, are rare).
+pub const HEAP_BLOCK_BYTES_MIN: usize = 4096;
+pub const HEAP_BLOCK_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most shards with a heap of their own.
+pub const HEAP_PARTS_MAX: usize = 256;
 /// Floor of the per-shard cache budget, so small machines still cache the
 /// tail of a log.
 pub const CACHE_BYTES_MIN: usize = 16 * 1024 * 1024;

@@ -80,6 +80,9 @@ impl Broker {
             .arg(data)
             .args(extra)
             .env("SLUICE_LOG", "info")
+            // Brokers of tests run side by side: each shard sets up 128 MiB
+            // rather than its share of the machine. A test may set more.
+            .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string())
             .envs(env.iter().copied());
         cmd
     }
