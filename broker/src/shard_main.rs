@@ -160,6 +160,7 @@ pub async fn run_shard(start: ShardStart) {
         heap_peak = heap.peak,
         heap_served = heap.served,
         heap_overflow = heap.overflow,
+        heap_borrowed = heap.borrowed,
         "shard stopped"
     );
     inbox.cancel();

@@ -1,0 +1,275 @@
+//! sluice side by side with a peer broker (Apache Iggy), each driven by its
+//! own load generator, on the same machine in the same run, alternating
+//! A B A B so that the machine's drift falls on both.
+//!
+//!     cargo build --release -p sluice-broker
+//!     cargo run --release -p sluice-bench --example peer
+//!
+//! It needs `iggy-server` and `iggy-bench` on PATH, built from the peer's
+//! public repository (nothing of the peer is in this repository), and
+//! `IGGY_CONFIG_PATH` pointing at that repository's server configuration
+//! file when the server does not find it on its own. Without them it says
+//! so and exits 0.
+//!
+//! Both brokers start with their default settings on a fresh data
+//! directory for every run. Workloads (2 partitions or streams, 2
+//! producers, 1000-byte messages): W1 ~1 MB batches, durable (sluice
+//! acks=all; the peer fsyncs each write, `--enforce-fsync`); W2 the same
+//! with ~100 KB batches; W5 ~1 MB batches, not waiting for the disk
+//! (sluice acks=1; the peer without fsync). sluice's loadgen measures 10 s
+//! after a 2 s warm-up. The peer's tool sends a byte count rather than
+//! running for a time: it sends what sluice wrote in the run just before
+//! (its rate times 12 s), after the same warm-up, so both brokers take the
+//! same volume. (Without fsync the peer writes to the page cache, which
+//! takes a few gigabytes at memory speed before the kernel holds writers
+//! to the disk's pace: on this kind of machine 650 MB/s for 3 GB, 300-440
+//! MB/s for 8 GB. A fixed, small volume would measure the page cache.)
+//!
+//! SLUICE_PEER_ROUNDS (default 3) pairs per workload; SLUICE_PEER_DIR
+//! (default target/peer) holds the data directories. Prints a Markdown
+//! table (medians, every round, the ratio of medians) and writes
+//! `target/bench/peer.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_bench::{free_port, median};
+
+fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Workload {
+    name: &'static str,
+    batch_bytes: usize,
+    durable: bool,
+    goal: f64,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "W1 durable bulk (~1 MB batches)",
+        batch_bytes: 1_000_000,
+        durable: true,
+        goal: 1.5,
+    },
+    Workload {
+        name: "W2 durable small batches (~100 KB)",
+        batch_bytes: 100_000,
+        durable: true,
+        goal: 1.2,
+    },
+    Workload {
+        name: "W5 bulk, not waiting for the disk (acks=1)",
+        batch_bytes: 1_000_000,
+        durable: false,
+        goal: 1.5,
+    },
+];
+
+/// Waits until `port` on loopback takes connections (or `limit` passes).
+fn wait_port(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: signals the child this process started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One sluice run: a fresh broker on default flags, loadgen beside it.
+fn sluice_run(bin: &Path, data: &Path, w: &Workload, report: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(data);
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sluice serve runs");
+    assert!(
+        wait_port(port, Duration::from_secs(120)),
+        "sluice did not start"
+    );
+    let batch = w.batch_bytes.to_string();
+    let status = Command::new(bin)
+        .args(["loadgen", "--bootstrap", &format!("127.0.0.1:{port}")])
+        .args(["--partitions", "2", "--producers", "2", "--consumers", "0"])
+        .args(["--message-bytes", "1000", "--batch-bytes", &batch])
+        .args(["--acks", if w.durable { "all" } else { "1" }])
+        .args(["--linger-ms", "5", "--duration", "10s", "--warmup", "2s"])
+        .arg("--json")
+        .arg(report)
+        .stdout(Stdio::null())
+        .status()
+        .expect("sluice loadgen runs");
+    stop(child);
+    assert!(status.success(), "sluice loadgen failed");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    v["produce"]["mb_per_sec"].as_f64().unwrap()
+}
+
+/// The figure the peer's tool prints: "Producers Results: Total
+/// throughput: X MB/s".
+fn peer_throughput(out: &str) -> Option<f64> {
+    out.lines()
+        .filter(|l| l.contains("Producers Results") || l.contains("Total throughput"))
+        .find_map(|l| {
+            let rest = &l[l.find("Total throughput:")? + "Total throughput:".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+}
+
+/// One peer run: a fresh server on its defaults, its tool beside it.
+fn peer_run(data: &Path, w: &Workload, total_mb: u64) -> f64 {
+    let _ = std::fs::remove_dir_all(data);
+    std::fs::create_dir_all(data).unwrap();
+    let port = free_port();
+    let child = Command::new("iggy-server")
+        .args(["--fresh", "--with-default-root-credentials"])
+        .env("IGGY_SYSTEM_PATH", data.join("data"))
+        .env("IGGY_TCP_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("IGGY_HTTP_ENABLED", "false")
+        .env("IGGY_QUIC_ENABLED", "false")
+        .env("IGGY_WEBSOCKET_ENABLED", "false")
+        .current_dir(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iggy-server runs");
+    assert!(
+        wait_port(port, Duration::from_secs(60)),
+        "iggy-server did not start (IGGY_CONFIG_PATH?)"
+    );
+    let per_batch = (w.batch_bytes / 1000).to_string();
+    let mut cmd = Command::new("iggy-bench");
+    let total = format!("{total_mb}MB");
+    cmd.args(["-m", "1000", "-P", &per_batch, "-T", &total, "-w", "2s"]);
+    if w.durable {
+        cmd.arg("--enforce-fsync");
+    }
+    cmd.args(["pinned-producer", "--streams", "2", "--producers", "2"])
+        .args(["tcp", "--server-address", &format!("127.0.0.1:{port}")])
+        .current_dir(data);
+    let out = cmd.output().expect("iggy-bench runs");
+    stop(child);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "iggy-bench failed:\n{text}");
+    peer_throughput(&text).unwrap_or_else(|| panic!("no throughput in:\n{text}"))
+}
+
+fn main() {
+    if !on_path("iggy-server") || !on_path("iggy-bench") {
+        println!(
+            "peer: iggy-server and iggy-bench are not on PATH; build them from the peer's \
+             repository to run the side-by-side comparison"
+        );
+        return;
+    }
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let rounds: usize = env("SLUICE_PEER_ROUNDS", "3").parse().expect("a count");
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = sluice_bench::broker_bin();
+    let dir = std::env::var("SLUICE_PEER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target.join("../peer"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("loadgen.json");
+    let mut table = String::from(
+        "| workload | sluice MB/s (median; rounds) | peer MB/s (median; rounds) | ratio of medians | goal |\n|---|---|---|---|---|\n",
+    );
+    let mut results = Vec::new();
+    for w in &WORKLOADS {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            eprintln!("peer: {} round {}: sluice", w.name, round + 1);
+            a.push(sluice_run(&bin, &dir.join("sluice"), w, &report));
+            eprintln!("peer: {} round {}: peer", w.name, round + 1);
+            let volume_mb = (a[round] * 12.0) as u64;
+            b.push(peer_run(&dir.join("peer"), w, volume_mb));
+            eprintln!(
+                "peer: {} round {}: {:.0} / {:.0} MB/s",
+                w.name,
+                round + 1,
+                a[round],
+                b[round]
+            );
+        }
+        let (ma, mb) = (median(a.clone()), median(b.clone()));
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.push_str(&format!(
+            "| {} | {ma:.0} ({}) | {mb:.0} ({}) | **{:.2}x** | {:.1}x |\n",
+            w.name,
+            list(&a),
+            list(&b),
+            ma / mb,
+            w.goal
+        ));
+        results.push(json!({
+            "workload": w.name,
+            "sluice_mb_per_sec": a,
+            "peer_mb_per_sec": b,
+            "ratio_of_medians": ma / mb,
+            "goal": w.goal,
+        }));
+    }
+    println!("peer: {rounds} alternating pairs per workload\n\n{table}");
+    let out = target.join("../bench");
+    let _ = std::fs::create_dir_all(&out);
+    std::fs::write(
+        out.join("peer.json"),
+        serde_json::to_string_pretty(
+            &json!({ "rounds": rounds, "results": results, "table": table }),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the peer's summary line is read, and other lines are not.
+    #[test]
+    fn reads_the_peers_summary() {
+        let out = "Producer #1 → sent 100 messages, average throughput: 12.00 MB/s\n\
+                   Producers Results: Total throughput: 481.27 MB/s, 481270 messages/s";
+        assert_eq!(peer_throughput(out), Some(481.27));
+        assert_eq!(peer_throughput("no figures here"), None);
+    }
+}
