@@ -416,9 +416,7 @@ fn slow_clients_announcing_huge_frames_cost_what_they_send() {
         &["--request-memory-bytes", &BUDGET.to_string()],
     );
     assert!(
-        b.seen
-            .iter()
-            .any(|l| l.contains("200 MiB request memory per shard")),
+        b.seen.iter().any(|l| l.contains("200 MiB request memory,")),
         "{:#?}",
         b.seen
     );

@@ -41,7 +41,7 @@ fn producing_into_a_fresh_broker_takes_no_fresh_pages() {
         "{serving}"
     );
     assert!(
-        serving.contains(&format!("a {} MiB cache", HEAP / 100 * 75 >> 20)),
+        serving.contains(&format!("a {} MiB cache", (HEAP / 100 * 75) >> 20)),
         "{serving}"
     );
     let pid = b.child.id();

@@ -250,16 +250,8 @@ unsafe impl GlobalAlloc for DmaAwareAlloc {
             // SAFETY: the system allocator made it and may resize it.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        // SAFETY: forwarded contract; copy the smaller of the two, then free
-        // the old block through the allocator that made it.
-        unsafe {
-            let p = self.alloc(new_layout);
-            if !p.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
-                self.dealloc(ptr, layout);
-            }
-            p
-        }
+        // SAFETY: forwarded contract.
+        unsafe { crate::shard_heap::move_block(self, ptr, layout, new_layout) }
     }
 }
 

@@ -499,6 +499,30 @@ fn class_at(part: usize, sb: usize) -> usize {
     unsafe { meta(sb).class as usize }
 }
 
+/// Resizes by moving: a new block of `new_layout` from `a`, the smaller of
+/// the two sizes copied, the old block freed through `a` (which frees it
+/// through whichever allocator made it).
+///
+/// # Safety
+/// As for `GlobalAlloc::realloc`, with `new_layout` the old alignment and
+/// the new size.
+pub(crate) unsafe fn move_block<A: GlobalAlloc>(
+    a: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_layout: Layout,
+) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let p = a.alloc(new_layout);
+        if !p.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_layout.size()));
+            a.dealloc(ptr, layout);
+        }
+        p
+    }
+}
+
 /// An allocator (`A`) whose blocks of the heap's sizes come from the
 /// calling shard's part of the heap.
 pub struct ShardHeap<A>(pub A);
@@ -555,16 +579,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ShardHeap<A> {
             // SAFETY: `A` made it and may resize it.
             return unsafe { self.0.realloc(ptr, layout, new_size) };
         }
-        // SAFETY: forwarded contract; copy the smaller of the two, then free
-        // the old block through the allocator that made it.
-        unsafe {
-            let p = self.alloc(new_layout);
-            if !p.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
-                self.dealloc(ptr, layout);
-            }
-            p
-        }
+        // SAFETY: forwarded contract.
+        unsafe { crate::shard_heap::move_block(self, ptr, layout, new_layout) }
     }
 }
 
