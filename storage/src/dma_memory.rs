@@ -117,42 +117,11 @@ fn region() -> Option<usize> {
             break;
         }
     }
-    let len = DMA_REGION_BYTES + SUPERBLOCK;
-    // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
+    let Ok(base) = crate::region::map_aligned_huge(DMA_REGION_BYTES, SUPERBLOCK) else {
         // The system allocator serves everything from now on.
         REGION.store(UNAVAILABLE, Ordering::Release);
         return None;
-    }
-    let start = p as usize;
-    let base = start.next_multiple_of(SUPERBLOCK);
-    // SAFETY: both ranges lie inside the mapping just made and are not
-    // used: the slack before the aligned base and after the region's end.
-    unsafe {
-        if base > start {
-            libc::munmap(p, base - start);
-        }
-        let end = base + DMA_REGION_BYTES;
-        if start + len > end {
-            libc::munmap(end as *mut libc::c_void, start + len - end);
-        }
-        // Advice only: without THP the region is ordinary pages.
-        libc::madvise(
-            base as *mut libc::c_void,
-            DMA_REGION_BYTES,
-            libc::MADV_HUGEPAGE,
-        );
-    }
+    };
     REGION.store(base, Ordering::Release);
     Some(base)
 }
@@ -251,7 +220,7 @@ unsafe impl GlobalAlloc for DmaAwareAlloc {
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
         // SAFETY: forwarded contract.
-        unsafe { crate::shard_heap::move_block(self, ptr, layout, new_layout) }
+        unsafe { crate::region::move_block(self, ptr, layout, new_layout) }
     }
 }
 

@@ -24,6 +24,7 @@ mod kernel_ring;
 mod log;
 pub mod notify;
 mod probe;
+mod region;
 pub mod runtime;
 mod segment;
 pub mod shard_heap;

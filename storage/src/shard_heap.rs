@@ -52,10 +52,7 @@ const _: () = assert!(SUPERBLOCK >= HUGE_PAGE && SUPERBLOCK.is_multiple_of(HUGE_
 
 /// The size class of an allocation of `size` bytes, if the heap serves it.
 pub fn class_of(size: usize) -> Option<usize> {
-    if size == 0 || size > HEAP_BLOCK_BYTES_MAX {
-        return None;
-    }
-    if size < HEAP_BLOCK_BYTES_MIN {
+    if !(HEAP_BLOCK_BYTES_MIN..=HEAP_BLOCK_BYTES_MAX).contains(&size) {
         return None;
     }
     if size == HEAP_BLOCK_BYTES_MIN {
@@ -172,53 +169,17 @@ pub fn reserve(part_bytes: usize, parts: usize) -> Result<(), String> {
     let total = part_bytes
         .checked_mul(parts)
         .ok_or("the shard heap is larger than the address space")?;
-    let map = |len: usize| {
-        // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            Err(format!(
-                "reserving {len} bytes for the shard heap: {}",
-                std::io::Error::last_os_error()
-            ))
-        } else {
-            Ok(p as usize)
-        }
-    };
     let table_len = (sbs * parts * std::mem::size_of::<Superblock>()).next_multiple_of(4096);
-    let table = map(table_len)?;
-    let len = total + SUPERBLOCK;
-    let start = match map(len) {
-        Ok(s) => s,
+    let failed = |e: std::io::Error| format!("reserving the shard heap: {e}");
+    let table = crate::region::map_anonymous(table_len).map_err(failed)?;
+    let base = match crate::region::map_aligned_huge(total, SUPERBLOCK) {
+        Ok(b) => b,
         Err(e) => {
             // SAFETY: the table mapping made above, unused.
             unsafe { libc::munmap(table as *mut libc::c_void, table_len) };
-            return Err(e);
+            return Err(failed(e));
         }
     };
-    let base = start.next_multiple_of(SUPERBLOCK);
-    // SAFETY: both ranges lie inside the mapping just made and are unused:
-    // the slack before the aligned base and after the region's end.
-    unsafe {
-        if base > start {
-            libc::munmap(start as *mut libc::c_void, base - start);
-        }
-        let end = base + total;
-        if start + len > end {
-            libc::munmap(end as *mut libc::c_void, start + len - end);
-        }
-        // Advice only: without transparent huge pages the parts are
-        // ordinary pages.
-        libc::madvise(base as *mut libc::c_void, total, libc::MADV_HUGEPAGE);
-    }
     TABLE.store(table, Ordering::Release);
     PART_BYTES.store(part_bytes, Ordering::Release);
     PART_COUNT.store(parts, Ordering::Release);
@@ -499,30 +460,6 @@ fn class_at(part: usize, sb: usize) -> usize {
     unsafe { meta(sb).class as usize }
 }
 
-/// Resizes by moving: a new block of `new_layout` from `a`, the smaller of
-/// the two sizes copied, the old block freed through `a` (which frees it
-/// through whichever allocator made it).
-///
-/// # Safety
-/// As for `GlobalAlloc::realloc`, with `new_layout` the old alignment and
-/// the new size.
-pub(crate) unsafe fn move_block<A: GlobalAlloc>(
-    a: &A,
-    ptr: *mut u8,
-    layout: Layout,
-    new_layout: Layout,
-) -> *mut u8 {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let p = a.alloc(new_layout);
-        if !p.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_layout.size()));
-            a.dealloc(ptr, layout);
-        }
-        p
-    }
-}
-
 /// An allocator (`A`) whose blocks of the heap's sizes come from the
 /// calling shard's part of the heap.
 pub struct ShardHeap<A>(pub A);
@@ -580,7 +517,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ShardHeap<A> {
             return unsafe { self.0.realloc(ptr, layout, new_size) };
         }
         // SAFETY: forwarded contract.
-        unsafe { crate::shard_heap::move_block(self, ptr, layout, new_layout) }
+        unsafe { crate::region::move_block(self, ptr, layout, new_layout) }
     }
 }
 
