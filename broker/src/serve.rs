@@ -246,6 +246,8 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     let data_dir = cfg.data_dir.clone();
     let cfg = std::sync::Arc::new(cfg);
     let (ready_tx, ready_rx) = flume::bounded::<ShardReady>(shards);
+    let (listening_tx, listening_rx) = flume::bounded::<(usize, Option<String>)>(shards);
+    let mut listens = Vec::new();
     let mut inboxes = Vec::new();
     let mut peers = Vec::new();
     for _ in 0..shards {
@@ -253,12 +255,15 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         peers.push(tx);
         inboxes.push(rx);
     }
+    let polled_io = sluice_storage::runtime::device_polls(&cfg.data_dir);
     let mut stops = Vec::new();
     let mut handles = Vec::new();
     for (shard, inbox) in inboxes.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         stops.push(stop_tx);
         let ready = ready_tx.clone();
+        let (listen_tx, listen_rx) = flume::bounded::<()>(1);
+        listens.push(listen_tx);
         let placement = match cpu_ids.get(shard) {
             Some(&cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
@@ -273,7 +278,10 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
             cache_bytes_max: cache_bytes,
             request_memory_bytes: request_memory,
             heap,
+            polled_io,
             ready,
+            listen: listen_rx,
+            listening: listening_tx.clone(),
             shutdown: stop_rx,
         };
         let h = sluice_storage::runtime::executor_builder(
@@ -292,6 +300,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     drop(peers);
     drop(ready_tx);
+    drop(listening_tx);
     let mut failed = 0;
     let mut total = (0usize, 0u64, 0u64);
     let (mut heap_bytes, mut heap_ms) = (0usize, 0u128);
@@ -305,6 +314,16 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         total.0 += r.partitions;
         total.1 += r.scanned_bytes;
         total.2 += r.truncated_bytes;
+    }
+    // Every shard is set up: now all of them listen.
+    for l in &listens {
+        let _ = l.send(());
+    }
+    for (shard, why) in listening_rx.iter().take(shards) {
+        if let Some(why) = why {
+            failed += 1;
+            eprintln!("sluice: shard {shard}: {listen}: {why}");
+        }
     }
     let line = format!(
         "sluice: serving {} partition(s) of {} topic(s) on {shards} shard(s) at {listen} from {} \

@@ -37,7 +37,17 @@ pub struct ShardStart {
     pub request_memory_bytes: usize,
     /// A heap part is reserved for this shard (`shard_heap::reserve`).
     pub heap: bool,
+    /// The data directory's device completes I/O by polling (see
+    /// `runtime::device_polls`).
+    pub polled_io: bool,
     pub ready: flume::Sender<ShardReady>,
+    /// Sent once every shard is ready: only then does any shard listen,
+    /// so that no connection lands on a shard that is still faulting in
+    /// its memory or opening its partitions, and every shard's listener
+    /// is in the SO_REUSEPORT group from the first connection on.
+    pub listen: flume::Receiver<()>,
+    /// Whether this shard's listener opened (`None`) or why not.
+    pub listening: flume::Sender<(usize, Option<String>)>,
     pub shutdown: flume::Receiver<()>,
 }
 
@@ -59,6 +69,11 @@ pub async fn run_shard(start: ShardStart) {
         0
     };
     let heap_setup = heap_started.elapsed();
+    if !start.polled_io {
+        if let Err(e) = sluice_storage::runtime::use_interrupt_ring(&start.cfg.data_dir, id).await {
+            tracing::warn!(shard = id, error = %e, "O_DIRECT I/O may complete on the polled ring");
+        }
+    }
     sluice_storage::stall::configure(
         Some(std::time::Duration::from_millis(
             start.cfg.stall_threshold_ms,
@@ -96,7 +111,7 @@ pub async fn run_shard(start: ShardStart) {
         }
     };
     let owned = shard.owned();
-    let mut report = ShardReady {
+    let report = ShardReady {
         shard: id,
         partitions: owned.len(),
         scanned_bytes: owned
@@ -112,31 +127,36 @@ pub async fn run_shard(start: ShardStart) {
         heap_setup,
     };
     drop(owned);
+    let _ = start.ready.send_async(report).await;
     // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
-    // connections across them.
+    // connections across them. None binds before all are ready.
     let stop = Rc::new(std::cell::Cell::new(false));
-    let acceptor = match glommio::net::TcpListener::bind(start.cfg.listen) {
-        Ok(l) => Some(
-            glommio::spawn_local(sluice_storage::stall::watch(
-                "accept",
-                crate::connection::accept_loop(shard.clone(), l, stop.clone()),
-            ))
-            .detach(),
-        ),
-        Err(e) => {
-            report.failed.push((
-                PathBuf::from(start.cfg.listen.to_string()),
-                format!("cannot listen: {e}"),
-            ));
-            None
+    let acceptor = if start.listen.recv_async().await.is_ok() {
+        match glommio::net::TcpListener::bind(start.cfg.listen) {
+            Ok(l) => {
+                let _ = start.listening.send_async((id, None)).await;
+                Some(
+                    glommio::spawn_local(sluice_storage::stall::watch(
+                        "accept",
+                        crate::connection::accept_loop(shard.clone(), l, stop.clone()),
+                    ))
+                    .detach(),
+                )
+            }
+            Err(e) => {
+                let why = format!("cannot listen: {e}");
+                let _ = start.listening.send_async((id, Some(why))).await;
+                None
+            }
         }
+    } else {
+        None
     };
     let housekeeping = glommio::spawn_local(sluice_storage::stall::watch(
         "housekeeping",
         housekeeping(shard.clone()),
     ))
     .detach();
-    let _ = start.ready.send_async(report).await;
     let _ = start.shutdown.recv_async().await;
     stop.set(true);
     if let Some(a) = acceptor {

@@ -124,16 +124,20 @@ impl Drop for Scratch {
 }
 
 /// Sequential extending writes of `block` bytes with `depth` in flight for
-/// `slice` (or `POINT_BYTES_MAX`), on a polled ring of iotune's own that it
-/// waits on in the kernel (`kernel_ring`), from the same DMA buffers and
-/// O_DIRECT file the log uses. Falls back to a ring completed by interrupt
-/// where the device refuses polled writes.
+/// `slice` (or `POINT_BYTES_MAX`), on a ring of iotune's own that it waits
+/// on in the kernel (`kernel_ring`), from the same DMA buffers and
+/// O_DIRECT file the log uses. The ring is polled where the shards' is
+/// (`runtime::device_polls`), else completed by interrupt; also by
+/// interrupt where the device refuses polled writes.
 async fn write_point(
     dir: &Path,
     block: usize,
     depth: usize,
     slice: Duration,
 ) -> std::io::Result<WritePoint> {
+    if !crate::runtime::device_polls(dir) {
+        return write_point_on(dir, block, depth, slice, false).await;
+    }
     match write_point_on(dir, block, depth, slice, true).await {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
             write_point_on(dir, block, depth, slice, false).await
