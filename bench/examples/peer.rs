@@ -25,6 +25,14 @@
 //! to the disk's pace: on this kind of machine 650 MB/s for 3 GB, 300-440
 //! MB/s for 8 GB. A fixed, small volume would measure the page cache.)
 //!
+//! When `fio` is on PATH each round also measures the disk's limit for
+//! the workload's shape, so each broker's figure can be read against what
+//! the disk did in the same minutes: two new files appended to at once
+//! with 1 MiB O_DIRECT writes, 4 in flight each (sluice's partition
+//! logs), with an fdatasync every 4 writes for the durable workloads
+//! (acks=all's group commit at this rate) and every 64 for W5 (sluice's
+//! default flush policy, 64 MiB).
+//!
 //! SLUICE_PEER_ROUNDS (default 3) pairs per workload; SLUICE_PEER_DIR
 //! (default target/peer) holds the data directories. Prints a Markdown
 //! table (medians, every round, the ratio of medians) and writes
@@ -47,6 +55,8 @@ fn on_path(cmd: &str) -> bool {
 
 struct Workload {
     name: &'static str,
+    /// The disk limit's writes per fdatasync (see the module's notes).
+    writes_per_sync: u32,
     batch_bytes: usize,
     durable: bool,
     goal: f64,
@@ -55,18 +65,21 @@ struct Workload {
 const WORKLOADS: [Workload; 3] = [
     Workload {
         name: "W1 durable bulk (~1 MB batches)",
+        writes_per_sync: 4,
         batch_bytes: 1_000_000,
         durable: true,
         goal: 1.5,
     },
     Workload {
         name: "W2 durable small batches (~100 KB)",
+        writes_per_sync: 4,
         batch_bytes: 100_000,
         durable: true,
         goal: 1.2,
     },
     Workload {
         name: "W5 bulk, not waiting for the disk (acks=1)",
+        writes_per_sync: 64,
         batch_bytes: 1_000_000,
         durable: false,
         goal: 1.5,
@@ -131,6 +144,25 @@ fn sluice_run(bin: &Path, data: &Path, w: &Workload, report: &Path) -> f64 {
     assert!(status.success(), "sluice loadgen failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
     v["produce"]["mb_per_sec"].as_f64().unwrap()
+}
+
+/// The disk's limit for `w`'s shape, MB/s (see the module's notes): fio,
+/// 10 s, two jobs each appending to a new file.
+fn disk_limit(dir: &Path, w: &Workload) -> Option<f64> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).ok()?;
+    let out = Command::new("fio")
+        .args(["--output-format=json", "--ioengine=io_uring", "--direct=1"])
+        .args(["--rw=write", "--bs=1M", "--iodepth=4", "--numjobs=2"])
+        .args(["--size=8G", "--runtime=10", "--fallocate=none"])
+        .arg(format!("--fdatasync={}", w.writes_per_sync))
+        .args(["--group_reporting", "--name=limit"])
+        .arg(format!("--directory={}", dir.display()))
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_dir_all(dir);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v["jobs"][0]["write"]["bw_bytes"].as_f64()? / 1e6)
 }
 
 /// The figure the peer's tool prints: "Producers Results: Total
@@ -204,18 +236,23 @@ fn main() {
         .unwrap_or_else(|_| target.join("../peer"));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("loadgen.json");
+    let fio = on_path("fio");
     let mut table = String::from(
-        "| workload | sluice MB/s (median; rounds) | peer MB/s (median; rounds) | ratio of medians | goal |\n|---|---|---|---|---|\n",
+        "| workload | sluice MB/s (median; rounds) | peer MB/s (median; rounds) | ratio of medians | goal | disk limit MB/s, same rounds (fio) | sluice / limit |\n|---|---|---|---|---|---|---|\n",
     );
     let mut results = Vec::new();
     for w in &WORKLOADS {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             eprintln!("peer: {} round {}: sluice", w.name, round + 1);
             a.push(sluice_run(&bin, &dir.join("sluice"), w, &report));
             eprintln!("peer: {} round {}: peer", w.name, round + 1);
             let volume_mb = (a[round] * 12.0) as u64;
             b.push(peer_run(&dir.join("peer"), w, volume_mb));
+            if fio {
+                eprintln!("peer: {} round {}: disk limit", w.name, round + 1);
+                d.extend(disk_limit(&dir.join("fio"), w));
+            }
             eprintln!(
                 "peer: {} round {}: {:.0} / {:.0} MB/s",
                 w.name,
@@ -231,8 +268,14 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let (limit, against) = if d.is_empty() {
+            ("not measured (no fio)".to_string(), String::new())
+        } else {
+            let md = median(d.clone());
+            (format!("{md:.0} ({})", list(&d)), format!("{:.2}", ma / md))
+        };
         table.push_str(&format!(
-            "| {} | {ma:.0} ({}) | {mb:.0} ({}) | **{:.2}x** | {:.1}x |\n",
+            "| {} | {ma:.0} ({}) | {mb:.0} ({}) | **{:.2}x** | {:.1}x | {limit} | {against} |\n",
             w.name,
             list(&a),
             list(&b),
@@ -243,6 +286,7 @@ fn main() {
             "workload": w.name,
             "sluice_mb_per_sec": a,
             "peer_mb_per_sec": b,
+            "disk_limit_mb_per_sec": d,
             "ratio_of_medians": ma / mb,
             "goal": w.goal,
         }));
