@@ -342,7 +342,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(cfg.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            cfg.listen,
+            "127.0.0.1:9999".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(
             (cfg.advertised_host.as_str(), cfg.advertised_port),
             ("127.0.0.1", 9999)

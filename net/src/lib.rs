@@ -7,6 +7,7 @@
 
 pub mod aio;
 pub mod client;
+pub mod cluster;
 pub mod consumer;
 pub mod frame;
 pub mod group;

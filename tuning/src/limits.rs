@@ -137,6 +137,15 @@ pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 /// client id's length (request header v1).
 pub const REQUEST_FRAME_BYTES_MIN: usize = 10;
 
+/// Largest archived body of a node-to-node frame (`sluice_net::cluster`):
+/// the metadata of one exchange (a heartbeat of every partition two nodes
+/// share, a fetch's partition list), never record data. A header that
+/// says more closes the link before anything is allocated.
+pub const CLUSTER_FRAME_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest raw part of a node-to-node frame: the record batches of one
+/// replica fetch answer.
+pub const CLUSTER_FRAME_RAW_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Open client connections per shard; past this, new connections are
 /// accepted and closed at once, with a log line.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
