@@ -6,6 +6,7 @@
 
 pub mod apis;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod controller;

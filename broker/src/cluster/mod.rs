@@ -1,0 +1,4 @@
+//! The cluster (being built; see ARCHITECTURE.md "Cluster"). So far: the
+//! replicated metadata log's consensus core, sans-IO (`metalog`).
+
+pub mod metalog;
