@@ -1,7 +1,8 @@
 //! Deterministic simulation of the cluster metadata log (`cluster::metalog`):
 //! three or five nodes driven by a seeded single-threaded scheduler with a
 //! virtual clock, over a network that drops, delays, duplicates, reorders
-//! and partitions, with nodes that crash (keeping only what `poll`
+//! and partitions (every message crossing it as a cluster frame), with
+//! nodes that crash (keeping only what `poll`
 //! persisted) and restart. After every step: at most one leader per term,
 //! every node's committed commands agree index by index (so each node's
 //! sequence is a prefix of the longest), a node's commit index never goes
@@ -16,9 +17,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
 use raft::prelude::Message;
 use raft::storage::MemStorage;
-use sluice_broker::cluster::metalog::{Metalog, MetalogConfig};
+use sluice_broker::cluster::metalog::{from_wire, to_wire, Metalog, MetalogConfig};
+use sluice_net::cluster::{encode, Frame, RaftMessages};
 
 /// SplitMix64: small, seedable, the same everywhere.
 struct Rng(u64);
@@ -42,10 +45,12 @@ impl Rng {
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 
+/// A message on its way, as the cluster frame that carries it (so every
+/// message of every seed crosses the frame codec and its validation).
 struct Flight {
     at: u64,
     to: u64,
-    msg: Message,
+    frame: Bytes,
 }
 
 struct Sim {
@@ -125,19 +130,33 @@ impl Sim {
         !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
     }
 
+    /// Sends what a node produced: its messages to each other node in one
+    /// frame (as a link does), each frame lost, duplicated or delayed
+    /// whole.
     fn send(&mut self, from: u64, msgs: Vec<Message>) {
+        let mut by_node: BTreeMap<u64, Vec<Message>> = BTreeMap::new();
         for m in msgs {
-            let to = m.to;
+            by_node.entry(m.to).or_default().push(m);
+        }
+        for (to, msgs) in by_node {
             if !self.reachable(from, to) || self.rng.chance(self.drop) {
                 continue;
             }
+            let body = RaftMessages {
+                from: from as u32,
+                group: 0,
+                messages: msgs.iter().map(to_wire).collect(),
+            };
+            let frame = encode(&body, vec![])
+                .expect("Raft messages frame")
+                .to_bytes();
             let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
             for _ in 0..copies {
                 let at = self.now + self.rng.below(self.delay_max + 1);
                 self.net.push(Flight {
                     at,
                     to,
-                    msg: m.clone(),
+                    frame: frame.clone(),
                 });
             }
         }
@@ -250,9 +269,14 @@ impl Sim {
         }
         while !due.is_empty() {
             let f = due.swap_remove(self.rng.below(due.len() as u64) as usize);
-            if let Some(Some(node)) = self.nodes.get_mut(&f.to) {
-                // A message a node cannot use is refused, never a panic.
-                let _ = node.step(f.msg);
+            let frame = Frame::from_bytes(f.frame).expect("a frame as sent");
+            let body = frame.view::<RaftMessages>().expect("a valid body");
+            for m in body.messages.iter() {
+                let m = from_wire(m).expect("a known message");
+                if let Some(Some(node)) = self.nodes.get_mut(&f.to) {
+                    // A message a node cannot use is refused, never a panic.
+                    let _ = node.step(m);
+                }
             }
             self.poll(seed, f.to);
         }
@@ -304,7 +328,7 @@ fn run_seed(seed: u64) {
     sim.dup = rng.below(50);
     sim.delay_max = 1 + rng.below(2 * ELECTION_TICKS as u64);
     sim.crash = rng.below(15);
-    for _ in 0..1500 {
+    for _ in 0..1000 {
         sim.step(seed, true);
     }
     // Heal: every link, every node, no loss; within bounded ticks a

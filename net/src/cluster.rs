@@ -80,6 +80,7 @@ pub enum Kind {
     HeartbeatReplies = 4,
     ReplicaFetch = 5,
     ReplicaFetchReply = 6,
+    Raft = 7,
 }
 
 impl Kind {
@@ -91,6 +92,7 @@ impl Kind {
             4 => Kind::HeartbeatReplies,
             5 => Kind::ReplicaFetch,
             6 => Kind::ReplicaFetchReply,
+            7 => Kind::Raft,
             _ => return None,
         })
     }
@@ -256,6 +258,69 @@ impl Message for ReplicaFetchReply {
             .map(|p| u64::from(p.raw_len.to_native()))
             .sum()
     }
+}
+
+/// A Raft log entry, field for field as raft-rs has it (the broker
+/// converts; this crate does not depend on the Raft implementation).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftEntry {
+    pub entry_type: i32,
+    pub term: u64,
+    pub index: u64,
+    pub data: Vec<u8>,
+    pub context: Vec<u8>,
+}
+
+/// A Raft membership (voters and learners, and the outgoing half of a
+/// joint configuration).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RaftConfState {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub voters_outgoing: Vec<u64>,
+    pub learners_next: Vec<u64>,
+    pub auto_leave: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftSnapshot {
+    pub data: Vec<u8>,
+    pub conf_state: RaftConfState,
+    pub index: u64,
+    pub term: u64,
+}
+
+/// One Raft message, field for field as raft-rs has it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftMessage {
+    pub msg_type: i32,
+    pub to: u64,
+    pub from: u64,
+    pub term: u64,
+    pub log_term: u64,
+    pub index: u64,
+    pub entries: Vec<RaftEntry>,
+    pub commit: u64,
+    pub commit_term: u64,
+    pub snapshot: Option<RaftSnapshot>,
+    pub request_snapshot: u64,
+    pub reject: bool,
+    pub reject_hint: u64,
+    pub context: Vec<u8>,
+    pub priority: i64,
+}
+
+/// Raft messages from one node to another, together in one frame.
+/// `group` 0 is the cluster metadata log.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftMessages {
+    pub from: u32,
+    pub group: u64,
+    pub messages: Vec<RaftMessage>,
+}
+
+impl Message for RaftMessages {
+    const KIND: Kind = Kind::Raft;
 }
 
 /// A parsed, not yet CRC-checked header.

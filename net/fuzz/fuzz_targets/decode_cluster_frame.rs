@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice_net::cluster::{
-    encode_archived, Frame, HeartbeatReplies, Heartbeats, Hello, HelloReply, Kind, ReplicaFetch,
-    ReplicaFetchReply,
+    encode_archived, Frame, HeartbeatReplies, Heartbeats, Hello, HelloReply, Kind, RaftMessages,
+    ReplicaFetch, ReplicaFetchReply,
 };
 use sluice_net::guard::GuardedAlloc;
 
@@ -22,6 +22,7 @@ fn view_all(f: &Frame) {
         Kind::HeartbeatReplies => f.decode::<HeartbeatReplies>().map(|_| ()),
         Kind::ReplicaFetch => f.decode::<ReplicaFetch>().map(|_| ()),
         Kind::ReplicaFetchReply => f.decode::<ReplicaFetchReply>().map(|_| ()),
+        Kind::Raft => f.decode::<RaftMessages>().map(|_| ()),
     };
 }
 
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     // body, so validation itself meets arbitrary bytes (a CRC only stops
     // random corruption, not a peer that computes it over garbage).
     if let Some((&k, rest)) = data.split_first() {
-        let kind = Kind::from_u16(u16::from(k % 6) + 1).expect("kinds 1..=6");
+        let kind = Kind::from_u16(u16::from(k % 7) + 1).expect("kinds 1..=7");
         // The second byte splits the rest into body and raw part.
         let (body, raw) = match rest.split_first() {
             Some((&cut, rest)) => rest.split_at((cut as usize).min(rest.len())),
