@@ -28,6 +28,12 @@ pub struct MetalogConfig {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
+    /// The range `[lo, hi)` the election timeout is drawn from; `None` is
+    /// raft-rs's `[election_ticks, 2 x election_ticks)`. raft-rs draws it
+    /// from an unseeded generator, so the simulation gives each node a
+    /// range of one value (`(t, t + 1)`), distinct per node, to stay
+    /// deterministic.
+    pub election_ticks_range: Option<(usize, usize)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +89,8 @@ impl Metalog {
             check_quorum: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            min_election_tick: cfg.election_ticks_range.map_or(0, |r| r.0),
+            max_election_tick: cfg.election_ticks_range.map_or(0, |r| r.1),
             ..Default::default()
         };
         rc.validate()?;
