@@ -330,6 +330,8 @@ pub struct Header {
     pub body_len: usize,
     pub raw_len: usize,
     pub crc: u32,
+    /// The header's first 16 bytes, which its CRC covers.
+    prefix: [u8; 16],
 }
 
 /// Checks a header before anything is allocated for its frame.
@@ -367,6 +369,7 @@ pub fn parse_header(h: &[u8; HEADER_BYTES]) -> Result<Header, ClusterFrameError>
         body_len,
         raw_len,
         crc: u32_at(16),
+        prefix: h[..16].try_into().unwrap(),
     })
 }
 
@@ -472,21 +475,20 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Checks a whole frame's CRC against its header. `body` must be
-    /// exactly `header.body_len` bytes and `raw` `header.raw_len`.
+    /// Checks a whole frame's CRC against its header (`parse_header`'s).
+    /// `body` must be exactly `h.body_len` bytes and `raw` `h.raw_len`.
     pub fn check(
-        header: &[u8; HEADER_BYTES],
+        h: &Header,
         body: AlignedVec<BODY_ALIGN>,
         raw: Bytes,
     ) -> Result<Frame, ClusterFrameError> {
-        let h = parse_header(header)?;
         if body.len() != h.body_len || raw.len() != h.raw_len {
             return Err(ClusterFrameError::Length {
                 got: HEADER_BYTES + body.len() + raw.len(),
                 want: HEADER_BYTES + h.body_len + h.raw_len,
             });
         }
-        let mut crc = crc32c::crc32c(&header[..16]);
+        let mut crc = crc32c::crc32c(&h.prefix);
         crc = crc32c::crc32c_append(crc, &body);
         crc = crc32c::crc32c_append(crc, &raw);
         if crc != h.crc {
@@ -524,7 +526,7 @@ impl Frame {
         }
         let mut body = AlignedVec::<BODY_ALIGN>::with_capacity(h.body_len);
         body.extend_from_slice(&bytes[HEADER_BYTES..HEADER_BYTES + h.body_len]);
-        Frame::check(&header, body, bytes.slice(HEADER_BYTES + h.body_len..))
+        Frame::check(&h, body, bytes.slice(HEADER_BYTES + h.body_len..))
     }
 
     /// The body as `M`, validated (bytecheck) before it is returned; the
@@ -604,7 +606,7 @@ pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r.read_exact(&mut body).await?;
     let mut raw = BytesMut::zeroed(h.raw_len);
     r.read_exact(&mut raw).await?;
-    Ok(Some(Frame::check(&header, body, raw.freeze())?))
+    Ok(Some(Frame::check(&h, body, raw.freeze())?))
 }
 
 /// Writes a frame: header and body, then each raw part as it is.
