@@ -127,15 +127,16 @@ impl Drop for Scratch {
 /// `slice` (or `POINT_BYTES_MAX`), on a ring of iotune's own that it waits
 /// on in the kernel (`kernel_ring`), from the same DMA buffers and
 /// O_DIRECT file the log uses. The ring is polled where the shards' is
-/// (`runtime::device_polls`), else completed by interrupt; also by
-/// interrupt where the device refuses polled writes.
+/// (`polled`, from `runtime::device_polls`), else completed by interrupt;
+/// also by interrupt where the device refuses polled writes.
 async fn write_point(
     dir: &Path,
     block: usize,
     depth: usize,
     slice: Duration,
+    polled: bool,
 ) -> std::io::Result<WritePoint> {
-    if !crate::runtime::device_polls(dir) {
+    if !polled {
         return write_point_on(dir, block, depth, slice, false).await;
     }
     match write_point_on(dir, block, depth, slice, true).await {
@@ -348,13 +349,20 @@ async fn read_point(
     Ok((done as f64 * block as f64 / secs, done as f64 / secs))
 }
 
-/// Measures the disk under `dir` within about `budget`.
+/// Measures the disk under `dir` within about `budget`, its O_DIRECT I/O
+/// on the ring a shard would use for that device.
 pub async fn measure(
     dir: &Path,
     budget: Duration,
     mut progress: impl FnMut(&str),
 ) -> std::io::Result<Results> {
     let started = Instant::now();
+    // O_DIRECT I/O on the ring a shard would use for this device (see
+    // `runtime::use_interrupt_ring`), decided once.
+    let polled = crate::runtime::device_polls(dir);
+    if !polled {
+        crate::runtime::use_interrupt_ring(dir, 0).await?;
+    }
     let points = (BLOCK_SIZES.len() * DEPTHS.len()) as u32;
     let write_slice = budget.mul_f64(0.55) / points;
     let sync_slice = budget.mul_f64(0.15) / BLOCK_SIZES.len() as u32;
@@ -363,7 +371,7 @@ pub async fn measure(
     for &b in &BLOCK_SIZES {
         for &d in &DEPTHS {
             progress(&format!("sequential write {} KiB x {d}", b >> 10));
-            seq_write.push(write_point(dir, b, d, write_slice).await?);
+            seq_write.push(write_point(dir, b, d, write_slice, polled).await?);
         }
     }
     let mut fdatasync = Vec::new();

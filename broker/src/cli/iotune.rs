@@ -70,10 +70,6 @@ pub fn run(a: IotuneArgs) -> ExitCode {
     let r = sluice_storage::runtime::executor_builder(placement, io_memory, idle_poll)
         .name("sluice-iotune")
         .spawn(move || async move {
-            // The same ring for O_DIRECT I/O as a shard's (see run_shard).
-            if !sluice_storage::runtime::device_polls(&dir) {
-                sluice_storage::runtime::use_interrupt_ring(&dir, 0).await?;
-            }
             iotune::measure(&dir, budget, |what| {
                 if !quiet {
                     eprintln!("iotune: {what}");
