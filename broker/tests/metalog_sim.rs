@@ -15,32 +15,16 @@
 //!
 //!     SLUICE_SIM_SEED=N cargo test -p sluice-broker --test metalog_sim
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use common::Rng;
 use raft::prelude::Message;
 use raft::storage::MemStorage;
 use sluice_broker::cluster::metalog::{from_wire, to_wire, Metalog, MetalogConfig};
 use sluice_net::cluster::{encode, Frame, RaftMessages};
-
-/// SplitMix64: small, seedable, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
@@ -105,7 +89,7 @@ impl Sim {
         // an order the seed picks (raft-rs would draw it unseeded).
         let mut timeouts: Vec<usize> = (0..n).map(|k| ELECTION_TICKS + 3 * k).collect();
         for i in (1..timeouts.len()).rev() {
-            let j = sim.rng.below(i as u64 + 1) as usize;
+            let j = sim.rng.below(i + 1);
             timeouts.swap(i, j);
         }
         for (&id, &t) in ids.iter().zip(&timeouts) {
@@ -161,7 +145,7 @@ impl Sim {
                 .to_bytes();
             let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
             for _ in 0..copies {
-                let at = self.now + self.rng.below(self.delay_max + 1);
+                let at = self.now + self.rng.below(self.delay_max as usize + 1) as u64;
                 self.net.push(Flight {
                     at,
                     to,
@@ -237,7 +221,7 @@ impl Sim {
         self.now += 1;
         // Faults: crash or restart a node, cut or heal a link.
         if faults {
-            let id = self.ids[self.rng.below(self.ids.len() as u64) as usize];
+            let id = self.ids[self.rng.below(self.ids.len())];
             if self.rng.chance(self.crash) {
                 let live = self.nodes.values().filter(|n| n.is_some()).count();
                 match self.nodes.get(&id).unwrap().is_some() {
@@ -253,15 +237,15 @@ impl Sim {
                 }
             }
             if self.rng.chance(10) {
-                let a = self.ids[self.rng.below(self.ids.len() as u64) as usize];
-                let b = self.ids[self.rng.below(self.ids.len() as u64) as usize];
+                let a = self.ids[self.rng.below(self.ids.len())];
+                let b = self.ids[self.rng.below(self.ids.len())];
                 if a != b && self.reachable(a, b) {
                     self.trace.push(format!("t{}: cut {a}-{b}", self.now));
                     self.cut.push((a, b));
                 }
             }
             if self.rng.chance(20) && !self.cut.is_empty() {
-                let i = self.rng.below(self.cut.len() as u64) as usize;
+                let i = self.rng.below(self.cut.len());
                 let (a, b) = self.cut.swap_remove(i);
                 self.trace.push(format!("t{}: heal {a}-{b}", self.now));
             }
@@ -277,7 +261,7 @@ impl Sim {
             }
         }
         while !due.is_empty() {
-            let f = due.swap_remove(self.rng.below(due.len() as u64) as usize);
+            let f = due.swap_remove(self.rng.below(due.len()));
             let frame = Frame::from_bytes(f.frame).expect("a frame as sent");
             let body = frame.view::<RaftMessages>().expect("a valid body");
             for m in body.messages.iter() {
@@ -333,10 +317,10 @@ fn run_seed(seed: u64) -> Sim {
     let mut rng = Rng(seed ^ 0x5EED);
     let n = if rng.chance(300) { 5 } else { 3 };
     let mut sim = Sim::new(seed, n);
-    sim.drop = rng.below(150);
-    sim.dup = rng.below(50);
-    sim.delay_max = 1 + rng.below(2 * ELECTION_TICKS as u64);
-    sim.crash = rng.below(15);
+    sim.drop = rng.below(150) as u64;
+    sim.dup = rng.below(50) as u64;
+    sim.delay_max = 1 + rng.below(2 * ELECTION_TICKS) as u64;
+    sim.crash = rng.below(15) as u64;
     for _ in 0..1000 {
         sim.step(seed, true);
     }
