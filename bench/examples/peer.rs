@@ -43,15 +43,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_bench::{free_port, median};
-
-fn on_path(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use sluice_bench::{free_port, median, on_path, profile_dir};
 
 struct Workload {
     name: &'static str,
@@ -228,8 +220,7 @@ fn main() {
     }
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let rounds: usize = env("SLUICE_PEER_ROUNDS", "3").parse().expect("a count");
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let target = profile_dir();
     let bin = sluice_bench::broker_bin();
     let dir = std::env::var("SLUICE_PEER_DIR")
         .map(PathBuf::from)

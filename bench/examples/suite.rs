@@ -27,20 +27,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_bench::{free_port, median};
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use sluice_bench::{free_port, median, on_path, profile_dir};
 
 fn ensure_tools() {
     let missing: Vec<&str> = ["fio", "iperf3", "chromium", "taskset"]
         .into_iter()
-        .filter(|c| !have(c))
+        .filter(|c| !on_path(c))
         .collect();
     if missing.is_empty() {
         return;
@@ -280,8 +272,7 @@ fn main() {
     let backlog = env("SLUICE_SUITE_BACKLOG", "2GB");
     let backlog_bytes = sluice_loadgen::args::parse_bytes(&backlog).expect("a byte count");
     // target/<profile>/examples/suite: the binaries are one level up.
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let target = profile_dir();
     let bin = sluice_bench::broker_bin();
     let dir = std::env::var("SLUICE_SUITE_DIR")
         .map(PathBuf::from)

@@ -128,15 +128,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// target/<profile> of this benchmark or example (target/<profile>/deps/x
+/// or target/<profile>/examples/x).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+}
+
+/// Whether `cmd` is on PATH.
+pub fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The `sluice` binary next to this benchmark or example
 /// (target/<profile>/deps/x or target/<profile>/examples/x ->
 /// target/<profile>/sluice), or SLUICE_BIN.
 pub fn broker_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = std::env::var("SLUICE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| profile_dir.join("sluice"));
+        .unwrap_or_else(|_| profile_dir().join("sluice"));
     assert!(
         bin.exists(),
         "{} is missing: build it first (cargo build --release -p sluice-broker), or set SLUICE_BIN",
