@@ -3,18 +3,20 @@
 //!
 //! Sans-IO: the owner ticks it on a timer, steps it with messages that
 //! arrived, proposes commands, and after each of those calls `poll`,
-//! which persists what raft asks to persist (here into its `MemStorage`;
-//! a crash keeps exactly what `poll` stored) and returns the messages to
-//! send and the commands committed since the last poll, in log order. No
-//! clock, no socket and no thread here: the shard's loop drives it in the
-//! broker, and a seeded scheduler with a virtual clock drives it in the
-//! simulation (`broker/tests/metalog_sim.rs`).
+//! which returns the journal bytes to append (see `journal`), the
+//! messages to send once those bytes are durable, and the commands
+//! committed since the last poll, in log order. The owner compacts the
+//! journal now and then with `compact` and the state the commands built.
+//! No clock, no socket, no file and no thread here: the shard's loop
+//! drives it in the broker, and a seeded scheduler with a virtual clock
+//! and disk drives it in the simulation (`broker/tests/metalog_sim.rs`).
 
 use protobuf::ProtobufEnum;
-use raft::prelude::{ConfState, EntryType, Message};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::prelude::{EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use sluice_net::cluster as wire;
+
+use super::journal::{self, Batch, JournalError, LogStore};
 
 /// How a node's metadata log is set up.
 #[derive(Debug, Clone)]
@@ -42,6 +44,18 @@ pub enum MetalogError {
     Raft(#[from] raft::Error),
     #[error("metadata log: this node ({0}) is not the leader")]
     NotLeader(u64),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("metadata log: {0}")]
+    Store(String),
+    #[error(
+        "metadata log: this node's journal names the voters {journal:?}, the configuration \
+         {configured:?} (the data directory belongs to another cluster, or --cluster changed)"
+    )]
+    Voters {
+        journal: Vec<u64>,
+        configured: Vec<u64>,
+    },
 }
 
 /// A command committed to the log.
@@ -55,29 +69,66 @@ pub struct Committed {
 /// What one `poll` produced.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// To append to the journal and make durable before sending
+    /// `messages` (empty when nothing changed).
+    pub journal: Vec<u8>,
     /// To send to other nodes (each names its recipient in `to`).
     pub messages: Vec<Message>,
+    /// A state image a leader sent, with the index it covers: the state
+    /// built so far is to be replaced by it, before applying `committed`.
+    pub restore: Option<(u64, Vec<u8>)>,
     /// Committed commands, in log order, not handed out before.
     pub committed: Vec<Committed>,
 }
 
 /// A node's replica of the metadata log.
 pub struct Metalog {
-    node: RawNode<MemStorage>,
+    node: RawNode<LogStore>,
     id: u64,
+    /// Records not yet handed out by `poll` (a new node's voters).
+    pending: Batch,
+}
+
+/// A node opened on its journal.
+pub struct Opened {
+    pub metalog: Metalog,
+    /// The state image of the last compaction and the index it covers:
+    /// the state to start from before applying what `poll` hands out.
+    pub restore: Option<(u64, Vec<u8>)>,
+    /// The journal's length without a torn tail: cut it to this before
+    /// appending.
+    pub intact_bytes: usize,
 }
 
 impl Metalog {
-    /// An empty log for a new cluster of `cfg.voters`.
-    pub fn bootstrap_storage(cfg: &MetalogConfig) -> MemStorage {
-        MemStorage::new_with_conf_state(ConfState::from((cfg.voters.clone(), vec![])))
-    }
-
-    /// Opens the node on `storage`: a fresh one from `bootstrap_storage`,
-    /// or what a node that stopped (or crashed) had persisted. Commands
-    /// already committed are handed out again by the first polls, from
-    /// the start of the log.
-    pub fn open(cfg: &MetalogConfig, storage: MemStorage) -> Result<Metalog, MetalogError> {
+    /// Opens the node on its journal: empty for a new node of a new
+    /// cluster, or what a node that stopped (or crashed) had made
+    /// durable. Commands already committed after the last compaction are
+    /// handed out again by the first polls.
+    pub fn open(cfg: &MetalogConfig, journal: &[u8]) -> Result<Opened, MetalogError> {
+        let replayed = journal::replay(journal)?;
+        let mut pending = Batch::default();
+        let store = if replayed.intact_bytes == 0 {
+            let store = LogStore::new(&cfg.voters);
+            pending.conf(&raft::prelude::ConfState::from((
+                cfg.voters.clone(),
+                vec![],
+            )));
+            store
+        } else {
+            let mut have = replayed.store.voters().to_vec();
+            let mut want = cfg.voters.clone();
+            have.sort_unstable();
+            want.sort_unstable();
+            if have != want {
+                return Err(MetalogError::Voters {
+                    journal: have,
+                    configured: want,
+                });
+            }
+            replayed.store
+        };
+        let restore = store.snapshot_image().map(|(i, d)| (i, d.to_vec()));
         let rc = raft::Config {
             id: cfg.node_id,
             election_tick: cfg.election_ticks,
@@ -95,9 +146,14 @@ impl Metalog {
         };
         rc.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        Ok(Metalog {
-            node: RawNode::new(&rc, storage, &logger)?,
-            id: cfg.node_id,
+        Ok(Opened {
+            metalog: Metalog {
+                node: RawNode::new(&rc, store, &logger)?,
+                id: cfg.node_id,
+                pending,
+            },
+            restore,
+            intact_bytes: replayed.intact_bytes,
         })
     }
 
@@ -140,40 +196,86 @@ impl Metalog {
         self.node.raft.raft_log.committed
     }
 
-    /// Persists what raft has ready and returns what to send and apply.
-    /// Entries and the hard state are stored before any message that
-    /// depends on them is returned (raft-rs's persisted messages).
+    /// The index of the last command handed out by `poll`.
+    pub fn applied(&self) -> u64 {
+        self.node.raft.raft_log.applied
+    }
+
+    /// Collects what raft has ready: the journal bytes that make it
+    /// durable, the messages to send once they are, and what committed.
+    /// Entries and the hard state go into the journal before any message
+    /// that depends on them is returned (raft-rs's persisted messages).
     pub fn poll(&mut self) -> Result<Output, MetalogError> {
         let mut out = Output::default();
-        if !self.node.has_ready() {
-            return Ok(out);
+        let mut batch = std::mem::take(&mut self.pending);
+        if self.node.has_ready() {
+            self.ready(&mut out, &mut batch)?;
         }
+        out.journal = batch.finish();
+        // The leader's snapshots are small and sent whole: count each as
+        // delivered. One that is lost leaves the follower behind, which
+        // rejects the next append, and the leader sends it again.
+        for m in &out.messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.node.report_snapshot(m.to, SnapshotStatus::Finish);
+            }
+        }
+        Ok(out)
+    }
+
+    fn ready(&mut self, out: &mut Output, batch: &mut Batch) -> Result<(), MetalogError> {
         let mut ready = self.node.ready();
         out.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
             let snap = ready.snapshot().clone();
-            self.node.mut_store().wl().apply_snapshot(snap)?;
+            batch.snapshot(&snap);
+            out.restore = Some((snap.get_metadata().index, snap.data.to_vec()));
+            self.node.mut_store().apply_snapshot(snap);
         }
-        Self::collect(&mut out, ready.take_committed_entries());
+        Self::collect(out, ready.take_committed_entries());
         if !ready.entries().is_empty() {
-            self.node.mut_store().wl().append(ready.entries())?;
+            batch.entries(ready.entries());
+            self.node
+                .mut_store()
+                .append(ready.entries())
+                .map_err(MetalogError::Store)?;
         }
         if let Some(hs) = ready.hs() {
-            self.node.mut_store().wl().set_hardstate(hs.clone());
+            batch.hard(hs);
+            self.node.mut_store().set_hard_state(hs.clone());
         }
         out.messages.extend(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.node
-                .mut_store()
-                .wl()
-                .mut_hard_state()
-                .set_commit(commit);
+            let mut hs = self.node.store().hard_state().clone();
+            hs.commit = commit;
+            batch.hard(&hs);
+            self.node.mut_store().set_hard_state(hs);
         }
         out.messages.extend(light.take_messages());
-        Self::collect(&mut out, light.take_committed_entries());
+        Self::collect(out, light.take_committed_entries());
         self.node.advance_apply();
-        Ok(out)
+        Ok(())
+    }
+
+    /// Compacts the log up to `index` (at most `applied()`), which
+    /// `image`, the state after applying every command up to it,
+    /// replaces. Returns the whole new journal, for the owner to write
+    /// beside the old one, sync and rename over it.
+    pub fn compact(&mut self, index: u64, image: Vec<u8>) -> Result<Vec<u8>, MetalogError> {
+        if index > self.applied() {
+            return Err(MetalogError::Store(format!(
+                "compaction to {index} past the applied index {}",
+                self.applied()
+            )));
+        }
+        self.node
+            .mut_store()
+            .compact(index, image)
+            .map_err(MetalogError::Store)?;
+        // The image holds the voters too.
+        self.pending = Batch::default();
+        Ok(self.node.store().image())
     }
 
     fn collect(out: &mut Output, entries: Vec<raft::prelude::Entry>) {

@@ -1,4 +1,6 @@
 //! The cluster (being built; see ARCHITECTURE.md "Cluster"). So far: the
 //! replicated metadata log's consensus core, sans-IO (`metalog`).
 
+pub mod journal;
 pub mod metalog;
+pub mod state;

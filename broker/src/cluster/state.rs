@@ -1,0 +1,599 @@
+//! The cluster's metadata as the metadata log builds it: nodes, topics,
+//! each partition's replicas, leader, leader epoch and in-sync replicas.
+//!
+//! Every node applies the same committed commands in the same order to
+//! its `ClusterState`, so every node holds the same state at the same log
+//! index. `apply` is therefore deterministic and checks each command
+//! against the state it meets, not the one it was proposed against: a
+//! command made stale by one committed before it (a partition change
+//! whose expected partition epoch moved on, a topic that was deleted) is
+//! refused identically everywhere and changes nothing.
+//!
+//! Commands and the state's image are JSON: small, versioned by serde's
+//! defaults, readable when a node's journal needs reading by hand. A
+//! command a node cannot decode stops that node's metadata log (it would
+//! otherwise diverge from the others), see `ApplyError::Undecodable`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A node's id, as Kafka's broker id.
+pub type NodeId = i32;
+
+/// A node as it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// The Kafka listener it advertises, `host:port`.
+    pub kafka: String,
+    /// Its node-to-node listener, `host:port`.
+    pub replication: String,
+    /// Changes each time the node starts, so a restart is told from a
+    /// repeated registration.
+    pub incarnation: u64,
+}
+
+/// One partition's replication state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The nodes holding a replica; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// The replicas in sync with the leader (the leader included).
+    pub isr: Vec<NodeId>,
+    /// -1 when no replica can lead.
+    pub leader: NodeId,
+    /// Bumped by every change of leader.
+    pub leader_epoch: i32,
+    /// Bumped by every change at all; a change names the epoch it was
+    /// made against (as Kafka's AlterPartition does).
+    pub partition_epoch: i32,
+    /// The offset at which each leader epoch began, oldest first: what
+    /// OffsetForLeaderEpoch answers from.
+    #[serde(default)]
+    pub epoch_starts: Vec<(i32, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub name: String,
+    /// Kafka topic id, 32 hex digits.
+    pub id: String,
+    pub partitions: Vec<PartitionState>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The cluster's metadata at some index of the metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The index of the last command applied.
+    pub applied: u64,
+    pub cluster_id: String,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub topics: BTreeMap<String, TopicState>,
+    /// Producer ids below this may have been handed out.
+    pub producer_ids_reserved: i64,
+}
+
+/// A change to the cluster's metadata, as the metadata log carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Names the cluster, once: the first command of a new cluster.
+    InitCluster {
+        cluster_id: String,
+    },
+    RegisterNode(NodeInfo),
+    CreateTopic {
+        name: String,
+        id: String,
+        /// Replicas of each partition, the first the initial leader.
+        replicas: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    SetConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A new leader and ISR for a partition, made against
+    /// `partition_epoch`. A new leader (or none) bumps the leader epoch
+    /// and records `leader_start`, the offset its epoch begins at.
+    ChangePartition {
+        topic: String,
+        partition: u32,
+        partition_epoch: i32,
+        leader: NodeId,
+        isr: Vec<NodeId>,
+        #[serde(default)]
+        leader_start: i64,
+    },
+    ReserveProducerIds {
+        below: i64,
+    },
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("commands serialize")
+    }
+}
+
+/// Why a committed command changed nothing. Every node refuses the same
+/// command for the same reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("topic {0:?} exists")]
+    TopicExists(String),
+    #[error("no topic {0:?}")]
+    NoTopic(String),
+    #[error("no partition {0}-{1}")]
+    NoPartition(String, u32),
+    #[error(
+        "partition {topic}-{partition} is at epoch {now}, the change was made against {against}"
+    )]
+    StaleEpoch {
+        topic: String,
+        partition: u32,
+        now: i32,
+        against: i32,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A command this build cannot read (a newer node's, or damage that
+    /// passed the journal's checksums). Applying past it would make this
+    /// node's state differ from the others'.
+    #[error("metadata log entry {index} cannot be read by this build: {why}")]
+    Undecodable { index: u64, why: String },
+    #[error("metadata log entry {index} applied out of order (state at {applied})")]
+    OutOfOrder { index: u64, applied: u64 },
+}
+
+impl ClusterState {
+    /// The state as a snapshot image.
+    pub fn image(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("state serializes")
+    }
+
+    pub fn from_image(b: &[u8]) -> Result<ClusterState, String> {
+        serde_json::from_slice(b).map_err(|e| e.to_string())
+    }
+
+    /// Applies the committed command at `index`. `Ok(Err(_))` is a
+    /// command refused (stale or invalid): the state only moved its
+    /// applied index.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Result<(), Refused>, ApplyError> {
+        if index <= self.applied {
+            return Err(ApplyError::OutOfOrder {
+                index,
+                applied: self.applied,
+            });
+        }
+        let cmd: Command = serde_json::from_slice(data).map_err(|e| ApplyError::Undecodable {
+            index,
+            why: e.to_string(),
+        })?;
+        self.applied = index;
+        Ok(self.apply_command(cmd))
+    }
+
+    fn apply_command(&mut self, cmd: Command) -> Result<(), Refused> {
+        match cmd {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id;
+                }
+                Ok(())
+            }
+            Command::RegisterNode(n) => {
+                if n.id < 0 {
+                    return Err(Refused::Invalid(format!("node id {}", n.id)));
+                }
+                self.nodes.insert(n.id, n);
+                Ok(())
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                replicas,
+                configs,
+            } => {
+                if self.topics.contains_key(&name) {
+                    return Err(Refused::TopicExists(name));
+                }
+                let partitions = self.new_partitions(&replicas)?;
+                if partitions.is_empty() {
+                    return Err(Refused::Invalid(format!(
+                        "topic {name:?} with no partitions"
+                    )));
+                }
+                self.topics.insert(
+                    name.clone(),
+                    TopicState {
+                        name,
+                        id,
+                        partitions,
+                        configs,
+                    },
+                );
+                Ok(())
+            }
+            Command::DeleteTopic { name } => self
+                .topics
+                .remove(&name)
+                .map(|_| ())
+                .ok_or(Refused::NoTopic(name)),
+            Command::AddPartitions { name, replicas } => {
+                let partitions = self.new_partitions(&replicas)?;
+                let t = self.topics.get_mut(&name).ok_or(Refused::NoTopic(name))?;
+                t.partitions.extend(partitions);
+                Ok(())
+            }
+            Command::SetConfigs { name, configs } => {
+                let t = self.topics.get_mut(&name).ok_or(Refused::NoTopic(name))?;
+                t.configs = configs;
+                Ok(())
+            }
+            Command::ChangePartition {
+                topic,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+                leader_start,
+            } => {
+                let t = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| Refused::NoTopic(topic.clone()))?;
+                let p = t
+                    .partitions
+                    .get_mut(partition as usize)
+                    .ok_or_else(|| Refused::NoPartition(topic.clone(), partition))?;
+                if p.partition_epoch != partition_epoch {
+                    return Err(Refused::StaleEpoch {
+                        topic,
+                        partition,
+                        now: p.partition_epoch,
+                        against: partition_epoch,
+                    });
+                }
+                if isr.iter().any(|r| !p.replicas.contains(r)) || distinct(&isr) != isr.len() {
+                    return Err(Refused::Invalid(format!(
+                        "ISR {isr:?} is not a set of the replicas {:?}",
+                        p.replicas
+                    )));
+                }
+                if leader != -1 && !isr.contains(&leader) {
+                    return Err(Refused::Invalid(format!(
+                        "leader {leader} is not in the ISR {isr:?}"
+                    )));
+                }
+                if leader != p.leader {
+                    p.leader_epoch += 1;
+                    if leader != -1 {
+                        p.epoch_starts.push((p.leader_epoch, leader_start));
+                    }
+                }
+                p.leader = leader;
+                p.isr = isr;
+                p.partition_epoch += 1;
+                Ok(())
+            }
+            Command::ReserveProducerIds { below } => {
+                self.producer_ids_reserved = self.producer_ids_reserved.max(below);
+                Ok(())
+            }
+        }
+    }
+
+    /// Partitions for `replicas`, each led by its first replica, after
+    /// checking each replica set names distinct registered nodes.
+    fn new_partitions(&self, replicas: &[Vec<NodeId>]) -> Result<Vec<PartitionState>, Refused> {
+        replicas
+            .iter()
+            .map(|r| {
+                if r.is_empty() || distinct(r) != r.len() {
+                    return Err(Refused::Invalid(format!("replica set {r:?}")));
+                }
+                if let Some(n) = r.iter().find(|n| !self.nodes.contains_key(n)) {
+                    return Err(Refused::Invalid(format!("node {n} is not registered")));
+                }
+                Ok(PartitionState {
+                    replicas: r.clone(),
+                    isr: r.clone(),
+                    leader: r[0],
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    epoch_starts: vec![(0, 0)],
+                })
+            })
+            .collect()
+    }
+
+    /// Replica sets for `count` new partitions of `factor` replicas each,
+    /// on distinct nodes: each partition's leader is the node leading the
+    /// fewest partitions so far, its followers the nodes holding the
+    /// fewest replicas (lowest id on ties), so leaders and replicas spread
+    /// evenly. `None` when there are fewer nodes than `factor`.
+    pub fn assign(&self, count: usize, factor: usize) -> Option<Vec<Vec<NodeId>>> {
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if factor == 0 || factor > nodes.len() {
+            return None;
+        }
+        let mut leads: BTreeMap<NodeId, usize> = nodes.iter().map(|&n| (n, 0)).collect();
+        let mut holds = leads.clone();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(l) = leads.get_mut(&p.replicas[0]) {
+                    *l += 1;
+                }
+                for r in &p.replicas {
+                    if let Some(h) = holds.get_mut(r) {
+                        *h += 1;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let leader = *nodes
+                .iter()
+                .min_by_key(|n| (leads[n], holds[n], **n))
+                .expect("at least one node");
+            let mut set = vec![leader];
+            let mut rest: Vec<NodeId> = nodes.iter().copied().filter(|&n| n != leader).collect();
+            rest.sort_by_key(|n| (holds[n], *n));
+            set.extend(rest.into_iter().take(factor - 1));
+            *leads.get_mut(&leader).unwrap() += 1;
+            for n in &set {
+                *holds.get_mut(n).unwrap() += 1;
+            }
+            out.push(set);
+        }
+        Some(out)
+    }
+
+    /// The partitions with fewer in-sync replicas than replicas, and those
+    /// with no leader.
+    pub fn health(&self) -> Health {
+        let mut under = Vec::new();
+        let mut leaderless = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.isr.len() < p.replicas.len() {
+                    under.push((t.name.clone(), i as u32));
+                }
+                if p.leader == -1 {
+                    leaderless.push((t.name.clone(), i as u32));
+                }
+            }
+        }
+        Health {
+            under_replicated: under,
+            leaderless,
+        }
+    }
+}
+
+/// Partitions that lack replicas or a leader, as (topic, partition).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    pub under_replicated: Vec<(String, u32)>,
+    pub leaderless: Vec<(String, u32)>,
+}
+
+fn distinct(v: &[NodeId]) -> usize {
+    v.iter().collect::<BTreeSet<_>>().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> Command {
+        Command::RegisterNode(NodeInfo {
+            id,
+            kafka: format!("127.0.0.1:{}", 9092 + id),
+            replication: format!("127.0.0.1:{}", 9192 + id),
+            incarnation: 1,
+        })
+    }
+
+    fn apply_all(s: &mut ClusterState, cmds: &[Command]) -> Vec<Result<(), Refused>> {
+        cmds.iter()
+            .map(|c| s.apply(s.applied + 1, &c.encode()).unwrap())
+            .collect()
+    }
+
+    fn three() -> ClusterState {
+        let mut s = ClusterState::default();
+        let r = apply_all(&mut s, &[node(1), node(2), node(3)]);
+        assert!(r.iter().all(|r| r.is_ok()));
+        s
+    }
+
+    #[test]
+    fn replicas_spread_over_distinct_nodes_and_leaders_balance() {
+        let s = three();
+        let a = s.assign(6, 3).unwrap();
+        for set in &a {
+            assert_eq!(distinct(set), 3, "{set:?}");
+        }
+        let mut leads = BTreeMap::new();
+        for set in &a {
+            *leads.entry(set[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert!(s.assign(1, 4).is_none());
+        assert!(s.assign(1, 0).is_none());
+        // Factor 2 on three nodes: every node holds 4 of the 12 replicas.
+        let a = s.assign(6, 2).unwrap();
+        let mut holds = BTreeMap::new();
+        for set in &a {
+            for n in set {
+                *holds.entry(*n).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(holds.values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
+        // Existing topics count: a second topic's leaders go to the nodes
+        // leading fewest.
+        let mut s = s;
+        let replicas = s.assign(2, 1).unwrap();
+        apply_all(
+            &mut s,
+            &[Command::CreateTopic {
+                name: "a".into(),
+                id: "x".into(),
+                replicas,
+                configs: BTreeMap::new(),
+            }],
+        );
+        assert_eq!(s.assign(1, 1).unwrap(), vec![vec![3]]);
+    }
+
+    #[test]
+    fn leader_changes_bump_the_epoch_and_stale_changes_are_refused() {
+        let mut s = three();
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            id: "x".into(),
+            replicas: vec![vec![1, 2, 3]],
+            configs: BTreeMap::new(),
+        };
+        let change = |epoch, leader, isr: Vec<NodeId>, start| Command::ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: epoch,
+            leader,
+            isr,
+            leader_start: start,
+        };
+        let r = apply_all(
+            &mut s,
+            &[
+                create.clone(),
+                create,
+                // Follower 3 leaves the ISR: same leader, same epoch.
+                change(0, 1, vec![1, 2], 0),
+                // Two controllers' changes against the same epoch: the
+                // first wins, the second is stale.
+                change(1, 2, vec![2], 100),
+                change(1, 3, vec![3], 100),
+                // Not a replica, leader outside the ISR, duplicates.
+                change(2, 2, vec![2, 4], 0),
+                change(2, 1, vec![2], 0),
+                change(2, 2, vec![2, 2], 0),
+                // Nobody can lead.
+                change(2, -1, vec![], 0),
+                change(3, 3, vec![3], 250),
+            ],
+        );
+        assert_eq!(r[0], Ok(()));
+        assert_eq!(r[1], Err(Refused::TopicExists("t".into())));
+        assert_eq!(r[2], Ok(()));
+        assert_eq!(r[3], Ok(()));
+        assert!(matches!(r[4], Err(Refused::StaleEpoch { now: 2, .. })));
+        assert!(r[5..8]
+            .iter()
+            .all(|r| matches!(r, Err(Refused::Invalid(_)))));
+        assert_eq!(r[8], Ok(()));
+        assert_eq!(r[9], Ok(()));
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (3, 3, 4));
+        assert_eq!(p.epoch_starts, vec![(0, 0), (1, 100), (3, 250)]);
+        assert_eq!(p.isr, vec![3]);
+        let h = s.health();
+        assert_eq!(h.under_replicated, vec![("t".to_string(), 0)]);
+        assert!(h.leaderless.is_empty());
+    }
+
+    #[test]
+    fn unregistered_nodes_and_bad_commands_change_nothing() {
+        let mut s = three();
+        let before = s.clone();
+        let r = apply_all(
+            &mut s,
+            &[
+                Command::CreateTopic {
+                    name: "t".into(),
+                    id: "x".into(),
+                    replicas: vec![vec![1, 9]],
+                    configs: BTreeMap::new(),
+                },
+                Command::CreateTopic {
+                    name: "t".into(),
+                    id: "x".into(),
+                    replicas: vec![],
+                    configs: BTreeMap::new(),
+                },
+                Command::DeleteTopic { name: "t".into() },
+                Command::AddPartitions {
+                    name: "t".into(),
+                    replicas: vec![vec![1]],
+                },
+            ],
+        );
+        assert!(r.iter().all(|r| r.is_err()), "{r:?}");
+        assert_eq!(s.topics, before.topics);
+        assert_eq!(s.applied, before.applied + 4);
+        // Out of order, and bytes that are no command.
+        let at = s.applied;
+        assert!(matches!(
+            s.apply(at, &node(4).encode()),
+            Err(ApplyError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.apply(at + 1, b"{\"op\":\"launch_rockets\"}"),
+            Err(ApplyError::Undecodable { .. })
+        ));
+        assert_eq!(s.applied, at);
+    }
+
+    /// Two nodes applying the same commands hold the same state, and the
+    /// image of one restores it exactly.
+    #[test]
+    fn same_commands_same_state_and_images_restore() {
+        let mut a = three();
+        let mut b = three();
+        let replicas = a.assign(4, 2).unwrap();
+        let cmds = vec![
+            Command::InitCluster {
+                cluster_id: "c1".into(),
+            },
+            Command::InitCluster {
+                cluster_id: "c2".into(),
+            },
+            Command::CreateTopic {
+                name: "orders".into(),
+                id: "ab".into(),
+                replicas,
+                configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            },
+            Command::AddPartitions {
+                name: "orders".into(),
+                replicas: vec![vec![3, 1]],
+            },
+            Command::ReserveProducerIds { below: 1000 },
+            Command::ReserveProducerIds { below: 10 },
+        ];
+        assert!(apply_all(&mut a, &cmds).iter().all(|r| r.is_ok()));
+        apply_all(&mut b, &cmds);
+        assert_eq!(a, b);
+        assert_eq!(a.cluster_id, "c1");
+        assert_eq!(a.producer_ids_reserved, 1000);
+        assert_eq!(a.topics["orders"].partitions.len(), 5);
+        assert_eq!(ClusterState::from_image(&a.image()).unwrap(), a);
+        assert!(ClusterState::from_image(b"{").is_err());
+    }
+}
