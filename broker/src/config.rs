@@ -84,6 +84,20 @@ pub struct ServeArgs {
     /// topic and partition creation is refused. Default 1000.
     #[arg(long, env = "SLUICE_PARTITIONS_PER_SHARD_MAX")]
     pub partitions_per_shard_max: Option<usize>,
+    /// The nodes of the cluster, `ID@HOST:PORT,...` (each node's id and
+    /// node-to-node address); this node's `--node-id` must be one of
+    /// them. Unset: a cluster of one, as a single broker.
+    #[arg(long, env = "SLUICE_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Address the node-to-node listener binds. Default: 0.0.0.0 and the
+    /// port of this node's entry in `--cluster`.
+    #[arg(long, env = "SLUICE_REPLICATION_LISTEN")]
+    pub replication_listen: Option<SocketAddr>,
+    /// Milliseconds without a controller before a node calls an
+    /// election (raised at random by up to as much again, so nodes rarely
+    /// tie). Default 500.
+    #[arg(long, env = "SLUICE_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// See `ServeArgs::io_worker_priority`.
@@ -130,6 +144,11 @@ struct FileConfig {
     stall_threshold_ms: Option<u64>,
     #[serde(alias = "partitions_per_shard_max")]
     partitions_per_shard_max: Option<usize>,
+    cluster: Option<String>,
+    #[serde(alias = "replication_listen")]
+    replication_listen: Option<SocketAddr>,
+    #[serde(alias = "election_timeout_ms")]
+    election_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +167,68 @@ pub enum ConfigError {
     IdlePoll(u64, u64),
     #[error("--request-memory-bytes {0}: must be at least {1}")]
     RequestMemory(usize, usize),
+    #[error("--cluster {0:?}: {1}")]
+    Cluster(String, String),
+    #[error("--election-timeout-ms {0}: must be between {1} and {2}")]
+    ElectionTimeout(u64, u64, u64),
+}
+
+/// The nodes of a cluster, as `--cluster` names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Every node's id and node-to-node address, ordered by id.
+    pub nodes: Vec<(i32, String)>,
+    /// Where this node's node-to-node listener binds.
+    pub listen: SocketAddr,
+    pub election_timeout_ms: u64,
+}
+
+impl ClusterConfig {
+    /// Parses `ID@HOST:PORT,...` for node `me`: ids distinct and not
+    /// negative, addresses HOST:PORT, `me` among them.
+    pub fn parse(spec: &str, me: i32) -> Result<Vec<(i32, String)>, String> {
+        let mut nodes = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('@')
+                .ok_or_else(|| format!("{part:?} is not ID@HOST:PORT"))?;
+            let id: i32 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|i| *i >= 0)
+                .ok_or_else(|| format!("{part:?}: the id must be a number, 0 or more"))?;
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(format!("{part:?}: the address must be HOST:PORT"));
+            }
+            if nodes.iter().any(|(n, _)| *n == id) {
+                return Err(format!("node {id} is named twice"));
+            }
+            nodes.push((id, addr.to_string()));
+        }
+        if nodes.is_empty() {
+            return Err("no nodes".into());
+        }
+        if !nodes.iter().any(|(n, _)| *n == me) {
+            return Err(format!(
+                "this node's id ({me}, --node-id) is not among them"
+            ));
+        }
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// The port of node `me`'s entry.
+    fn port_of(nodes: &[(i32, String)], me: i32) -> u16 {
+        nodes
+            .iter()
+            .find(|(n, _)| *n == me)
+            .and_then(|(_, a)| a.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or(limits::REPLICATION_PORT_DEFAULT)
+    }
 }
 
 /// The resolved configuration the broker runs with.
@@ -173,6 +254,8 @@ pub struct BrokerConfig {
     pub request_memory_bytes: Option<usize>,
     pub stall_threshold_ms: u64,
     pub partitions_per_shard_max: usize,
+    /// `None`: a cluster of one.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl BrokerConfig {
@@ -198,6 +281,7 @@ impl BrokerConfig {
             request_memory_bytes: None,
             stall_threshold_ms: limits::STALL_THRESHOLD_MS_DEFAULT,
             partitions_per_shard_max: limits::PARTITIONS_PER_SHARD_MAX_DEFAULT,
+            cluster: None,
         }
     }
 
@@ -294,6 +378,32 @@ impl BrokerConfig {
             .partitions_per_shard_max
             .or(file.partitions_per_shard_max)
             .unwrap_or(limits::PARTITIONS_PER_SHARD_MAX_DEFAULT);
+        let election_timeout_ms = args
+            .election_timeout_ms
+            .or(file.election_timeout_ms)
+            .unwrap_or(limits::ELECTION_TIMEOUT_MS_DEFAULT);
+        let (lo, hi) = limits::ELECTION_TIMEOUT_MS_RANGE;
+        if !(lo..=hi).contains(&election_timeout_ms) {
+            return Err(ConfigError::ElectionTimeout(election_timeout_ms, lo, hi));
+        }
+        if let Some(spec) = args.cluster.or(file.cluster) {
+            let nodes = ClusterConfig::parse(&spec, cfg.node_id)
+                .map_err(|why| ConfigError::Cluster(spec.clone(), why))?;
+            let listen = args
+                .replication_listen
+                .or(file.replication_listen)
+                .unwrap_or_else(|| {
+                    SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        ClusterConfig::port_of(&nodes, cfg.node_id),
+                    )
+                });
+            cfg.cluster = Some(ClusterConfig {
+                nodes,
+                listen,
+                election_timeout_ms,
+            });
+        }
         Ok(cfg)
     }
 }
@@ -373,6 +483,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("no-such-key"), "{e}");
+    }
+
+    /// `--cluster` names distinct nodes with addresses, this node among
+    /// them; the replication port defaults to this node's entry.
+    #[test]
+    fn cluster_flags() {
+        let cfg = BrokerConfig::resolve(ServeArgs {
+            node_id: Some(2),
+            cluster: Some("3@c.example:9303, 1@10.0.0.1:9093,2@[::1]:9203".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let c = cfg.cluster.unwrap();
+        assert_eq!(
+            c.nodes,
+            vec![
+                (1, "10.0.0.1:9093".to_string()),
+                (2, "[::1]:9203".to_string()),
+                (3, "c.example:9303".to_string())
+            ]
+        );
+        assert_eq!(c.listen, "0.0.0.0:9203".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.election_timeout_ms, limits::ELECTION_TIMEOUT_MS_DEFAULT);
+        assert!(BrokerConfig::resolve(ServeArgs::default())
+            .unwrap()
+            .cluster
+            .is_none());
+        for (spec, why) in [
+            ("1@a:1,1@b:2", "named twice"),
+            ("1@a:1,2@b:2", "not among them"),
+            ("0@a", "HOST:PORT"),
+            ("x@a:1", "id must be"),
+            ("-1@a:1", "id must be"),
+            ("0@a:0", "HOST:PORT"),
+            ("0:a:1", "ID@HOST:PORT"),
+            (",", "no nodes"),
+        ] {
+            let e = BrokerConfig::resolve(ServeArgs {
+                cluster: Some(spec.into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why) && e.contains("--cluster"), "{spec}: {e}");
+        }
+        let e = BrokerConfig::resolve(ServeArgs {
+            election_timeout_ms: Some(1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--election-timeout-ms"), "{e}");
     }
 
     /// The advertised listener is parsed as HOST:PORT and refused otherwise;

@@ -110,6 +110,15 @@ impl Controller {
         t: NewTopic,
     ) -> Result<TopicMeta, Refusal> {
         metadata::check_topic_name(&t.name)?;
+        if shard.cfg.cluster.is_some() {
+            // Topics of a cluster are replicated through the metadata
+            // log, which does not carry them yet (issue 23).
+            return Err(Refusal::new(
+                ResponseError::PolicyViolation,
+                "this version forms the cluster and elects its controller, but does not yet \
+                 create replicated topics: run without --cluster to create topics",
+            ));
+        }
         if next.topics.contains_key(&t.name) {
             return Err(Refusal::new(
                 ResponseError::TopicAlreadyExists,

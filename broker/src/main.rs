@@ -65,6 +65,13 @@ enum Command {
         #[command(flatten)]
         common: cli::Common,
     },
+    /// The cluster's nodes, controller and health.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+        #[command(flatten)]
+        common: cli::Common,
+    },
     /// List, describe, delete groups and reset their offsets.
     Group {
         #[command(subcommand)]
@@ -92,6 +99,7 @@ fn main() -> ExitCode {
         Command::Produce { args, common } => Some(cli::produce_run(args, &common)),
         Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
+        Command::Cluster { command, common } => Some(cli::cluster_run(command, &common)),
         Command::Serve(a) => return serve(a),
         Command::Tune(a) => return sluice_broker::cli::tune::run(a),
         Command::Iotune(a) => return sluice_broker::cli::iotune::run(a),

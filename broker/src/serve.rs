@@ -44,6 +44,8 @@ pub enum ServeError {
     PartitionsFailed(usize),
     #[error("{0}")]
     Metadata(#[from] metadata::MetaError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 fn blocked_signals() -> libc::sigset_t {
@@ -216,6 +218,12 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     // The metadata names every partition and its owner shard; a data
     // directory from before metadata existed is adopted as it is.
     let (snap, changed) = metadata::load_or_adopt(&cfg.data_dir, shards)?;
+    // A node's metadata journal that is damaged, or of another cluster,
+    // stops the start here, before anything serves.
+    if let Some(c) = &cfg.cluster {
+        crate::cluster::node::check_journal(&cfg.data_dir, c, cfg.node_id)
+            .map_err(ServeError::Cluster)?;
+    }
     if changed {
         metadata::store(&cfg.data_dir, &snap)?;
     }

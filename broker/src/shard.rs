@@ -62,6 +62,15 @@ pub struct ShardStats {
     pub fetch_bytes_read: u64,
 }
 
+/// See `Shard::nodes`.
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    pub cluster_id: String,
+    pub controller: i32,
+    /// (node id, host, port).
+    pub brokers: Vec<(i32, String, i32)>,
+}
+
 pub struct Shard {
     pub id: usize,
     pub shards: usize,
@@ -78,6 +87,8 @@ pub struct Shard {
     apply_gate: Rc<glommio::sync::Semaphore>,
     /// Request bytes this shard's connections hold (see `memory`).
     pub request_memory: Rc<crate::memory::RequestMemory>,
+    /// The cluster as this node last applied it (`--cluster` only).
+    cluster: crate::cluster::node::ViewCell,
 }
 
 impl Shard {
@@ -103,6 +114,7 @@ impl Shard {
             stats: Cell::new(ShardStats::default()),
             apply_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
+            cluster: Default::default(),
         })
     }
 
@@ -156,6 +168,64 @@ impl Shard {
         self.controller
             .as_ref()
             .expect("controller work runs on shard 0")
+    }
+
+    /// The cluster as this node last applied it; `None` for a cluster of
+    /// one, or before the node applied anything.
+    pub fn cluster_view(&self) -> Option<Arc<crate::cluster::node::ClusterView>> {
+        self.cluster.get()
+    }
+
+    pub fn set_cluster_view(&self, v: Arc<crate::cluster::node::ClusterView>) {
+        self.cluster.set(v);
+    }
+
+    /// The nodes clients are told of: every registered node of the
+    /// cluster and its controller (-1 while none is known), or this
+    /// broker alone as its own controller.
+    pub fn nodes(&self) -> Nodes {
+        let own_id = self.meta().cluster_id.clone();
+        match (&self.cfg.cluster, self.cluster_view()) {
+            (Some(_), Some(v)) => Nodes {
+                cluster_id: if v.state.cluster_id.is_empty() {
+                    own_id
+                } else {
+                    v.state.cluster_id.clone()
+                },
+                controller: v.controller.unwrap_or(-1),
+                brokers: v
+                    .state
+                    .nodes
+                    .values()
+                    .filter_map(|n| {
+                        let (h, p) = n.kafka.rsplit_once(':')?;
+                        Some((
+                            n.id,
+                            h.trim_matches(['[', ']']).to_string(),
+                            p.parse().ok()?,
+                        ))
+                    })
+                    .collect(),
+            },
+            (Some(_), None) => Nodes {
+                cluster_id: own_id,
+                controller: -1,
+                brokers: vec![self.own_endpoint()],
+            },
+            (None, _) => Nodes {
+                cluster_id: own_id,
+                controller: self.cfg.node_id,
+                brokers: vec![self.own_endpoint()],
+            },
+        }
+    }
+
+    fn own_endpoint(&self) -> (i32, String, i32) {
+        (
+            self.cfg.node_id,
+            self.cfg.advertised_host.clone(),
+            i32::from(self.cfg.advertised_port),
+        )
     }
 
     pub fn meta(&self) -> SharedSnapshot {

@@ -152,6 +152,21 @@ pub async fn run_shard(start: ShardStart) {
     } else {
         None
     };
+    // Shard 0 of a node of a cluster runs the metadata log.
+    let cluster = match (&start.cfg.cluster, id) {
+        (Some(c), 0) => {
+            let (c, shard) = (c.clone(), shard.clone());
+            Some(
+                glommio::spawn_local(async move {
+                    if let Err(e) = crate::cluster::node::run(shard, c).await {
+                        tracing::error!(error = e, "this node takes no part in the cluster");
+                    }
+                })
+                .detach(),
+            )
+        }
+        _ => None,
+    };
     let housekeeping = glommio::spawn_local(sluice_storage::stall::watch(
         "housekeeping",
         housekeeping(shard.clone()),
@@ -163,6 +178,9 @@ pub async fn run_shard(start: ShardStart) {
         a.cancel();
     }
     housekeeping.cancel();
+    if let Some(c) = cluster {
+        c.cancel();
+    }
     if let Some(t) = ticks {
         t.cancel();
     }

@@ -252,6 +252,25 @@ fn produce_consume_and_group_commands() {
 }
 
 // Nothing listening: a clear error and a non-zero exit.
+/// A single broker is a cluster of one: its own controller, reachable,
+/// nothing under-replicated.
+#[test]
+fn cluster_status_of_a_single_broker() {
+    let data = tempdir();
+    let b = Broker::start(data.path(), 1, &["--node-id", "4"]);
+    let s = json(&b, &["cluster", "status"]);
+    assert_eq!(s["controller"], 4, "{s}");
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{s}");
+    assert_eq!(nodes[0]["id"], 4);
+    assert_eq!(nodes[0]["reachable"], true);
+    assert_eq!(nodes[0]["address"], b.bootstrap().as_str());
+    assert_eq!(s["under_replicated"].as_array().unwrap().len(), 0);
+    let table = ok(&b, &["cluster", "status"], None);
+    assert!(table.contains("controller node 4"), "{table}");
+    assert!(table.contains("NODE  ADDRESS"), "{table}");
+}
+
 #[test]
 fn no_broker_is_a_clear_error() {
     let port = common::free_port();

@@ -559,11 +559,8 @@ fn bad_input_is_refused_and_the_broker_keeps_serving() {
         "nothing written by refused batches"
     );
     // An API this broker does not serve gets an error answer.
-    let r: DescribeClusterResponse = w.call(
-        ApiKey::DescribeCluster,
-        0,
-        &DescribeClusterRequest::default(),
-    );
+    let r: SaslHandshakeResponse =
+        w.call(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default());
     assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
     still_serves(port, &mut n);
 
@@ -588,7 +585,6 @@ fn unserved_apis_get_an_answer_or_a_close() {
         SaslHandshake => SaslHandshakeRequest,
         SaslAuthenticate => SaslAuthenticateRequest,
         DeleteRecords => DeleteRecordsRequest,
-        DescribeCluster => DescribeClusterRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         EndTxn => EndTxnRequest,
@@ -833,6 +829,18 @@ fn every_served_api_at_every_version() {
                                 ]),
                         ]),
                 ),
+                ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+                    DescribeClusterRequest::default().with_endpoint_type(1),
+                ),
+                ApiKey::DescribeQuorum => {
+                    RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                        describe_quorum_request::TopicData::default()
+                            .with_topic_name(name("__cluster_metadata"))
+                            .with_partitions(vec![
+                                describe_quorum_request::PartitionData::default(),
+                            ]),
+                    ]))
+                }
                 other => panic!("no request template for {other:?}: add one"),
             };
             let mut enc = bytes::BytesMut::new();

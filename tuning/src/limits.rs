@@ -305,3 +305,18 @@ pub const IO_WORKER_SCAN_MS: u64 = 50;
 /// The SCHED_FIFO priority of io_uring workers: the lowest, above every
 /// normal thread and below any real-time thread of the host's own.
 pub const IO_WORKER_FIFO_PRIORITY: i32 = 1;
+
+/// The node-to-node port when `--cluster` names none for a node.
+pub const REPLICATION_PORT_DEFAULT: u16 = 9093;
+
+/// Milliseconds without a controller before a node calls an election
+/// (`--election-timeout-ms`); each node waits a random amount more, up
+/// to as much again. The metadata log ticks ten times per timeout.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
+/// The range `--election-timeout-ms` accepts: below it, a busy host's
+/// scheduling delays alone would call elections.
+pub const ELECTION_TIMEOUT_MS_RANGE: (u64, u64) = (100, 60_000);
+
+/// Raft messages waiting to go to one node; past this, new ones are
+/// dropped (Raft sends again what is lost).
+pub const CLUSTER_LINK_QUEUE_MAX: usize = 1024;

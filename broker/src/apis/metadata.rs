@@ -96,13 +96,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
             }
         }
     }
+    let nodes = shard.nodes();
     let body = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(shard.cfg.advertised_host.clone()))
-            .with_port(i32::from(shard.cfg.advertised_port))])
-        .with_cluster_id(Some(StrBytes::from_string(meta.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_brokers(
+            nodes
+                .brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(StrBytes::from_string(nodes.cluster_id)))
+        .with_controller_id(BrokerId(nodes.controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_OMITTED);
     ctx.answer(ResponseKind::Metadata(body))

@@ -25,8 +25,10 @@ mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_topics;
+mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+pub mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -71,6 +73,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
 /// The served version range of `api_key`, if it is served at all.
@@ -177,6 +181,8 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
             Reply::Now(create_partitions::handle(shard, ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => Reply::Now(describe_configs::handle(shard, ctx, r)),
+        RequestKind::DescribeCluster(r) => Reply::Now(describe_cluster::handle(shard, ctx, r)),
+        RequestKind::DescribeQuorum(r) => Reply::Now(describe_quorum::handle(shard, ctx, r)),
         RequestKind::AlterConfigs(r) => Reply::Now(alter_configs::handle(shard, ctx, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::Now(incremental_alter_configs::handle(shard, ctx, r).await)

@@ -32,7 +32,6 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
     let body = top_level! {
         SaslHandshake => SaslHandshakeResponse,
         SaslAuthenticate => SaslAuthenticateResponse,
-        DescribeCluster => DescribeClusterResponse,
         EndTxn => EndTxnResponse,
         AddOffsetsToTxn => AddOffsetsToTxnResponse,
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,

@@ -1,8 +1,9 @@
-//! The admin CLI in the `sluice` binary: topics, produce, consume and
-//! groups, against any Kafka-compatible broker (`--bootstrap`), through
+//! The admin CLI in the `sluice` binary: topics, produce, consume,
+//! groups and the cluster, against any Kafka-compatible broker (`--bootstrap`), through
 //! the blocking client in `sluice_net::client`. Output is a table, or JSON
 //! with `--json`; errors say what went wrong and exit non-zero.
 
+mod cluster;
 mod consume;
 mod group;
 pub mod iotune;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use sluice_net::client::{Client, ClientError};
 
+pub use cluster::ClusterCommand;
 pub use consume::ConsumeArgs;
 pub use group::GroupCommand;
 pub use produce::ProduceArgs;
@@ -62,6 +64,10 @@ pub fn consume_run(args: ConsumeArgs, common: &Common) -> Result<String> {
     let r = consume::run(args, common, &mut out);
     let _ = std::io::Write::flush(&mut out);
     r
+}
+
+pub fn cluster_run(cmd: ClusterCommand, common: &Common) -> Result<String> {
+    cluster::run(cmd, common)
 }
 
 pub fn group_run(cmd: GroupCommand, common: &Common) -> Result<String> {

@@ -322,11 +322,31 @@ pub fn replay(buf: &[u8]) -> Result<Replayed, JournalError> {
             ),
         });
     }
-    if at > 0 && store.conf.voters.is_empty() {
-        return Err(JournalError::Invalid {
-            at: 0,
-            why: "no voters recorded".into(),
-        });
+    let invalid = |why: String| Err(JournalError::Invalid { at: 0, why });
+    if store.hard.commit < store.snapshot_index() {
+        return invalid(format!(
+            "commit index {} below the snapshot's {}",
+            store.hard.commit,
+            store.snapshot_index()
+        ));
+    }
+    if at > 0 {
+        // Only plain voter sets are written (membership changes are not
+        // proposed): anything else is not this build's journal.
+        let c = &store.conf;
+        let mut v = c.voters.clone();
+        v.sort_unstable();
+        v.dedup();
+        if v.is_empty() || v.len() != c.voters.len() || v.contains(&0) {
+            return invalid(format!("voters {:?}", c.voters));
+        }
+        if !c.learners.is_empty()
+            || !c.voters_outgoing.is_empty()
+            || !c.learners_next.is_empty()
+            || c.auto_leave
+        {
+            return invalid(format!("a membership change in progress ({c:?})"));
+        }
     }
     Ok(Replayed {
         store,
@@ -532,5 +552,17 @@ mod tests {
             replay(&b.finish()),
             Err(JournalError::Invalid { .. })
         ));
+        // Voter sets raft-rs would refuse to start from (found by the
+        // fuzzer as a panic inside raft-rs before these checks).
+        for conf in [
+            ConfState::from((vec![1, 1], vec![])),
+            ConfState::from((vec![1, 2], vec![3])),
+            ConfState::from((vec![0, 2], vec![])),
+        ] {
+            let mut b = Batch::default();
+            b.conf(&conf);
+            let e = replay(&b.finish()).unwrap_err().to_string();
+            assert!(e.contains("voters") || e.contains("membership"), "{e}");
+        }
     }
 }

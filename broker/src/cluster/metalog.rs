@@ -42,7 +42,7 @@ pub struct MetalogConfig {
 pub enum MetalogError {
     #[error("metadata log: {0}")]
     Raft(#[from] raft::Error),
-    #[error("metadata log: this node ({0}) is not the leader")]
+    #[error("metadata log: node {0} knows no leader")]
     NotLeader(u64),
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -169,9 +169,11 @@ impl Metalog {
         Ok(self.node.step(m)?)
     }
 
-    /// Appends a command, on the leader only.
+    /// Appends a command: on the leader, or sent to the leader by a node
+    /// that knows one (a proposal sent on may be lost: the owner asks
+    /// again until it sees the command applied).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), MetalogError> {
-        if !self.is_leader() {
+        if self.leader().is_none() {
             return Err(MetalogError::NotLeader(self.id));
         }
         Ok(self.node.propose(vec![], data)?)
@@ -189,6 +191,24 @@ impl Metalog {
     pub fn leader(&self) -> Option<u64> {
         let l = self.node.raft.leader_id;
         (l != raft::INVALID_ID).then_some(l)
+    }
+
+    /// On the leader, each voter's Raft id and the highest index known
+    /// to be in its log (the leader's own last index for itself); empty
+    /// elsewhere.
+    pub fn progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut out: Vec<(u64, u64)> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .map(|(&id, p)| (id, p.matched))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The highest index this node knows committed.

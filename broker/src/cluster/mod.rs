@@ -3,4 +3,5 @@
 
 pub mod journal;
 pub mod metalog;
+pub mod node;
 pub mod state;

@@ -1,0 +1,652 @@
+//! A node of a cluster (`--cluster`): runs the metadata log on shard 0.
+//!
+//! - The journal lives in `<data-dir>/cluster/metalog.journal`; each step's
+//!   batch is appended and synced (off the shard thread) before the
+//!   step's messages leave. It is compacted into a snapshot of the
+//!   `ClusterState` once it grew by `JOURNAL_COMPACT_BYTES`.
+//! - Links: this node connects to every other node and sends its Raft
+//!   messages over that connection (one `RaftMessages` frame per step and
+//!   recipient); it receives theirs on the connections they open to its
+//!   `--replication-listen`. Each connection starts with `Hello`; a node
+//!   of another cluster, or one not in `--cluster`, is refused with the
+//!   reason, and a frame that fails its checks closes the link.
+//! - Every applied change is published to every shard as a
+//!   `ClusterView`, which the Kafka APIs answer from.
+//!
+//! Raft ids are Kafka node ids plus one (Raft reserves 0).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use raft::prelude::Message;
+use sluice_net::cluster::{
+    encode, read_frame, write_frame, Frame, Hello, HelloReply, Outgoing, RaftMessages,
+    FRAME_VERSION,
+};
+use sluice_tuning::limits;
+
+use super::metalog::{from_wire, to_wire, Metalog, MetalogConfig};
+use super::state::{ClusterState, Command, NodeId, NodeInfo};
+use crate::config::ClusterConfig;
+use crate::shard::Shard;
+
+/// The journal is compacted once it grew by this much since the last
+/// compaction.
+const JOURNAL_COMPACT_BYTES: u64 = 4 << 20;
+
+/// A connection must say `Hello` within this long.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Raft messages received and not yet stepped; past this, new ones are
+/// dropped (Raft sends again).
+const INBOX_MAX: usize = 4096;
+
+/// What every shard knows of the cluster: the state as this node last
+/// applied it, and who leads the metadata log.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub state: Arc<ClusterState>,
+    /// The controller (the metadata log's leader), if this node knows one.
+    pub controller: Option<NodeId>,
+    pub term: u64,
+    pub commit: u64,
+    /// On the controller: each voter's progress.
+    pub voters: Vec<VoterStatus>,
+}
+
+/// A voter as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterStatus {
+    pub id: NodeId,
+    /// The highest metadata log index known to be in its log.
+    pub log_end: u64,
+    /// When a message from it last arrived (ms since the epoch); the
+    /// controller's own entry is now.
+    pub last_heard_ms: Option<u64>,
+}
+
+fn raft_id(n: NodeId) -> u64 {
+    n as u64 + 1
+}
+fn node_id(r: u64) -> NodeId {
+    (r - 1) as NodeId
+}
+
+/// The cluster's identity in `Hello`: its voters. Nodes given different
+/// `--cluster` lists refuse each other.
+fn cluster_name(cfg: &ClusterConfig) -> String {
+    let ids: Vec<String> = cfg.nodes.iter().map(|(n, _)| n.to_string()).collect();
+    format!("voters:{}", ids.join(","))
+}
+
+fn journal_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("metalog.journal")
+}
+
+fn metalog_config(cfg: &ClusterConfig, me: NodeId) -> MetalogConfig {
+    MetalogConfig {
+        node_id: raft_id(me),
+        voters: cfg.nodes.iter().map(|(n, _)| raft_id(*n)).collect(),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        election_ticks_range: None,
+    }
+}
+
+/// Reads and replays the node's journal (blocking: before the shards
+/// start): a damaged journal, or one of another cluster, is an error
+/// that names the file.
+pub fn check_journal(data_dir: &Path, cfg: &ClusterConfig, me: NodeId) -> Result<(), String> {
+    let path = journal_path(data_dir);
+    let journal = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("metadata journal {}: {e}", path.display())),
+    };
+    let opened = Metalog::open(&metalog_config(cfg, me), &journal)
+        .map_err(|e| format!("metadata journal {}: {e}", path.display()))?;
+    if let Some((_, image)) = opened.restore {
+        ClusterState::from_image(&image)
+            .map_err(|e| format!("metadata journal {}: snapshot: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the node until the shard stops: opens the journal, listens,
+/// links to the other nodes and drives the metadata log. An error is a
+/// journal that cannot be read or written, or a listener that cannot
+/// bind; the caller logs it and the node takes no part in the cluster.
+pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
+    let me = shard.cfg.node_id;
+    let path = journal_path(&shard.cfg.data_dir);
+    let read_path = path.clone();
+    let journal = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            std::fs::create_dir_all(read_path.parent().unwrap())?;
+            match std::fs::read(&read_path) {
+                Ok(b) => Ok(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| format!("metadata journal {}: {e}", path.display()))?;
+    let tick = Duration::from_millis((cfg.election_timeout_ms / 10).max(1));
+    let mcfg = metalog_config(&cfg, me);
+    let opened = Metalog::open(&mcfg, &journal).map_err(|e| e.to_string())?;
+    if opened.intact_bytes < journal.len() {
+        tracing::warn!(
+            path = %path.display(),
+            torn_bytes = journal.len() - opened.intact_bytes,
+            "metadata journal: a torn last step was dropped"
+        );
+    }
+    let file = Journal::open(path.clone(), opened.intact_bytes as u64).await?;
+    let mut state = match opened.restore {
+        Some((_, image)) => ClusterState::from_image(&image)
+            .map_err(|e| format!("metadata journal snapshot: {e}"))?,
+        None => ClusterState::default(),
+    };
+    let mut metalog = opened.metalog;
+
+    let listener = glommio::net::TcpListener::bind(cfg.listen)
+        .map_err(|e| format!("cannot listen for nodes on {}: {e}", cfg.listen))?;
+    let (inbox_tx, inbox) = flume::bounded::<Message>(INBOX_MAX);
+    let name = cluster_name(&cfg);
+    let voters: Vec<NodeId> = cfg.nodes.iter().map(|(n, _)| *n).collect();
+    let mut tasks = vec![glommio::spawn_local(accept_loop(
+        listener,
+        name.clone(),
+        me,
+        voters.clone(),
+        inbox_tx,
+    ))
+    .detach()];
+    let mut links: HashMap<u64, flume::Sender<Outgoing>> = HashMap::new();
+    for (n, addr) in cfg.nodes.iter().filter(|(n, _)| *n != me) {
+        let (tx, rx) = flume::bounded(limits::CLUSTER_LINK_QUEUE_MAX);
+        links.insert(raft_id(*n), tx);
+        tasks.push(glommio::spawn_local(link(*n, addr.clone(), name.clone(), me, rx)).detach());
+    }
+    tracing::info!(node = me, nodes = ?voters, listen = %cfg.listen, "cluster node started");
+
+    let incarnation = now_ms();
+    let info = NodeInfo {
+        id: me,
+        kafka: format!(
+            "{}:{}",
+            shard.cfg.advertised_host, shard.cfg.advertised_port
+        ),
+        replication: cfg
+            .nodes
+            .iter()
+            .find(|(n, _)| *n == me)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default(),
+        incarnation,
+    };
+    let mut driver = Driver {
+        shard: shard.clone(),
+        me,
+        metalog: &mut metalog,
+        state: &mut state,
+        file,
+        links,
+        published: (None, 0, 0),
+        published_at: Instant::now(),
+        heard: HashMap::new(),
+    };
+    let mut next_tick = Instant::now() + tick;
+    let mut next_propose = Instant::now();
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let got = future::or(async { inbox.recv_async().await.ok() }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        if let Some(m) = got {
+            driver.heard.insert(node_id(m.from), now_ms());
+            let _ = driver.metalog.step(m);
+            while let Ok(m) = inbox.try_recv() {
+                driver.heard.insert(node_id(m.from), now_ms());
+                let _ = driver.metalog.step(m);
+            }
+        }
+        if Instant::now() >= next_tick {
+            driver.metalog.tick();
+            next_tick += tick;
+            if next_tick < Instant::now() {
+                next_tick = Instant::now() + tick;
+            }
+        }
+        // Until this start of the node is registered, ask now and then (a
+        // follower's proposal goes to the controller, and may be lost);
+        // a new cluster's first controller names it.
+        if Instant::now() >= next_propose {
+            next_propose = Instant::now() + 4 * tick;
+            if driver.state.nodes.get(&me) != Some(&info) {
+                let _ = driver
+                    .metalog
+                    .propose(Command::RegisterNode(info.clone()).encode());
+            }
+            if driver.metalog.is_leader() && driver.state.cluster_id.is_empty() {
+                let cluster_id = shard.meta().cluster_id.clone();
+                let _ = driver
+                    .metalog
+                    .propose(Command::InitCluster { cluster_id }.encode());
+            }
+        }
+        if let Err(e) = driver.step().await {
+            for t in tasks {
+                t.cancel();
+            }
+            return Err(e);
+        }
+    }
+}
+
+struct Driver<'a> {
+    shard: Rc<Shard>,
+    me: NodeId,
+    metalog: &'a mut Metalog,
+    state: &'a mut ClusterState,
+    file: Journal,
+    links: HashMap<u64, flume::Sender<Outgoing>>,
+    /// What was last published (controller, term, applied), and when.
+    published: (Option<NodeId>, u64, u64),
+    published_at: Instant,
+    /// When a message from each node last arrived.
+    heard: HashMap<NodeId, u64>,
+}
+
+impl Driver<'_> {
+    /// Polls the log: journal, then messages, then applying.
+    async fn step(&mut self) -> Result<(), String> {
+        let out = self.metalog.poll().map_err(|e| e.to_string())?;
+        if !out.journal.is_empty() {
+            self.file.append(out.journal).await?;
+        }
+        let mut by_node: BTreeMap<u64, Vec<sluice_net::cluster::RaftMessage>> = BTreeMap::new();
+        for m in &out.messages {
+            by_node.entry(m.to).or_default().push(to_wire(m));
+        }
+        for (to, messages) in by_node {
+            let Some(link) = self.links.get(&to) else {
+                continue;
+            };
+            let body = RaftMessages {
+                from: raft_id(self.me) as u32,
+                group: 0,
+                messages,
+            };
+            match encode(&body, vec![]) {
+                // A full queue (the node is unreachable) drops the frame.
+                Ok(f) => {
+                    let _ = link.try_send(f);
+                }
+                Err(e) => tracing::error!(to = node_id(to), error = %e, "raft frame not encoded"),
+            }
+        }
+        if let Some((_, image)) = out.restore {
+            *self.state = ClusterState::from_image(&image)
+                .map_err(|e| format!("snapshot from the controller: {e}"))?;
+        }
+        for c in out.committed {
+            match self.state.apply(c.index, &c.data) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => {
+                    tracing::debug!(index = c.index, %refused, "metadata command refused")
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if self.file.since_compaction > JOURNAL_COMPACT_BYTES && self.state.applied > 0 {
+            let image = self
+                .metalog
+                .compact(self.state.applied, self.state.image())
+                .map_err(|e| e.to_string())?;
+            self.file.replace(image).await?;
+        }
+        let now = (
+            self.metalog.leader().map(node_id),
+            self.metalog.term(),
+            self.state.applied,
+        );
+        // On a change, and every second for the progress figures.
+        if now != self.published || self.published_at.elapsed() >= Duration::from_secs(1) {
+            self.published = now;
+            self.published_at = Instant::now();
+            let at = now_ms();
+            let voters = self
+                .metalog
+                .progress()
+                .into_iter()
+                .map(|(id, log_end)| {
+                    let id = node_id(id);
+                    VoterStatus {
+                        id,
+                        log_end,
+                        last_heard_ms: if id == self.me {
+                            Some(at)
+                        } else {
+                            self.heard.get(&id).copied()
+                        },
+                    }
+                })
+                .collect();
+            let view = Arc::new(ClusterView {
+                state: Arc::new(self.state.clone()),
+                controller: now.0,
+                term: now.1,
+                commit: self.metalog.commit_index(),
+                voters,
+            });
+            publish(&self.shard, view).await;
+        }
+        Ok(())
+    }
+}
+
+/// Every shard takes the new view.
+async fn publish(shard: &Rc<Shard>, view: Arc<ClusterView>) {
+    for target in 0..shard.shards {
+        let v = view.clone();
+        let _ = shard
+            .call(target, move |s| async move { s.set_cluster_view(v) })
+            .await;
+    }
+}
+
+/// The journal file: appended and synced off the shard thread.
+struct Journal {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    len: u64,
+    since_compaction: u64,
+}
+
+impl Journal {
+    /// Opens the journal for appending, cut to its intact length.
+    async fn open(path: PathBuf, intact: u64) -> Result<Journal, String> {
+        let p = path.clone();
+        let file = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)?;
+                if f.metadata()?.len() != intact {
+                    f.set_len(intact)?;
+                    f.sync_all()?;
+                }
+                Ok(f)
+            })
+            .await
+            .map_err(|e| format!("metadata journal {}: {e}", path.display()))?;
+        Ok(Journal {
+            path,
+            file: Arc::new(file),
+            len: intact,
+            since_compaction: intact,
+        })
+    }
+
+    async fn append(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        let f = self.file.clone();
+        let n = bytes.len() as u64;
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                (&*f).write_all(&bytes)?;
+                f.sync_data()
+            })
+            .await
+            .map_err(|e| format!("metadata journal {}: {e}", self.path.display()))?;
+        self.len += n;
+        self.since_compaction += n;
+        Ok(())
+    }
+
+    /// Replaces the journal with `image`: written beside it, synced,
+    /// renamed over it, the directory synced.
+    async fn replace(&mut self, image: Vec<u8>) -> Result<(), String> {
+        let path = self.path.clone();
+        let n = image.len() as u64;
+        let file = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let tmp = path.with_extension("journal.tmp");
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&image)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(path.parent().unwrap())?.sync_all()?;
+                std::fs::OpenOptions::new().append(true).open(&path)
+            })
+            .await
+            .map_err(|e| format!("metadata journal {}: {e}", self.path.display()))?;
+        self.file = Arc::new(file);
+        self.len = n;
+        self.since_compaction = 0;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Takes the connections other nodes open, each on its own task.
+async fn accept_loop(
+    listener: glommio::net::TcpListener,
+    name: String,
+    me: NodeId,
+    voters: Vec<NodeId>,
+    inbox: flume::Sender<Message>,
+) {
+    // Two connections per other node cover one being replaced; the rest
+    // are refused at once, so a flood of connections holds no memory.
+    let max = 2 * voters.len() + 2;
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        match listener.accept().await {
+            Ok(stream) if open.get() >= max => {
+                tracing::warn!(peer = ?stream.peer_addr().ok(), max, "node link refused: too many");
+            }
+            Ok(stream) => {
+                let (name, voters, inbox) = (name.clone(), voters.clone(), inbox.clone());
+                let open = open.clone();
+                open.set(open.get() + 1);
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(why) = inbound(stream, &name, me, &voters, inbox).await {
+                        tracing::info!(peer = ?peer, reason = why, "node link closed");
+                    }
+                    open.set(open.get() - 1);
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node listener: accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One node's connection to this one: `Hello`, then Raft frames.
+async fn inbound(
+    mut stream: glommio::net::TcpStream,
+    name: &str,
+    me: NodeId,
+    voters: &[NodeId],
+    inbox: flume::Sender<Message>,
+) -> Result<(), String> {
+    let first = future::or(
+        async {
+            read_frame(&mut stream)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "closed before Hello".to_string())
+        },
+        async {
+            glommio::timer::sleep(HELLO_TIMEOUT).await;
+            Err("no Hello in time".to_string())
+        },
+    )
+    .await?;
+    let hello: Hello = first.decode().map_err(|e| e.to_string())?;
+    let from = hello.node_id as NodeId;
+    let refused = if hello.cluster != name {
+        Some(format!(
+            "node {from} is of cluster {:?}, this node ({me}) of {name:?}",
+            hello.cluster
+        ))
+    } else if !voters.contains(&from) || from == me {
+        Some(format!("node {from} is not another node of {name:?}"))
+    } else if hello.versions.0 > FRAME_VERSION || hello.versions.1 < FRAME_VERSION {
+        Some(format!(
+            "node {from} speaks frame versions {:?}, this node {FRAME_VERSION}",
+            hello.versions
+        ))
+    } else {
+        None
+    };
+    let reply = HelloReply {
+        node_id: me as u32,
+        refused: refused.clone(),
+    };
+    let f = encode(&reply, vec![]).map_err(|e| e.to_string())?;
+    write_frame(&mut stream, &f)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(why) = refused {
+        return Err(why);
+    }
+    loop {
+        let Some(frame) = read_frame(&mut stream).await.map_err(|e| e.to_string())? else {
+            return Err("closed".into());
+        };
+        let body = frame.view::<RaftMessages>().map_err(|e| e.to_string())?;
+        for m in body.messages.iter() {
+            let m = from_wire(m)?;
+            if m.from != raft_id(from) {
+                return Err(format!("node {from} sent a message from {}", m.from));
+            }
+            // A full inbox drops the message; Raft sends again.
+            let _ = inbox.try_send(m);
+        }
+    }
+}
+
+/// This node's connection to node `to`: connect (again after any
+/// failure, backing off), `Hello`, then send what the queue holds.
+async fn link(
+    to: NodeId,
+    addr: String,
+    name: String,
+    me: NodeId,
+    queue: flume::Receiver<Outgoing>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut logged = false;
+    loop {
+        let attempt = future::or(connect(to, &addr, &name, me), async {
+            glommio::timer::sleep(HELLO_TIMEOUT).await;
+            Err("no answer to Hello in time".to_string())
+        });
+        match attempt.await {
+            Ok(mut stream) => {
+                tracing::info!(node = to, addr, "node link up");
+                logged = false;
+                backoff = Duration::from_millis(50);
+                while let Ok(f) = queue.recv_async().await {
+                    if let Err(e) = write_frame(&mut stream, &f).await {
+                        tracing::info!(node = to, error = %e, "node link down");
+                        break;
+                    }
+                }
+            }
+            Err(why) => {
+                if !logged {
+                    tracing::info!(node = to, addr, reason = why, "node not reachable");
+                    logged = true;
+                }
+            }
+        }
+        // What queued while the link was down is stale.
+        while queue.try_recv().is_ok() {}
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn connect(
+    to: NodeId,
+    addr: &str,
+    name: &str,
+    me: NodeId,
+) -> Result<glommio::net::TcpStream, String> {
+    let a = addr.to_string();
+    let resolved = glommio::executor()
+        .spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&a).map(|mut i| i.next()))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no address")?;
+    let stream = future::or(
+        async {
+            glommio::net::TcpStream::connect(resolved)
+                .await
+                .map_err(|e| e.to_string())
+        },
+        async {
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            Err("connect timed out".to_string())
+        },
+    )
+    .await?;
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let hello = Hello {
+        cluster: name.to_string(),
+        node_id: me as u32,
+        versions: (FRAME_VERSION, FRAME_VERSION),
+    };
+    let f = encode(&hello, vec![]).map_err(|e| e.to_string())?;
+    write_frame(&mut stream, &f)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply: Frame = read_frame(&mut stream)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("closed before HelloReply")?;
+    let reply: HelloReply = reply.decode().map_err(|e| e.to_string())?;
+    if let Some(why) = reply.refused {
+        return Err(format!("refused: {why}"));
+    }
+    if reply.node_id as NodeId != to {
+        return Err(format!("answered as node {}", reply.node_id));
+    }
+    Ok(stream)
+}
+
+/// The shard-side hold of the view.
+#[derive(Default)]
+pub struct ViewCell(RefCell<Option<Arc<ClusterView>>>);
+
+impl ViewCell {
+    pub fn get(&self) -> Option<Arc<ClusterView>> {
+        self.0.borrow().clone()
+    }
+    pub fn set(&self, v: Arc<ClusterView>) {
+        *self.0.borrow_mut() = Some(v);
+    }
+}

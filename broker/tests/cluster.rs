@@ -1,0 +1,256 @@
+//! Three `sluice serve` processes on loopback form a cluster: they elect a
+//! controller over the metadata log, register, and a Kafka client pointed
+//! at any one sees all three; a controller killed with SIGKILL is replaced
+//! and rejoins as a follower from its journal; a node of another cluster
+//! is refused; a damaged journal stops its node's start with a clear
+//! error. Waits are bounded; nothing here asserts a duration.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{free_port, tempdir, Broker, BIN};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+struct Node {
+    id: i32,
+    port: u16,
+    data: std::path::PathBuf,
+    broker: Option<Broker>,
+}
+
+fn cluster_spec(nodes: &[(i32, u16)]) -> String {
+    nodes
+        .iter()
+        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn start(n: &Node, spec: &str) -> Broker {
+    Broker::start_on(
+        &n.data,
+        1,
+        n.port,
+        &[
+            "--node-id",
+            &n.id.to_string(),
+            "--cluster",
+            spec,
+            "--election-timeout-ms",
+            "300",
+            "--idle-poll-us",
+            "0",
+        ],
+    )
+}
+
+/// `sluice cluster status --json` against `port`, if it answers.
+fn status(port: u16) -> Option<Value> {
+    let out = Command::new(BIN)
+        .args(["cluster", "status", "--json", "--bootstrap"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls `status(port)` until `ok` holds of it (at most 60 s); returns it.
+fn wait_status(port: u16, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = status(port) {
+            if ok(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not seen within 60 s; last status {last:#?}");
+}
+
+fn reachable(s: &Value) -> Vec<i64> {
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["reachable"] == true && n["address"].is_string())
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
+    let dir = tempdir();
+    let ids = [1, 2, 3];
+    let repl: Vec<(i32, u16)> = ids.iter().map(|&i| (i, free_port())).collect();
+    let spec = cluster_spec(&repl);
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .map(|&id| Node {
+            id,
+            port: free_port(),
+            data: dir.path().join(format!("node-{id}")),
+            broker: None,
+        })
+        .collect();
+    for n in &mut nodes {
+        n.broker = Some(start(n, &spec));
+    }
+    // Every node registered and reachable, one controller, as any node
+    // reports it.
+    let all = |s: &Value| reachable(s) == vec![1, 2, 3] && s["controller"].is_i64();
+    let first = wait_status(nodes[1].port, "three nodes and a controller", all);
+    let controller = first["controller"].as_i64().unwrap() as i32;
+    let committed = first["metadata_committed"].as_i64().unwrap();
+    assert!(committed >= 4, "registrations committed: {first}");
+    let cluster_id = first["cluster_id"].as_str().unwrap().to_string();
+    for n in &nodes {
+        let s = wait_status(n.port, "the same view from every node", all);
+        assert_eq!(s["cluster_id"], cluster_id.as_str());
+    }
+
+    // A Kafka client pointed at one node is told of all three.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{}", nodes[2].port))
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut seen: Vec<(i32, i32)> = md.brokers().iter().map(|b| (b.id(), b.port())).collect();
+    seen.sort();
+    let want: Vec<(i32, i32)> = nodes.iter().map(|n| (n.id, n.port as i32)).collect();
+    assert_eq!(seen, want);
+
+    // Topics are not replicated yet: creation is refused with the reason.
+    let out = Command::new(BIN)
+        .args(["topic", "create", "orders", "--bootstrap"])
+        .arg(format!("127.0.0.1:{}", nodes[0].port))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replicated topics"));
+
+    // kill -9 the controller: the other two elect one of themselves and
+    // report the dead node unreachable; the committed index goes on.
+    let ci = nodes.iter().position(|n| n.id == controller).unwrap();
+    nodes[ci].broker.take().unwrap().kill();
+    let other = nodes[(ci + 1) % 3].port;
+    let after = wait_status(other, "a new controller", |s| {
+        s["controller"].is_i64()
+            && s["controller"].as_i64() != Some(controller as i64)
+            && !reachable(s).contains(&(controller as i64))
+            && reachable(s).len() == 2
+    });
+    assert!(after["metadata_committed"].as_i64().unwrap() >= committed);
+    assert!(after["metadata_term"].as_i64() > first["metadata_term"].as_i64());
+
+    // It comes back from its journal and rejoins as a follower, caught up.
+    nodes[ci].broker = Some(start(&nodes[ci], &spec));
+    let back = wait_status(nodes[ci].port, "the old controller rejoined", |s| {
+        all(s)
+            && s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["metadata_lag"] == 0)
+    });
+    assert!(back["metadata_committed"].as_i64().unwrap() > committed);
+
+    // Hostile bytes at a node-to-node port: a frame with a bad checksum,
+    // then garbage, each on its own connection; the node closes them and
+    // the cluster goes on.
+    for bytes in [
+        {
+            let mut f = b"SLCF".to_vec();
+            f.extend_from_slice(&[1, 0, 1, 0]);
+            f.extend_from_slice(&[0; 16]);
+            f
+        },
+        b"GET / HTTP/1.1\r\n\r\n".repeat(20),
+    ] {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", repl[0].1)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = t.write_all(&bytes);
+        let mut buf = [0u8; 64];
+        // Closed by the node: end of stream (or a reset), no answer.
+        assert!(matches!(t.read(&mut buf), Ok(0) | Err(_)));
+    }
+    wait_status(nodes[0].port, "the cluster after hostile bytes", all);
+
+    // A node given another cluster's list is refused by the others: its
+    // links say so, and it never joins their status.
+    let stranger = Node {
+        id: 9,
+        port: free_port(),
+        data: dir.path().join("stranger"),
+        broker: None,
+    };
+    let mut other_spec = repl.clone();
+    other_spec.push((9, free_port()));
+    let mut s = start(&stranger, &cluster_spec(&other_spec));
+    assert!(s.wait_for("refused: node 9 is of cluster"), "{:#?}", s.seen);
+    let st = status(nodes[0].port).unwrap();
+    assert!(st["nodes"].as_array().unwrap().iter().all(|n| n["id"] != 9));
+    s.kill();
+
+    // A damaged journal: the node does not start, and says why.
+    let victim = &mut nodes[0];
+    victim.broker.take().unwrap().kill();
+    let journal = victim.data.join("cluster").join("metalog.journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    assert!(bytes.len() > 64);
+    bytes[20] ^= 0x40;
+    std::fs::write(&journal, &bytes).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--cores",
+            "1",
+            "--node-id",
+            "1",
+            "--cluster",
+            &spec,
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", victim.port))
+        .arg("--data-dir")
+        .arg(&victim.data)
+        .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("metadata journal") && err.contains("damaged at byte"),
+        "{err}"
+    );
+}
+
+/// `--cluster` that does not name this node, or names one twice, stops
+/// the start with the flag's name.
+#[test]
+fn a_bad_cluster_flag_is_refused() {
+    let dir = tempdir();
+    for (spec, why) in [
+        ("1@127.0.0.1:1,2@127.0.0.1:2", "not among them"),
+        ("0@127.0.0.1:1,0@127.0.0.1:2", "named twice"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--node-id", "0", "--cluster", spec, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--cluster") && err.contains(why), "{err}");
+    }
+}
