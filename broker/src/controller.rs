@@ -54,6 +54,17 @@ impl Controller {
         }
     }
 
+    /// Takes the topics a node of a cluster derived from the metadata
+    /// log (keeping this node's producer-id reservation) and has every
+    /// shard apply them.
+    pub async fn adopt(&self, shard: &Rc<Shard>, mut next: Snapshot) {
+        let _g = self.lock.acquire_permit(1).await;
+        next.producer_ids_reserved = self.snap.borrow().producer_ids_reserved;
+        next.version = self.snap.borrow().version + 1;
+        *self.snap.borrow_mut() = next.clone();
+        broadcast(shard, Arc::new(next), HashSet::new()).await;
+    }
+
     /// Stores `next` durably and has every shard apply it.
     async fn commit(
         &self,
@@ -82,6 +93,9 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<TopicMeta, Refusal>> {
+        if shard.cfg.cluster.is_some() {
+            return crate::cluster::admin::create_topics(shard, topics, validate_only).await;
+        }
         let _g = self.lock.acquire_permit(1).await;
         let mut next = self.snap.borrow().clone();
         let mut fresh = HashSet::new();
@@ -109,42 +123,12 @@ impl Controller {
         next: &mut Snapshot,
         t: NewTopic,
     ) -> Result<TopicMeta, Refusal> {
-        metadata::check_topic_name(&t.name)?;
-        if shard.cfg.cluster.is_some() {
-            // Topics of a cluster are replicated through the metadata
-            // log, which does not carry them yet (issue 23).
-            return Err(Refusal::new(
-                ResponseError::PolicyViolation,
-                "this version forms the cluster and elects its controller, but does not yet \
-                 create replicated topics: run without --cluster to create topics",
-            ));
-        }
-        if next.topics.contains_key(&t.name) {
-            return Err(Refusal::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {:?} already exists", t.name),
-            ));
-        }
-        if next.topics.len() >= limits::TOPICS_MAX {
-            return Err(Refusal::new(
-                ResponseError::PolicyViolation,
-                format!("this broker holds at most {} topics", limits::TOPICS_MAX),
-            ));
-        }
-        let partitions = if t.partitions == -1 {
-            shard.cfg.default_partitions as i32
-        } else {
-            t.partitions
-        };
-        if partitions < 1 || partitions as u32 > limits::PARTITIONS_PER_TOPIC_MAX {
-            return Err(Refusal::new(
-                ResponseError::InvalidPartitions,
-                format!(
-                    "{partitions} partitions: must be between 1 and {}",
-                    limits::PARTITIONS_PER_TOPIC_MAX
-                ),
-            ));
-        }
+        let partitions = check_new_topic(
+            shard,
+            &t,
+            next.topics.contains_key(&t.name),
+            next.topics.len(),
+        )?;
         if t.replication_factor != -1 && t.replication_factor != 1 {
             return Err(Refusal::new(
                 ResponseError::InvalidReplicationFactor,
@@ -154,8 +138,6 @@ impl Controller {
                 ),
             ));
         }
-        let cfg = metadata::log_config(&t.configs)?;
-        metadata::check_topic_floors(&t.configs, &cfg, &shard.cfg)?;
         let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
         check_partitions_per_broker(held, partitions as usize, partitions_max(shard))?;
         let meta = TopicMeta {
@@ -163,6 +145,7 @@ impl Controller {
             id: metadata::new_topic_id(),
             owners: metadata::assign_owners(next, shard.shards, partitions as usize),
             configs: t.configs,
+            roles: Vec::new(),
         };
         next.topics.insert(t.name, meta.clone());
         Ok(meta)
@@ -173,6 +156,9 @@ impl Controller {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<TopicMeta, Refusal>> {
+        if shard.cfg.cluster.is_some() {
+            return crate::cluster::admin::delete_topics(shard, names).await;
+        }
         let _g = self.lock.acquire_permit(1).await;
         let mut next = self.snap.borrow().clone();
         let out: Vec<Result<TopicMeta, Refusal>> = names
@@ -200,6 +186,9 @@ impl Controller {
         changes: Vec<(String, i32)>,
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
+        if shard.cfg.cluster.is_some() {
+            return crate::cluster::admin::create_partitions(shard, changes, validate_only).await;
+        }
         let _g = self.lock.acquire_permit(1).await;
         let mut next = self.snap.borrow().clone();
         let mut fresh = HashSet::new();
@@ -213,14 +202,8 @@ impl Controller {
                 continue;
             };
             let have = t.owners.len() as i32;
-            if count <= have || count as u32 > limits::PARTITIONS_PER_TOPIC_MAX {
-                out.push(Err(Refusal::new(
-                    ResponseError::InvalidPartitions,
-                    format!(
-                        "topic {name:?} has {have} partitions; the new count must be more, and at most {}",
-                        limits::PARTITIONS_PER_TOPIC_MAX
-                    ),
-                )));
+            if let Err(e) = check_partition_count(&name, have, count) {
+                out.push(Err(e));
                 continue;
             }
             let held: usize = next.topics.values().map(|t| t.owners.len()).sum();
@@ -251,6 +234,9 @@ impl Controller {
         changes: Vec<(String, Vec<ConfigOp>)>,
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
+        if shard.cfg.cluster.is_some() {
+            return crate::cluster::admin::alter_configs(shard, changes, validate_only).await;
+        }
         let _g = self.lock.acquire_permit(1).await;
         let mut next = self.snap.borrow().clone();
         let mut out = Vec::new();
@@ -263,20 +249,7 @@ impl Controller {
                 )));
                 continue;
             };
-            let mut configs = t.configs.clone();
-            for op in ops {
-                match op {
-                    ConfigOp::Set(k, v) => {
-                        configs.insert(k, v);
-                    }
-                    ConfigOp::Delete(k) => {
-                        configs.remove(&k);
-                    }
-                    ConfigOp::Clear => configs.clear(),
-                }
-            }
-            let checked = metadata::log_config(&configs)
-                .and_then(|cfg| metadata::check_topic_floors(&configs, &cfg, &shard.cfg));
+            let (configs, checked) = configs_after(shard, &t.configs, ops);
             match checked {
                 Ok(()) => {
                     changed |= configs != t.configs;
@@ -307,6 +280,84 @@ impl Controller {
         self.next_producer_id.set(id + 1);
         Ok(id)
     }
+}
+
+/// The checks every new topic passes, on a single broker or a cluster:
+/// its name, that it does not exist, the topic limit, its partition count
+/// (-1: the default) and its configs. Returns the partition count.
+pub fn check_new_topic(
+    shard: &Shard,
+    t: &NewTopic,
+    exists: bool,
+    topics: usize,
+) -> Result<i32, Refusal> {
+    metadata::check_topic_name(&t.name)?;
+    if exists {
+        return Err(Refusal::new(
+            ResponseError::TopicAlreadyExists,
+            format!("topic {:?} already exists", t.name),
+        ));
+    }
+    if topics >= limits::TOPICS_MAX {
+        return Err(Refusal::new(
+            ResponseError::PolicyViolation,
+            format!("at most {} topics", limits::TOPICS_MAX),
+        ));
+    }
+    let partitions = if t.partitions == -1 {
+        shard.cfg.default_partitions as i32
+    } else {
+        t.partitions
+    };
+    if partitions < 1 || partitions as u32 > limits::PARTITIONS_PER_TOPIC_MAX {
+        return Err(Refusal::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "{partitions} partitions: must be between 1 and {}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            ),
+        ));
+    }
+    let cfg = metadata::log_config(&t.configs)?;
+    metadata::check_topic_floors(&t.configs, &cfg, &shard.cfg)?;
+    Ok(partitions)
+}
+
+/// A topic's new partition count: more than it has, within the limit.
+pub fn check_partition_count(name: &str, have: i32, count: i32) -> Result<(), Refusal> {
+    if count <= have || count as u32 > limits::PARTITIONS_PER_TOPIC_MAX {
+        return Err(Refusal::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic {name:?} has {have} partitions; the new count must be more, and at most {}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A topic's configs after `ops`, and whether the broker takes them.
+pub fn configs_after(
+    shard: &Shard,
+    configs: &BTreeMap<String, String>,
+    ops: Vec<ConfigOp>,
+) -> (BTreeMap<String, String>, Result<(), Refusal>) {
+    let mut configs = configs.clone();
+    for op in ops {
+        match op {
+            ConfigOp::Set(k, v) => {
+                configs.insert(k, v);
+            }
+            ConfigOp::Delete(k) => {
+                configs.remove(&k);
+            }
+            ConfigOp::Clear => configs.clear(),
+        }
+    }
+    let checked = metadata::log_config(&configs)
+        .and_then(|cfg| metadata::check_topic_floors(&configs, &cfg, &shard.cfg));
+    (configs, checked)
 }
 
 /// Has every shard apply `snap`; returns once all have.

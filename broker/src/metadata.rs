@@ -14,16 +14,46 @@ use sluice_storage::{LogConfig, TimestampType};
 /// The file holding the metadata, under the data directory.
 pub const META_FILE: &str = "sluice-meta.json";
 
+/// The owner of a partition this node does not hold (a node of a
+/// cluster holds only the partitions it has a replica of).
+pub const NOT_HOSTED: usize = usize::MAX;
+
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
     pub name: String,
     /// Kafka topic id (a UUID), as 32 hex digits.
     pub id: String,
-    /// Owner shard of each partition, by partition index.
+    /// Owner shard of each partition, by partition index (`NOT_HOSTED`
+    /// for a partition without a replica on this node).
     pub owners: Vec<usize>,
     /// Topic configs set explicitly (Kafka names); the rest are defaults.
     pub configs: BTreeMap<String, String>,
+    /// On a node of a cluster, each partition's role here, by partition
+    /// index; empty for a single broker, which leads every partition.
+    #[serde(skip)]
+    pub roles: Vec<Role>,
+}
+
+/// A partition's replication as this node applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Role {
+    /// This node leads the partition.
+    pub leader: bool,
+    pub leader_epoch: i32,
+    pub replicas: u16,
+    pub in_sync: u16,
+}
+
+/// Where a partition's requests go on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Its leader is here, on this shard.
+    Shard(usize),
+    /// It exists, but another node leads it.
+    NotLeader,
+    /// No such topic or partition.
+    Unknown,
 }
 
 impl TopicMeta {
@@ -56,12 +86,32 @@ impl Snapshot {
     pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicMeta> {
         self.topics.values().find(|t| t.uuid() == id)
     }
-    /// The owner shard of a partition, if it exists.
+    /// The owner shard of a partition, if it exists and this node holds
+    /// it.
     pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
         let t = self.topics.get(topic)?;
         usize::try_from(partition)
             .ok()
             .and_then(|p| t.owners.get(p).copied())
+            .filter(|&o| o != NOT_HOSTED)
+    }
+
+    /// Where a partition's produce, fetch and offset requests go.
+    pub fn route(&self, topic: &str, partition: i32) -> Route {
+        let Some(t) = self.topics.get(topic) else {
+            return Route::Unknown;
+        };
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .filter(|&p| p < t.owners.len())
+        else {
+            return Route::Unknown;
+        };
+        let led = t.roles.get(p).is_none_or(|r| r.leader);
+        match t.owners[p] {
+            o if o != NOT_HOSTED && led => Route::Shard(o),
+            _ => Route::NotLeader,
+        }
     }
     /// Partitions each shard owns.
     pub fn load(&self, shards: usize) -> Vec<usize> {
@@ -163,6 +213,7 @@ pub fn config_defaults() -> Vec<(&'static str, String)> {
     vec![
         ("cleanup.policy", "delete".into()),
         ("max.message.bytes", d.batch_bytes_max.to_string()),
+        ("min.insync.replicas", "1".into()),
         ("message.timestamp.type", "CreateTime".into()),
         ("retention.bytes", d.retention_bytes.to_string()),
         ("retention.ms", d.retention_ms.to_string()),
@@ -200,6 +251,14 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Refus
                     }
                 }
             }
+            "min.insync.replicas" => {
+                if !(1..=i64::from(i16::MAX)).contains(&int()?) {
+                    return Err(Refusal::new(
+                        InvalidConfig,
+                        format!("{k}={v}: must be at least 1"),
+                    ));
+                }
+            }
             "cleanup.policy" => {
                 if v != "delete" {
                     return Err(Refusal::new(
@@ -219,6 +278,16 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Refus
     cfg.validate()
         .map_err(|e| Refusal::new(InvalidConfig, e.to_string()))?;
     Ok(cfg)
+}
+
+/// The in-sync replicas an acks=all produce needs: the topic's
+/// `min.insync.replicas`, else 2 where there are 3 or more replicas and 1
+/// otherwise.
+pub fn min_insync(configs: &BTreeMap<String, String>, replicas: u16) -> u16 {
+    configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .unwrap_or(if replicas >= 3 { 2 } else { 1 })
 }
 
 /// The broker's own floors on what a client may set (see
@@ -324,6 +393,7 @@ pub fn load_or_adopt(data_dir: &Path, shards: usize) -> Result<(Snapshot, bool),
                         id: new_topic_id(),
                         owners,
                         configs: BTreeMap::new(),
+                        roles: Vec::new(),
                     },
                 );
             }
@@ -374,6 +444,7 @@ mod tests {
                 id: new_topic_id(),
                 owners: vec![0, 1, 0],
                 configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                roles: Vec::new(),
             },
         );
         store(dir.path(), &s).unwrap();

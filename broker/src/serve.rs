@@ -217,15 +217,29 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     // The metadata names every partition and its owner shard; a data
     // directory from before metadata existed is adopted as it is.
-    let (snap, changed) = metadata::load_or_adopt(&cfg.data_dir, shards)?;
+    let (mut snap, changed) = metadata::load_or_adopt(&cfg.data_dir, shards)?;
     // A node's metadata journal that is damaged, or of another cluster,
-    // stops the start here, before anything serves.
-    if let Some(c) = &cfg.cluster {
-        crate::cluster::node::check_journal(&cfg.data_dir, c, cfg.node_id)
-            .map_err(ServeError::Cluster)?;
+    // stops the start here, before anything serves; so does a node's data
+    // directory started as a single broker.
+    match &cfg.cluster {
+        Some(c) => crate::cluster::node::check_journal(&cfg.data_dir, c, cfg.node_id)
+            .map_err(ServeError::Cluster)?,
+        None if crate::cluster::node::has_journal(&cfg.data_dir) => {
+            return Err(ServeError::Cluster(format!(
+                "data directory {} belongs to a node of a cluster: start it with --node-id and \
+                 --cluster as before",
+                cfg.data_dir.display()
+            )))
+        }
+        None => {}
     }
     if changed {
         metadata::store(&cfg.data_dir, &snap)?;
+    }
+    // A node of a cluster serves the topics its metadata log applies,
+    // from the first applied state on; none before.
+    if cfg.cluster.is_some() {
+        snap.topics.clear();
     }
     let snap = std::sync::Arc::new(snap);
     let plan = host::memory_plan(

@@ -89,6 +89,8 @@ pub struct Shard {
     pub request_memory: Rc<crate::memory::RequestMemory>,
     /// The cluster as this node last applied it (`--cluster` only).
     cluster: crate::cluster::node::ViewCell,
+    /// Shard 0 of a node of a cluster: proposes metadata commands.
+    cluster_handle: std::cell::OnceCell<crate::cluster::node::NodeHandle>,
 }
 
 impl Shard {
@@ -115,6 +117,7 @@ impl Shard {
             apply_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
             cluster: Default::default(),
+            cluster_handle: std::cell::OnceCell::new(),
         })
     }
 
@@ -178,6 +181,15 @@ impl Shard {
 
     pub fn set_cluster_view(&self, v: Arc<crate::cluster::node::ClusterView>) {
         self.cluster.set(v);
+    }
+
+    /// On shard 0 of a node of a cluster, once its metadata log runs.
+    pub fn cluster_handle(&self) -> Option<&crate::cluster::node::NodeHandle> {
+        self.cluster_handle.get()
+    }
+
+    pub fn set_cluster_handle(&self, h: crate::cluster::node::NodeHandle) {
+        let _ = self.cluster_handle.set(h);
     }
 
     /// The nodes clients are told of: every registered node of the

@@ -84,9 +84,17 @@ fn topic_commands() {
     assert_eq!(total, 4);
     let table = ok(&b, &["topic", "describe", "orders"], None);
     assert!(
-        table.starts_with("topic orders: 3 partition(s)\nPARTITION  START  END  MESSAGES\n"),
+        table.starts_with(
+            "topic orders: 3 partition(s)\nPARTITION  LEADER  EPOCH  REPLICAS  ISR  START  END  MESSAGES\n"
+        ),
         "{table}"
     );
+    // A single broker leads every partition, its only replica.
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["leader"], 0, "{d}");
+        assert_eq!(p["replicas"], serde_json::json!([0]), "{d}");
+        assert_eq!(p["isr"], serde_json::json!([0]), "{d}");
+    }
     assert!(table.contains("retention.ms            60000"), "{table}");
     ok(
         &b,

@@ -11,7 +11,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_port, tempdir, Broker, BIN};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
@@ -129,14 +134,7 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     let want: Vec<(i32, i32)> = nodes.iter().map(|n| (n.id, n.port as i32)).collect();
     assert_eq!(seen, want);
 
-    // Topics are not replicated yet: creation is refused with the reason.
-    let out = Command::new(BIN)
-        .args(["topic", "create", "orders", "--bootstrap"])
-        .arg(format!("127.0.0.1:{}", nodes[0].port))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replicated topics"));
+    topics_on_three_nodes(&nodes);
 
     // kill -9 the controller: the other two elect one of themselves and
     // report the dead node unreachable; the committed index goes on.
@@ -163,6 +161,35 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
                 .all(|n| n["metadata_lag"] == 0)
     });
     assert!(back["metadata_committed"].as_i64().unwrap() > committed);
+    // Its partitions came back with their data: every message
+    // acknowledged with acks=all before the kill is still there, asked of
+    // each leader. (acks=1 appends are synced within a second, and the
+    // kill may have come sooner.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(BIN)
+            .args(["topic", "describe", "solo", "--json", "--bootstrap"])
+            .arg(format!("127.0.0.1:{}", nodes[ci].port))
+            .output()
+            .unwrap();
+        let counts: Option<Vec<i64>> =
+            serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|d| {
+                    d["partitions"]
+                        .as_array()
+                        .map(|ps| ps.iter().filter_map(|p| p["messages"].as_i64()).collect())
+                });
+        if counts == Some(vec![1, 9]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "solo after the restart: {counts:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Hostile bytes at a node-to-node port: a frame with a bad checksum,
     // then garbage, each on its own connection; the node closes them and
@@ -233,6 +260,199 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
         err.contains("metadata journal") && err.contains("damaged at byte"),
         "{err}"
     );
+}
+
+/// Topics on a cluster, through librdkafka: created on one node with
+/// three replicas per partition (leaders spread, one per node), visible
+/// from every node with leader, epoch, replicas and ISR; an acks=1
+/// producer given one node reaches every leader and a consumer reads it
+/// all back; acks=all is refused with NOT_ENOUGH_REPLICAS while the
+/// followers are not in sync (replication is the next step), and works
+/// on a topic whose min.insync.replicas is 1.
+fn topics_on_three_nodes(nodes: &[Node]) {
+    let boot = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", boot(0))
+        .create()
+        .unwrap();
+    let topics = [
+        NewTopic::new("orders", 3, TopicReplication::Fixed(3)),
+        NewTopic::new("solo", 2, TopicReplication::Fixed(3)).set("min.insync.replicas", "1"),
+        NewTopic::new("too-wide", 1, TopicReplication::Fixed(4)),
+    ];
+    let r =
+        futures_lite::future::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok() && r[1].is_ok(), "{r:?}");
+    assert!(
+        matches!(&r[2], Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
+        "{r:?}"
+    );
+    // Every node answers with the same leaders, all three leading one.
+    let mut leaders_seen = Vec::new();
+    for i in 0..3 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", boot(i))
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leaders = loop {
+            let md = c
+                .fetch_metadata(Some("orders"), Duration::from_secs(10))
+                .unwrap();
+            let t = &md.topics()[0];
+            if t.error().is_none() && t.partitions().len() == 3 {
+                for p in t.partitions() {
+                    assert_eq!(p.replicas().len(), 3, "{:?}", p.replicas());
+                    assert_eq!(p.isr(), &[p.leader()]);
+                }
+                break t
+                    .partitions()
+                    .iter()
+                    .map(|p| p.leader())
+                    .collect::<Vec<_>>();
+            }
+            assert!(Instant::now() < deadline, "orders not on node {i}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut sorted = leaders.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![1, 2, 3], "one leader per node");
+        leaders_seen.push(leaders);
+    }
+    assert!(leaders_seen.windows(2).all(|w| w[0] == w[1]));
+
+    // acks=1 through one bootstrap node: librdkafka sends each partition
+    // to its leader.
+    let producer = |acks: &str| -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", boot(1))
+            .set("acks", acks)
+            .set("retries", "0")
+            .set("enable.idempotence", "false")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .unwrap()
+    };
+    let p = producer("1");
+    for i in 0..30 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        p.send(
+            BaseRecord::to("orders")
+                .partition(i % 3)
+                .key(&key)
+                .payload(&value),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(p.in_flight_count(), 0);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", boot(2))
+        .set("group.id", "cluster-readers")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["orders"]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 30 && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    got.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // `sluice topic describe` on any node: each partition's leader,
+    // replicas and ISR, and the offsets asked of each leader.
+    let out = Command::new(BIN)
+        .args(["topic", "describe", "orders", "--json", "--bootstrap"])
+        .arg(boot(0))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts = d["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p["leader"], leaders_seen[0][i], "{d}");
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 3, "{d}");
+        assert_eq!(p["isr"], serde_json::json!([leaders_seen[0][i]]), "{d}");
+        assert_eq!(p["messages"], 10, "{d}");
+    }
+
+    // acks=all: the followers are not in sync, so min.insync.replicas
+    // (2 for three replicas) is not met: refused, not written.
+    assert_eq!(
+        acks_all_error(&boot(1), "orders"),
+        Some(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(acks_all_error(&boot(1), "solo"), None);
+    // Durable on its leader: survives the kill below.
+    let r = acks_all(&boot(2), "solo", 1, 9);
+    assert_eq!(r, vec![None; 9]);
+}
+
+/// Keeps the outcome of each delivery.
+#[derive(Default, Clone)]
+struct Outcomes(std::sync::Arc<std::sync::Mutex<Vec<Option<RDKafkaErrorCode>>>>);
+
+impl rdkafka::ClientContext for Outcomes {}
+impl rdkafka::producer::ProducerContext for Outcomes {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let code = match r {
+            Ok(_) => None,
+            Err((KafkaError::MessageProduction(code), _)) => Some(*code),
+            Err((e, _)) => panic!("{e}"),
+        };
+        self.0.lock().unwrap().push(code);
+    }
+}
+
+/// The error of one acks=all produce to partition 0 of `topic`, if any.
+fn acks_all_error(bootstrap: &str, topic: &str) -> Option<RDKafkaErrorCode> {
+    let got = acks_all(bootstrap, topic, 0, 1);
+    assert_eq!(got.len(), 1);
+    got[0]
+}
+
+/// Produces `n` messages with acks=all to one partition of `topic`; the
+/// outcome of each.
+fn acks_all(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    n: usize,
+) -> Vec<Option<RDKafkaErrorCode>> {
+    let outcomes = Outcomes::default();
+    let p: BaseProducer<Outcomes> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "20000")
+        .create_with_context(outcomes.clone())
+        .unwrap();
+    for _ in 0..n {
+        p.send(
+            BaseRecord::<(), str>::to(topic)
+                .partition(partition)
+                .payload("x"),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let got = outcomes.0.lock().unwrap().clone();
+    got
 }
 
 /// `--cluster` that does not name this node, or names one twice, stops

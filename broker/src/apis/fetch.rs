@@ -22,6 +22,7 @@ use sluice_storage::StorageError;
 use sluice_tuning::limits;
 
 use super::{Ctx, Reply};
+use crate::metadata::Route;
 use crate::shard::Shard;
 
 #[derive(Debug, Clone)]
@@ -76,7 +77,10 @@ async fn fetch(
                 ..Default::default()
             });
             parts.push(p.partition);
-            if let Some(owner) = meta.owner(&topic, p.partition) {
+            if meta.route(&topic, p.partition) == Route::NotLeader {
+                results[slot].error = ResponseError::NotLeaderOrFollower.code();
+            }
+            if let Route::Shard(owner) = meta.route(&topic, p.partition) {
                 wants[owner].push(Want {
                     slot,
                     topic: topic.clone(),

@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
+use crate::metadata::Route;
 use crate::shard::Shard;
 
 const LATEST: i64 = -1;
@@ -30,13 +31,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> Res
         let topic = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let found = match meta.owner(&topic, p.partition_index) {
-                None => Found {
+            let found = match meta.route(&topic, p.partition_index) {
+                Route::Unknown => Found {
                     error: ResponseError::UnknownTopicOrPartition.code(),
                     timestamp: -1,
                     offset: -1,
                 },
-                Some(owner) => {
+                Route::NotLeader => Found {
+                    error: ResponseError::NotLeaderOrFollower.code(),
+                    timestamp: -1,
+                    offset: -1,
+                },
+                Route::Shard(owner) => {
                     let (topic, index, ts) = (topic.clone(), p.partition_index, p.timestamp);
                     shard
                         .call(owner, move |s| async move {

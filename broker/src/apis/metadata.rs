@@ -25,6 +25,14 @@ const OPERATIONS_OMITTED: i32 = i32::MIN;
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> ResponseChunks {
     let node = BrokerId(shard.cfg.node_id);
     let meta = shard.meta();
+    // Read when each topic is answered: after an auto-creation, the view
+    // holds the new topic.
+    let cluster = |t: &TopicMeta| {
+        shard
+            .cluster_view()
+            .and_then(|v| v.state.topics.get(&t.name).cloned())
+            .filter(|c| c.id == t.id)
+    };
     // v0 asks for every topic with an empty list; later versions with null.
     let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
         Some(t) if !(t.is_empty() && ctx.version == 0) => Some(
@@ -40,7 +48,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
     match wanted {
         None => {
             for t in meta.topics.values() {
-                topics.push(topic_entry(node, t));
+                topics.push(topic_entry(node, t, cluster(t).as_ref()));
             }
         }
         Some(wanted) => {
@@ -80,7 +88,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
                     None => meta.topic_by_id(id),
                 };
                 topics.push(match found {
-                    Some(t) => topic_entry(node, t),
+                    Some(t) => topic_entry(node, t, cluster(t).as_ref()),
                     None => {
                         let code = name
                             .as_ref()
@@ -117,7 +125,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
     ctx.answer(ResponseKind::Metadata(body))
 }
 
-fn topic_entry(node: BrokerId, t: &TopicMeta) -> MetadataResponseTopic {
+/// A topic's partitions: on a node of a cluster, each one's leader,
+/// leader epoch, replicas and in-sync replicas as this node applied them
+/// (LEADER_NOT_AVAILABLE while none leads); on a single broker, itself.
+fn topic_entry(
+    node: BrokerId,
+    t: &TopicMeta,
+    cluster: Option<&crate::cluster::state::TopicState>,
+) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(t.uuid())
@@ -125,12 +141,24 @@ fn topic_entry(node: BrokerId, t: &TopicMeta) -> MetadataResponseTopic {
         .with_partitions(
             (0..t.owners.len() as i32)
                 .map(|i| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(i)
-                        .with_leader_id(node)
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+                    let p = MetadataResponsePartition::default().with_partition_index(i);
+                    match cluster.and_then(|c| c.partitions.get(i as usize)) {
+                        Some(c) => p
+                            .with_error_code(if c.leader < 0 {
+                                ResponseError::LeaderNotAvailable.code()
+                            } else {
+                                0
+                            })
+                            .with_leader_id(BrokerId(c.leader))
+                            .with_leader_epoch(c.leader_epoch)
+                            .with_replica_nodes(ids(&c.replicas))
+                            .with_isr_nodes(ids(&c.isr)),
+                        None => p
+                            .with_leader_id(node)
+                            .with_leader_epoch(0)
+                            .with_replica_nodes(vec![node])
+                            .with_isr_nodes(vec![node]),
+                    }
                 })
                 .collect(),
         )

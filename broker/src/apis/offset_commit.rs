@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 use super::{answer_from, Ctx, Reply};
 use crate::groups::coordinator_shard;
 use crate::groups::offsets::{now_ms, Committed};
+use crate::metadata::Route;
 use crate::shard::Shard;
 use sluice_tuning::limits;
 
@@ -30,7 +31,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
         for p in &t.partitions {
             let code = if !group_ok {
                 ResponseError::InvalidGroupId.code()
-            } else if meta.owner(&topic, p.partition_index).is_none() {
+            } else if meta.route(&topic, p.partition_index) == Route::Unknown {
                 ResponseError::UnknownTopicOrPartition.code()
             } else if p
                 .committed_metadata

@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 use sluice_storage::batch;
 
 use super::{Ctx, Reply};
+use crate::metadata::Route;
 use crate::producers::SeqCheck;
 use crate::shard::Shard;
 
@@ -85,14 +86,29 @@ pub async fn handle(
         let topic = t.name.0.to_string();
         for p in t.partition_data {
             let records = p.records.unwrap_or_default();
-            match meta.owner(&topic, p.index) {
-                None => {
+            match meta.route(&topic, p.index) {
+                Route::Unknown => {
                     outcomes[slot] = Some(Outcome::error(
                         ResponseError::UnknownTopicOrPartition,
                         format!("no partition {topic}-{}", p.index),
                     ))
                 }
-                Some(owner) => {
+                Route::NotLeader => {
+                    outcomes[slot] = Some(Outcome::error(
+                        ResponseError::NotLeaderOrFollower,
+                        format!("this node does not lead {topic}-{}", p.index),
+                    ))
+                }
+                Route::Shard(_) if req.acks == -1 && !enough_in_sync(&meta, &topic, p.index) => {
+                    outcomes[slot] = Some(Outcome::error(
+                        ResponseError::NotEnoughReplicas,
+                        format!(
+                            "{topic}-{} has fewer in-sync replicas than its min.insync.replicas",
+                            p.index
+                        ),
+                    ))
+                }
+                Route::Shard(owner) => {
                     let origin = records.as_ptr() as usize;
                     if !records.is_empty() && !(frame.0..frame.1).contains(&origin) {
                         shard.note(|s| s.forwarded_batches_copied += 1);
@@ -440,6 +456,18 @@ fn reply(
     Reply::Now(ctx.answer(ResponseKind::Produce(
         ProduceResponse::default().with_responses(responses),
     )))
+}
+
+/// Whether a partition has the in-sync replicas an acks=all produce
+/// needs (a single broker's partitions always do).
+fn enough_in_sync(meta: &crate::metadata::Snapshot, topic: &str, partition: i32) -> bool {
+    let Some(t) = meta.topic(topic) else {
+        return false;
+    };
+    match t.roles.get(partition as usize) {
+        None => true,
+        Some(r) => r.in_sync >= crate::metadata::min_insync(&t.configs, r.replicas),
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use super::{check, connect, key_value, table, CliError, Common, Result};
 use sluice_net::client::Client;
 
@@ -88,17 +91,72 @@ fn metadata_partitions(
         .collect())
 }
 
-/// ListOffsets for every partition of a topic at `timestamp` (-2
-/// earliest, -1 latest).
-pub fn offsets(c: &mut Client, topic: &str, count: i32, timestamp: i64) -> Result<Vec<i64>> {
+/// One partition as Metadata describes it.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionInfo {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// Each partition of `topic` (by index) and every node's address.
+pub fn describe_partitions(
+    c: &mut Client,
+    topic: &str,
+) -> Result<(Vec<PartitionInfo>, HashMap<i32, String>)> {
+    let (_, r): (i16, MetadataResponse) = c.call(ApiKey::Metadata, (1, 12), |v| {
+        let req =
+            MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(topic_name(topic)))]));
+        if v >= 4 {
+            req.with_allow_auto_topic_creation(false)
+        } else {
+            req
+        }
+    })?;
+    let nodes = r
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let t = r
+        .topics
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Refused(format!("no topic {topic}")))?;
+    check(t.error_code, &format!("describe {topic}"), None)?;
+    let mut parts: Vec<PartitionInfo> = vec![PartitionInfo::default(); t.partitions.len()];
+    for p in t.partitions {
+        if let Some(slot) = parts.get_mut(p.partition_index as usize) {
+            *slot = PartitionInfo {
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|n| n.0).collect(),
+                isr: p.isr_nodes.iter().map(|n| n.0).collect(),
+            };
+        }
+    }
+    Ok((parts, nodes))
+}
+
+fn list_offsets(
+    c: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<Vec<(i32, i16, i64)>> {
     let (_, r): (i16, ListOffsetsResponse) = c.call(ApiKey::ListOffsets, (1, 6), |_| {
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(
-                    (0..count)
-                        .map(|p| {
+                    partitions
+                        .iter()
+                        .map(|&p| {
                             list_offsets_request::ListOffsetsPartition::default()
                                 .with_partition_index(p)
                                 .with_timestamp(timestamp)
@@ -106,16 +164,55 @@ pub fn offsets(c: &mut Client, topic: &str, count: i32, timestamp: i64) -> Resul
                         .collect(),
                 )])
     })?;
+    Ok(r.topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .map(|p| (p.partition_index, p.error_code, p.offset))
+        .collect())
+}
+
+/// ListOffsets for every partition of a topic at `timestamp` (-2
+/// earliest, -1 latest): asked of the broker `c` talks to, and, for the
+/// partitions another node of a cluster leads, of their leaders.
+pub fn offsets(c: &mut Client, topic: &str, count: i32, timestamp: i64) -> Result<Vec<i64>> {
+    let all: Vec<i32> = (0..count).collect();
     let mut out = vec![-1; count as usize];
-    for t in r.topics {
-        for p in t.partitions {
+    let mut elsewhere = Vec::new();
+    for (p, code, offset) in list_offsets(c, topic, &all, timestamp)? {
+        if code == kafka_protocol::ResponseError::NotLeaderOrFollower.code() {
+            elsewhere.push(p);
+            continue;
+        }
+        check(code, &format!("offsets of {topic}-{p}"), None)?;
+        if let Some(o) = out.get_mut(p as usize) {
+            *o = offset;
+        }
+    }
+    if elsewhere.is_empty() {
+        return Ok(out);
+    }
+    let (parts, nodes) = describe_partitions(c, topic)?;
+    let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in elsewhere {
+        let leader = parts.get(p as usize).map_or(-1, |i| i.leader);
+        by_leader.entry(leader).or_default().push(p);
+    }
+    for (leader, ps) in by_leader {
+        let addr = nodes.get(&leader).ok_or_else(|| {
+            CliError::Refused(format!(
+                "offsets of {topic}-{}: no leader known (node {leader})",
+                ps[0]
+            ))
+        })?;
+        let mut lc = Client::connect(addr, Duration::from_secs(10))?;
+        for (p, code, offset) in list_offsets(&mut lc, topic, &ps, timestamp)? {
             check(
-                p.error_code,
-                &format!("offsets of {topic}-{}", p.partition_index),
+                code,
+                &format!("offsets of {topic}-{p} at node {leader}"),
                 None,
             )?;
-            if let Some(o) = out.get_mut(p.partition_index as usize) {
-                *o = p.offset;
+            if let Some(o) = out.get_mut(p as usize) {
+                *o = offset;
             }
         }
     }
@@ -187,6 +284,14 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
             check(code, &format!("describe {name}"), None)?;
             let start = offsets(&mut c, &name, count, -2)?;
             let end = offsets(&mut c, &name, count, -1)?;
+            let (info, _) = describe_partitions(&mut c, &name)?;
+            let info = |p: usize| info.get(p).cloned().unwrap_or_default();
+            let ids = |v: &[i32]| {
+                v.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             let (_, r): (i16, DescribeConfigsResponse) =
                 c.call(ApiKey::DescribeConfigs, (1, 4), |_| {
                     DescribeConfigsRequest::default().with_resources(vec![
@@ -215,7 +320,12 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
             Ok(if common.json {
                 json!({
                     "name": name,
-                    "partitions": (0..count as usize).map(|p| json!({"partition": p, "log_start_offset": start[p], "high_watermark": end[p], "messages": end[p] - start[p]})).collect::<Vec<_>>(),
+                    "partitions": (0..count as usize).map(|p| {
+                        let i = info(p);
+                        json!({"partition": p, "leader": i.leader, "leader_epoch": i.leader_epoch,
+                            "replicas": i.replicas, "isr": i.isr, "log_start_offset": start[p],
+                            "high_watermark": end[p], "messages": end[p] - start[p]})
+                    }).collect::<Vec<_>>(),
                     "configs": configs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 })
                 .to_string()
@@ -223,8 +333,13 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
             } else {
                 let rows: Vec<Vec<String>> = (0..count as usize)
                     .map(|p| {
+                        let i = info(p);
                         vec![
                             p.to_string(),
+                            i.leader.to_string(),
+                            i.leader_epoch.to_string(),
+                            ids(&i.replicas),
+                            ids(&i.isr),
                             start[p].to_string(),
                             end[p].to_string(),
                             (end[p] - start[p]).to_string(),
@@ -232,7 +347,19 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
                     })
                     .collect();
                 let mut out = format!("topic {name}: {count} partition(s)\n");
-                out += &table(&["PARTITION", "START", "END", "MESSAGES"], &rows);
+                out += &table(
+                    &[
+                        "PARTITION",
+                        "LEADER",
+                        "EPOCH",
+                        "REPLICAS",
+                        "ISR",
+                        "START",
+                        "END",
+                        "MESSAGES",
+                    ],
+                    &rows,
+                );
                 out += "\n";
                 let rows: Vec<Vec<String>> = configs.into_iter().map(|(k, v)| vec![k, v]).collect();
                 out += &table(&["CONFIG", "VALUE"], &rows);

@@ -32,8 +32,9 @@ use sluice_net::cluster::{
 use sluice_tuning::limits;
 
 use super::metalog::{from_wire, to_wire, Metalog, MetalogConfig};
-use super::state::{ClusterState, Command, NodeId, NodeInfo};
+use super::state::{ClusterState, Command, NodeId, NodeInfo, Proposal, Refused};
 use crate::config::ClusterConfig;
+use crate::metadata::{self, Role, Snapshot, TopicMeta, NOT_HOSTED};
 use crate::shard::Shard;
 
 /// The journal is compacted once it grew by this much since the last
@@ -71,6 +72,43 @@ pub struct VoterStatus {
     pub last_heard_ms: Option<u64>,
 }
 
+/// Why a proposed command did not take effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("{0}")]
+    Refused(Refused),
+    #[error("the cluster has no controller right now")]
+    NoController,
+    #[error("the command was not applied within {0:?} (a controller change may have dropped it)")]
+    TimedOut(Duration),
+    #[error("this node's metadata log is not running")]
+    Stopped,
+}
+
+/// How work on shard 0 proposes commands and learns their outcome.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: flume::Sender<(Command, flume::Sender<Result<(), ProposeError>>)>,
+}
+
+/// A proposal not applied within this long is answered as timed out.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Proposals of this node waiting to be applied, at most.
+const PROPOSALS_PENDING_MAX: usize = 1024;
+
+impl NodeHandle {
+    /// Proposes `cmd` and waits until this node applied it (or refused
+    /// it, or it timed out).
+    pub async fn propose(&self, cmd: Command) -> Result<(), ProposeError> {
+        let (tx, rx) = flume::bounded(1);
+        self.tx
+            .send_async((cmd, tx))
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
+    }
+}
+
 fn raft_id(n: NodeId) -> u64 {
     n as u64 + 1
 }
@@ -97,6 +135,11 @@ fn metalog_config(cfg: &ClusterConfig, me: NodeId) -> MetalogConfig {
         heartbeat_ticks: 2,
         election_ticks_range: None,
     }
+}
+
+/// Whether the data directory holds a node's metadata journal.
+pub fn has_journal(data_dir: &Path) -> bool {
+    journal_path(data_dir).exists()
 }
 
 /// Reads and replays the node's journal (blocking: before the shards
@@ -174,6 +217,8 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         links.insert(raft_id(*n), tx);
         tasks.push(glommio::spawn_local(link(*n, addr.clone(), name.clone(), me, rx)).detach());
     }
+    let (prop_tx, proposals) = flume::bounded(PROPOSALS_PENDING_MAX);
+    shard.set_cluster_handle(NodeHandle { tx: prop_tx });
     tracing::info!(node = me, nodes = ?voters, listen = %cfg.listen, "cluster node started");
 
     let incarnation = now_ms();
@@ -201,23 +246,41 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         published: (None, 0, 0),
         published_at: Instant::now(),
         heard: HashMap::new(),
+        derived_at: u64::MAX,
+        next_req: 0,
+        pending: HashMap::new(),
     };
     let mut next_tick = Instant::now() + tick;
     let mut next_propose = Instant::now();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
-        let got = future::or(async { inbox.recv_async().await.ok() }, async {
-            glommio::timer::sleep(wait).await;
-            None
-        })
+        let got = future::or(
+            async { inbox.recv_async().await.ok().map(Event::Message) },
+            future::or(
+                async { proposals.recv_async().await.ok().map(Event::Propose) },
+                async {
+                    glommio::timer::sleep(wait).await;
+                    None
+                },
+            ),
+        )
         .await;
-        if let Some(m) = got {
-            driver.heard.insert(node_id(m.from), now_ms());
-            let _ = driver.metalog.step(m);
-            while let Ok(m) = inbox.try_recv() {
+        match got {
+            Some(Event::Propose((cmd, reply))) => {
+                driver.propose(cmd, reply);
+                while let Ok((cmd, reply)) = proposals.try_recv() {
+                    driver.propose(cmd, reply);
+                }
+            }
+            Some(Event::Message(m)) => {
                 driver.heard.insert(node_id(m.from), now_ms());
                 let _ = driver.metalog.step(m);
+                while let Ok(m) = inbox.try_recv() {
+                    driver.heard.insert(node_id(m.from), now_ms());
+                    let _ = driver.metalog.step(m);
+                }
             }
+            None => {}
         }
         if Instant::now() >= next_tick {
             driver.metalog.tick();
@@ -252,6 +315,11 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
     }
 }
 
+enum Event {
+    Message(Message),
+    Propose((Command, flume::Sender<Result<(), ProposeError>>)),
+}
+
 struct Driver<'a> {
     shard: Rc<Shard>,
     me: NodeId,
@@ -264,9 +332,35 @@ struct Driver<'a> {
     published_at: Instant,
     /// When a message from each node last arrived.
     heard: HashMap<NodeId, u64>,
+    /// The applied index the shards' topics were last derived at.
+    derived_at: u64,
+    next_req: u64,
+    /// This node's proposals not yet applied: their callers and deadlines.
+    pending: HashMap<u64, (flume::Sender<Result<(), ProposeError>>, Instant)>,
 }
 
 impl Driver<'_> {
+    fn propose(&mut self, cmd: Command, reply: flume::Sender<Result<(), ProposeError>>) {
+        if self.pending.len() >= PROPOSALS_PENDING_MAX {
+            let _ = reply.try_send(Err(ProposeError::TimedOut(Duration::ZERO)));
+            return;
+        }
+        self.next_req += 1;
+        let p = Proposal {
+            req: Some((self.me, self.next_req)),
+            cmd,
+        };
+        match self.metalog.propose(p.encode()) {
+            Ok(()) => {
+                self.pending
+                    .insert(self.next_req, (reply, Instant::now() + PROPOSAL_TIMEOUT));
+            }
+            Err(_) => {
+                let _ = reply.try_send(Err(ProposeError::NoController));
+            }
+        }
+    }
+
     /// Polls the log: journal, then messages, then applying.
     async fn step(&mut self) -> Result<(), String> {
         let out = self.metalog.poll().map_err(|e| e.to_string())?;
@@ -298,14 +392,44 @@ impl Driver<'_> {
             *self.state = ClusterState::from_image(&image)
                 .map_err(|e| format!("snapshot from the controller: {e}"))?;
         }
+        // Answered once the shards took the change.
+        let mut replies = Vec::new();
         for c in out.committed {
-            match self.state.apply(c.index, &c.data) {
-                Ok(Ok(())) => {}
-                Ok(Err(refused)) => {
-                    tracing::debug!(index = c.index, %refused, "metadata command refused")
-                }
-                Err(e) => return Err(e.to_string()),
+            let applied = self
+                .state
+                .apply(c.index, &c.data)
+                .map_err(|e| e.to_string())?;
+            if let Err(refused) = &applied.outcome {
+                tracing::debug!(index = c.index, %refused, "metadata command refused");
             }
+            if let Some((node, req)) = applied.req {
+                if node == self.me {
+                    if let Some((reply, _)) = self.pending.remove(&req) {
+                        replies.push((reply, applied.outcome.map_err(ProposeError::Refused)));
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        self.pending.retain(|_, (reply, deadline)| {
+            if *deadline > now {
+                return true;
+            }
+            let _ = reply.try_send(Err(ProposeError::TimedOut(PROPOSAL_TIMEOUT)));
+            false
+        });
+        // The shards' topics follow what was applied: partitions with a
+        // replica here opened, the others gone, leadership as applied.
+        if self.state.applied != self.derived_at {
+            self.derived_at = self.state.applied;
+            let prev = self.shard.meta();
+            let next = derive(self.state, self.me, self.shard.shards, &prev);
+            if next.topics != prev.topics {
+                self.shard.controller().adopt(&self.shard, next).await;
+            }
+        }
+        for (reply, outcome) in replies {
+            let _ = reply.try_send(outcome);
         }
         if self.file.since_compaction > JOURNAL_COMPACT_BYTES && self.state.applied > 0 {
             let image = self
@@ -352,6 +476,58 @@ impl Driver<'_> {
         }
         Ok(())
     }
+}
+
+/// The topics a node's shards serve, from the cluster's state: every
+/// topic, each partition with a replica here on a shard (the one it had
+/// in `prev`, else the shard holding the fewest), the others
+/// `NOT_HOSTED`, and each partition's role here.
+pub fn derive(state: &ClusterState, me: NodeId, shards: usize, prev: &Snapshot) -> Snapshot {
+    let mut next = prev.clone();
+    next.topics.clear();
+    for t in state.topics.values() {
+        next.topics.insert(
+            t.name.clone(),
+            TopicMeta {
+                name: t.name.clone(),
+                id: t.id.clone(),
+                owners: vec![NOT_HOSTED; t.partitions.len()],
+                configs: t.configs.clone(),
+                roles: t
+                    .partitions
+                    .iter()
+                    .map(|p| Role {
+                        leader: p.leader == me,
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.len() as u16,
+                        in_sync: p.isr.len() as u16,
+                    })
+                    .collect(),
+            },
+        );
+    }
+    // Kept placements first, so new ones balance against them.
+    let mut placed = Vec::new();
+    for t in state.topics.values() {
+        let old = prev.topics.get(&t.name).filter(|o| o.id == t.id);
+        for (i, p) in t.partitions.iter().enumerate() {
+            if !p.replicas.contains(&me) {
+                continue;
+            }
+            match old.and_then(|o| o.owners.get(i)).filter(|&&o| o < shards) {
+                Some(&o) => next.topics.get_mut(&t.name).unwrap().owners[i] = o,
+                None => placed.push((t.name.clone(), i)),
+            }
+        }
+    }
+    for (name, i) in placed {
+        let o = metadata::assign_owners(&next, shards, 1)[0];
+        next.topics.get_mut(&name).unwrap().owners[i] = o;
+    }
+    if !state.cluster_id.is_empty() {
+        next.cluster_id = state.cluster_id.clone();
+    }
+    next
 }
 
 /// Every shard takes the new view.
@@ -648,5 +824,78 @@ impl ViewCell {
     }
     pub fn set(&self, v: Arc<ClusterView>) {
         *self.0.borrow_mut() = Some(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Route;
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        let mut apply = |s: &mut ClusterState, c: Command| {
+            i += 1;
+            assert_eq!(s.apply(i, &c.encode()).unwrap().outcome, Ok(()));
+        };
+        for id in 1..=3 {
+            apply(
+                &mut s,
+                Command::RegisterNode(NodeInfo {
+                    id,
+                    kafka: format!("h:{id}"),
+                    replication: format!("h:{}", id + 10),
+                    incarnation: 1,
+                }),
+            );
+        }
+        apply(
+            &mut s,
+            Command::CreateTopic {
+                name: "t".into(),
+                id: "ab".into(),
+                replicas: vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 3]],
+                configs: Default::default(),
+            },
+        );
+        s
+    }
+
+    /// A node serves every topic, holds only its replicas (spread over
+    /// its shards, kept where they were), and routes only what it leads.
+    #[test]
+    fn a_node_holds_its_replicas_and_routes_what_it_leads() {
+        let s = state();
+        let d = derive(&s, 1, 2, &Snapshot::default());
+        let t = &d.topics["t"];
+        assert_eq!(t.owners[1], NOT_HOSTED);
+        assert!(t.owners[0] < 2 && t.owners[2] < 2 && t.owners[3] < 2);
+        assert_ne!(t.owners[0], t.owners[2], "spread over the shards");
+        assert_eq!(d.route("t", 0), Route::Shard(t.owners[0]));
+        // Node 1 follows partition 2 (led by 3) and holds no replica of 1.
+        assert_eq!(d.route("t", 2), Route::NotLeader);
+        assert_eq!(d.route("t", 1), Route::NotLeader);
+        assert_eq!(d.route("t", 4), Route::Unknown);
+        assert_eq!(d.route("u", 0), Route::Unknown);
+        assert_eq!(d.owner("t", 1), None);
+        assert_eq!(t.roles[0].replicas, 2);
+        assert_eq!(t.roles[0].in_sync, 1);
+        // Placement is kept from one derivation to the next, even when the
+        // balance would choose otherwise.
+        let mut prev = d.clone();
+        let o = prev.topics.get_mut("t").unwrap();
+        o.owners[0] = 1;
+        o.owners[2] = 1;
+        o.owners[3] = 1;
+        let again = derive(&s, 1, 2, &prev);
+        assert_eq!(again.topics["t"].owners, prev.topics["t"].owners);
+        // A recreated topic (new id) is placed afresh.
+        let mut other = prev.clone();
+        other.topics.get_mut("t").unwrap().id = "cd".into();
+        assert_eq!(
+            derive(&s, 1, 2, &other).topics["t"].owners,
+            d.topics["t"].owners
+        );
     }
 }

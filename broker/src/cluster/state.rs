@@ -120,9 +120,38 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command as a log entry, untagged.
+    pub fn encode(&self) -> Vec<u8> {
+        Proposal {
+            req: None,
+            cmd: self.clone(),
+        }
+        .encode()
+    }
+}
+
+/// A command as the metadata log carries it, tagged by the node that
+/// proposed it (its id and a number of its own), so that node can tell
+/// its caller what became of it once applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    #[serde(default)]
+    pub req: Option<(NodeId, u64)>,
+    pub cmd: Command,
+}
+
+impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("commands serialize")
     }
+}
+
+/// What applying one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The proposer's tag.
+    pub req: Option<(NodeId, u64)>,
+    pub outcome: Result<(), Refused>,
 }
 
 /// Why a committed command changed nothing. Every node refuses the same
@@ -169,22 +198,25 @@ impl ClusterState {
         serde_json::from_slice(b).map_err(|e| e.to_string())
     }
 
-    /// Applies the committed command at `index`. `Ok(Err(_))` is a
+    /// Applies the committed entry at `index`. An outcome `Err` is a
     /// command refused (stale or invalid): the state only moved its
     /// applied index.
-    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Result<(), Refused>, ApplyError> {
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, ApplyError> {
         if index <= self.applied {
             return Err(ApplyError::OutOfOrder {
                 index,
                 applied: self.applied,
             });
         }
-        let cmd: Command = serde_json::from_slice(data).map_err(|e| ApplyError::Undecodable {
+        let p: Proposal = serde_json::from_slice(data).map_err(|e| ApplyError::Undecodable {
             index,
             why: e.to_string(),
         })?;
         self.applied = index;
-        Ok(self.apply_command(cmd))
+        Ok(Applied {
+            req: p.req,
+            outcome: self.apply_command(p.cmd),
+        })
     }
 
     fn apply_command(&mut self, cmd: Command) -> Result<(), Refused> {
@@ -309,9 +341,11 @@ impl ClusterState {
                 if let Some(n) = r.iter().find(|n| !self.nodes.contains_key(n)) {
                     return Err(Refused::Invalid(format!("node {n} is not registered")));
                 }
+                // Followers join the ISR once they have caught up with
+                // the leader.
                 Ok(PartitionState {
                     replicas: r.clone(),
-                    isr: r.clone(),
+                    isr: vec![r[0]],
                     leader: r[0],
                     leader_epoch: 0,
                     partition_epoch: 0,
@@ -412,7 +446,7 @@ mod tests {
 
     fn apply_all(s: &mut ClusterState, cmds: &[Command]) -> Vec<Result<(), Refused>> {
         cmds.iter()
-            .map(|c| s.apply(s.applied + 1, &c.encode()).unwrap())
+            .map(|c| s.apply(s.applied + 1, &c.encode()).unwrap().outcome)
             .collect()
     }
 
@@ -554,7 +588,7 @@ mod tests {
             Err(ApplyError::OutOfOrder { .. })
         ));
         assert!(matches!(
-            s.apply(at + 1, b"{\"op\":\"launch_rockets\"}"),
+            s.apply(at + 1, b"{\"cmd\":{\"op\":\"launch_rockets\"}}"),
             Err(ApplyError::Undecodable { .. })
         ));
         assert_eq!(s.applied, at);

@@ -1,0 +1,222 @@
+//! Topic administration on a node of a cluster: each request is checked
+//! against the cluster's state as this node applied it, proposed to the
+//! metadata log as a command, and answered once this node applied it (and
+//! its shards took the change). The command is checked again where it is
+//! applied, on every node alike, so a request made against a state that
+//! moved on (a topic created meanwhile) is refused there.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+
+use super::node::ProposeError;
+use super::state::{ClusterState, Command, Refused};
+use crate::controller::{ConfigOp, NewTopic};
+use crate::metadata::{self, Refusal, TopicMeta, NOT_HOSTED};
+use crate::shard::Shard;
+
+fn state(shard: &Shard) -> ClusterState {
+    shard
+        .cluster_view()
+        .map(|v| (*v.state).clone())
+        .unwrap_or_default()
+}
+
+fn no_topic(name: &str) -> Refusal {
+    Refusal::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("no topic {name:?}"),
+    )
+}
+
+/// The Kafka answer for a proposal that did not take effect.
+fn refusal(e: ProposeError) -> Refusal {
+    match e {
+        ProposeError::Refused(Refused::TopicExists(t)) => Refusal::new(
+            ResponseError::TopicAlreadyExists,
+            format!("topic {t:?} already exists"),
+        ),
+        ProposeError::Refused(Refused::NoTopic(t)) => no_topic(&t),
+        ProposeError::Refused(r) => Refusal::new(ResponseError::InvalidRequest, r.to_string()),
+        ProposeError::NoController | ProposeError::Stopped => {
+            Refusal::new(ResponseError::NotController, e.to_string())
+        }
+        ProposeError::TimedOut(_) => Refusal::new(ResponseError::RequestTimedOut, e.to_string()),
+    }
+}
+
+async fn propose(shard: &Shard, cmd: Command) -> Result<(), Refusal> {
+    let Some(h) = shard.cluster_handle().cloned() else {
+        return Err(refusal(ProposeError::Stopped));
+    };
+    h.propose(cmd).await.map_err(refusal)
+}
+
+/// The replication factor a topic created with `asked` gets: -1 is
+/// `min(3, nodes)`.
+fn factor(asked: i16, nodes: usize) -> Result<usize, Refusal> {
+    let f = if asked == -1 {
+        nodes.min(3)
+    } else {
+        usize::try_from(asked).unwrap_or(0)
+    };
+    if f == 0 || f > nodes {
+        return Err(Refusal::new(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {asked}: the cluster has {nodes} registered node(s); \
+                 use 1 to {nodes}, or -1 for the default"
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<Result<TopicMeta, Refusal>> {
+    let mut out = Vec::with_capacity(topics.len());
+    for t in topics {
+        let st = state(shard);
+        let r = plan_create(shard, &st, &t);
+        let r = match r {
+            Ok((cmd, meta)) if !validate_only => propose(shard, cmd).await.map(|()| meta),
+            r => r.map(|(_, meta)| meta),
+        };
+        out.push(r);
+    }
+    out
+}
+
+fn plan_create(
+    shard: &Shard,
+    st: &ClusterState,
+    t: &NewTopic,
+) -> Result<(Command, TopicMeta), Refusal> {
+    let partitions = crate::controller::check_new_topic(
+        shard,
+        t,
+        st.topics.contains_key(&t.name),
+        st.topics.len(),
+    )?;
+    let f = factor(t.replication_factor, st.nodes.len())?;
+    let replicas = st
+        .assign(partitions as usize, f)
+        .expect("factor checked against the nodes");
+    let id = metadata::new_topic_id();
+    let meta = TopicMeta {
+        name: t.name.clone(),
+        id: id.clone(),
+        owners: vec![NOT_HOSTED; partitions as usize],
+        configs: t.configs.clone(),
+        roles: Vec::new(),
+    };
+    let cmd = Command::CreateTopic {
+        name: t.name.clone(),
+        id,
+        replicas,
+        configs: t.configs.clone(),
+    };
+    Ok((cmd, meta))
+}
+
+pub async fn delete_topics(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+) -> Vec<Result<TopicMeta, Refusal>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let st = state(shard);
+        let Some(t) = st.topics.get(&name) else {
+            out.push(Err(no_topic(&name)));
+            continue;
+        };
+        let meta = TopicMeta {
+            name: t.name.clone(),
+            id: t.id.clone(),
+            owners: vec![NOT_HOSTED; t.partitions.len()],
+            configs: t.configs.clone(),
+            roles: Vec::new(),
+        };
+        out.push(
+            propose(shard, Command::DeleteTopic { name })
+                .await
+                .map(|()| meta),
+        );
+    }
+    out
+}
+
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, i32)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    let mut out = Vec::with_capacity(changes.len());
+    for (name, count) in changes {
+        let st = state(shard);
+        let Some(t) = st.topics.get(&name) else {
+            out.push(Err(no_topic(&name)));
+            continue;
+        };
+        let have = t.partitions.len() as i32;
+        if let Err(e) = crate::controller::check_partition_count(&name, have, count) {
+            out.push(Err(e));
+            continue;
+        }
+        let f = t.partitions[0].replicas.len();
+        let Some(replicas) = st.assign((count - have) as usize, f) else {
+            out.push(Err(Refusal::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("topic {name:?} has {f} replicas, more than the registered nodes"),
+            )));
+            continue;
+        };
+        if validate_only {
+            out.push(Ok(()));
+            continue;
+        }
+        out.push(propose(shard, Command::AddPartitions { name, replicas }).await);
+    }
+    out
+}
+
+pub async fn alter_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, Vec<ConfigOp>)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    let mut out = Vec::with_capacity(changes.len());
+    for (name, ops) in changes {
+        let st = state(shard);
+        let Some(t) = st.topics.get(&name) else {
+            out.push(Err(no_topic(&name)));
+            continue;
+        };
+        let (configs, checked) = crate::controller::configs_after(shard, &t.configs, ops);
+        out.push(match checked {
+            Err(e) => Err(e),
+            Ok(()) if validate_only || configs == t.configs => Ok(()),
+            Ok(()) => propose(shard, Command::SetConfigs { name, configs }).await,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_factor_is_three_or_every_node() {
+        assert_eq!(factor(-1, 5).unwrap(), 3);
+        assert_eq!(factor(-1, 2).unwrap(), 2);
+        assert_eq!(factor(2, 3).unwrap(), 2);
+        for (asked, nodes) in [(4, 3), (0, 3), (-2, 3), (1, 0), (-1, 0)] {
+            let e = factor(asked, nodes).unwrap_err();
+            assert_eq!(e.code, ResponseError::InvalidReplicationFactor.code());
+        }
+    }
+}
