@@ -36,13 +36,17 @@ pub struct TopicMeta {
 }
 
 /// A partition's replication as this node applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Role {
     /// This node leads the partition.
     pub leader: bool,
+    /// The leader's node id (-1: none).
+    pub leader_id: i32,
     pub leader_epoch: i32,
-    pub replicas: u16,
-    pub in_sync: u16,
+    /// Bumped by every change of leader or ISR (see `cluster::state`).
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
 }
 
 /// Where a partition's requests go on this node.

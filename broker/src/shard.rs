@@ -48,6 +48,8 @@ pub struct Partition {
     /// the check and the append of a batch are one step for every other
     /// request on this partition.
     pub append_gate: glommio::sync::Semaphore,
+    /// On a node of a cluster: role, followers, high watermark waits.
+    pub replication: crate::cluster::replica::Replication,
 }
 
 /// Counters a test or an operator can read.
@@ -347,6 +349,9 @@ impl Shard {
                 tracing::warn!(shard = self.id, topic, index, error = %e, "close of deleted partition failed");
             }
             p.appended.notify_all();
+            if let Some((_, _, stop)) = p.replication.following.borrow_mut().take() {
+                stop.set(true);
+            }
             let dir = p.log.dir().to_path_buf();
             if snap.topic(&topic).is_none() || fresh.contains(&(topic.clone(), index)) {
                 remove_dir(dir).await;
@@ -398,6 +403,7 @@ impl Shard {
                                 appended: Rc::new(Notify::default()),
                                 producers: RefCell::new(producers),
                                 append_gate: glommio::sync::Semaphore::new(1),
+                                replication: Default::default(),
                             }),
                         );
                     }
@@ -405,6 +411,18 @@ impl Shard {
                         tracing::error!(shard = self.id, partition = %dir.display(), error = %e, "partition failed to open");
                         failed.push((dir, e.to_string()));
                     }
+                }
+            }
+        }
+        // Each partition's role here (a node of a cluster).
+        for t in snap.topics.values() {
+            if t.roles.is_empty() {
+                continue;
+            }
+            let id = *t.uuid().as_bytes();
+            for (i, role) in t.roles.iter().enumerate() {
+                if let Some(p) = self.partition(&t.name, i as i32) {
+                    crate::cluster::replica::set_role(self, &p, id, Some(role.clone()));
                 }
             }
         }

@@ -167,6 +167,19 @@ pub async fn run_shard(start: ShardStart) {
         }
         _ => None,
     };
+    // A leader drops followers that fell behind from the ISR.
+    let lag_checks = start.cfg.cluster.is_some().then(|| {
+        let shard = shard.clone();
+        glommio::spawn_local(sluice_storage::stall::watch("replica lag", async move {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                for p in shard.owned() {
+                    crate::cluster::replica::check_lagging(&shard, &p);
+                }
+            }
+        }))
+        .detach()
+    });
     let housekeeping = glommio::spawn_local(sluice_storage::stall::watch(
         "housekeeping",
         housekeeping(shard.clone()),
@@ -180,6 +193,9 @@ pub async fn run_shard(start: ShardStart) {
     housekeeping.cancel();
     if let Some(c) = cluster {
         c.cancel();
+    }
+    if let Some(l) = lag_checks {
+        l.cancel();
     }
     if let Some(t) = ticks {
         t.cancel();

@@ -150,6 +150,44 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     assert!(after["metadata_committed"].as_i64().unwrap() >= committed);
     assert!(after["metadata_term"].as_i64() > first["metadata_term"].as_i64());
 
+    // Its leaders drop the dead node from their ISRs once it has been
+    // behind for the lag limit; acks=all goes on where min.insync.replicas
+    // (2) still holds, and is refused where it asks for all three.
+    let dead = controller;
+    let live = format!("127.0.0.1:{other}");
+    // (The partitions the dead node led have no leader until failover
+    // exists; they keep their ISR.)
+    let shrunk = |ps: &[(i32, Vec<i32>)]| {
+        ps.iter()
+            .all(|(leader, isr)| *leader == dead || !isr.contains(&dead))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let strict = loop {
+        let (s, o) = (partitions(&live, "strict"), partitions(&live, "orders"));
+        if shrunk(&s) && shrunk(&o) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ISRs kept the dead node: {s:?} {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (p, (leader, _)) in partitions(&live, "orders").iter().enumerate() {
+        if *leader != dead {
+            assert_eq!(acks_all(&live, "orders", p as i32, 3), vec![None; 3]);
+        }
+    }
+    for (p, (leader, isr)) in strict.iter().enumerate() {
+        if *leader != dead {
+            assert!(!isr.contains(&dead), "{strict:?}");
+            assert_eq!(
+                acks_all(&live, "strict", p as i32, 1),
+                vec![Some(RDKafkaErrorCode::NotEnoughReplicas)]
+            );
+        }
+    }
+
     // It comes back from its journal and rejoins as a follower, caught up.
     nodes[ci].broker = Some(start(&nodes[ci], &spec));
     let back = wait_status(nodes[ci].port, "the old controller rejoined", |s| {
@@ -161,6 +199,11 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
                 .all(|n| n["metadata_lag"] == 0)
     });
     assert!(back["metadata_committed"].as_i64().unwrap() > committed);
+    // It fetches what it missed and its leaders take it back into their
+    // ISRs.
+    wait_isr(&live, "orders", |isr| isr.len() == 3);
+    wait_isr(&live, "strict", |isr| isr.len() == 3);
+
     // Its partitions came back with their data: every message
     // acknowledged with acks=all before the kill is still there, asked of
     // each leader. (acks=1 appends are synced within a second, and the
@@ -279,10 +322,11 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         NewTopic::new("orders", 3, TopicReplication::Fixed(3)),
         NewTopic::new("solo", 2, TopicReplication::Fixed(3)).set("min.insync.replicas", "1"),
         NewTopic::new("too-wide", 1, TopicReplication::Fixed(4)),
+        NewTopic::new("strict", 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "3"),
     ];
     let r =
         futures_lite::future::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap();
-    assert!(r[0].is_ok() && r[1].is_ok(), "{r:?}");
+    assert!(r[0].is_ok() && r[1].is_ok() && r[3].is_ok(), "{r:?}");
     assert!(
         matches!(&r[2], Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
         "{r:?}"
@@ -303,7 +347,8 @@ fn topics_on_three_nodes(nodes: &[Node]) {
             if t.error().is_none() && t.partitions().len() == 3 {
                 for p in t.partitions() {
                     assert_eq!(p.replicas().len(), 3, "{:?}", p.replicas());
-                    assert_eq!(p.isr(), &[p.leader()]);
+                    assert!(p.isr().contains(&p.leader()), "{:?}", p.isr());
+                    assert!(p.isr().iter().all(|n| p.replicas().contains(n)));
                 }
                 break t
                     .partitions()
@@ -367,6 +412,9 @@ fn topics_on_three_nodes(nodes: &[Node]) {
     want.sort();
     assert_eq!(got, want);
 
+    // The followers fetch what their leaders hold and stay in the ISR.
+    wait_isr(&boot(0), "orders", |isr| isr.len() == 3);
+
     // `sluice topic describe` on any node: each partition's leader,
     // replicas and ISR, and the offsets asked of each leader.
     let out = Command::new(BIN)
@@ -385,20 +433,48 @@ fn topics_on_three_nodes(nodes: &[Node]) {
     for (i, p) in parts.iter().enumerate() {
         assert_eq!(p["leader"], leaders_seen[0][i], "{d}");
         assert_eq!(p["replicas"].as_array().unwrap().len(), 3, "{d}");
-        assert_eq!(p["isr"], serde_json::json!([leaders_seen[0][i]]), "{d}");
+        assert_eq!(p["isr"].as_array().unwrap().len(), 3, "{d}");
         assert_eq!(p["messages"], 10, "{d}");
     }
 
-    // acks=all: the followers are not in sync, so min.insync.replicas
-    // (2 for three replicas) is not met: refused, not written.
-    assert_eq!(
-        acks_all_error(&boot(1), "orders"),
-        Some(RDKafkaErrorCode::NotEnoughReplicas)
-    );
+    // acks=all is answered once every in-sync replica has the batch on
+    // disk.
+    for p in 0..3 {
+        assert_eq!(acks_all(&boot(1), "orders", p, 5), vec![None; 5]);
+    }
     assert_eq!(acks_all_error(&boot(1), "solo"), None);
     // Durable on its leader: survives the kill below.
     let r = acks_all(&boot(2), "solo", 1, 9);
     assert_eq!(r, vec![None; 9]);
+}
+
+/// Each partition's (leader, ISR) as `bootstrap` gives them.
+fn partitions(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.leader(), p.isr().to_vec()))
+        .collect()
+}
+
+/// Waits (at most 60 s) until every partition's ISR satisfies `ok`.
+fn wait_isr(bootstrap: &str, topic: &str, ok: impl Fn(&[i32]) -> bool) -> Vec<(i32, Vec<i32>)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps = partitions(bootstrap, topic);
+        if !ps.is_empty() && ps.iter().all(|(_, isr)| ok(isr)) {
+            return ps;
+        }
+        assert!(Instant::now() < deadline, "{topic}: ISRs {ps:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Keeps the outcome of each delivery.

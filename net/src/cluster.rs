@@ -203,6 +203,9 @@ pub struct FetchPartition {
     /// The epoch the follower believes current (fenced if stale).
     pub current_leader_epoch: i32,
     pub fetch_offset: i64,
+    /// The end of what the follower has fsynced: the leader's high
+    /// watermark counts only what every in-sync replica has on disk.
+    pub durable_end: i64,
     /// The epoch of the follower's last batch, so the leader can name
     /// where their logs diverge (KIP-320's check, in the fetch).
     pub last_fetched_epoch: i32,
@@ -730,6 +733,7 @@ mod tests {
                 partition: 0,
                 current_leader_epoch: 2,
                 fetch_offset: 17,
+                durable_end: 15,
                 last_fetched_epoch: 1,
                 max_bytes: 1 << 20,
             }],

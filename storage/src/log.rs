@@ -374,6 +374,19 @@ impl PartitionLog {
     /// durable: see [`PartitionLog::wait_durable`]). A refused batch leaves
     /// the log untouched.
     pub async fn append(&self, batch: Bytes) -> Result<AppendInfo> {
+        self.append_as(batch, false).await
+    }
+
+    /// Appends a batch a leader stored, as it stored it: its offsets,
+    /// leader epoch and timestamps are kept, so this log holds the same
+    /// bytes as the leader's. The batch must start at this log's end
+    /// (a follower fetches from there); anything else is refused and the
+    /// log is left untouched.
+    pub async fn append_replica(&self, batch: Bytes) -> Result<AppendInfo> {
+        self.append_as(batch, true).await
+    }
+
+    async fn append_as(&self, batch: Bytes, replica: bool) -> Result<AppendInfo> {
         self.check_writable()?;
         // A small batch is a slice of a receive buffer shared with other
         // requests: the cache would hold the whole buffer while counting
@@ -400,7 +413,19 @@ impl PartitionLog {
         let stamped = {
             let mut inner = self.inner.borrow_mut();
             let base = inner.next_offset;
-            let b = Batch::stamp(batch, &h, base, inner.leader_epoch, lat.then_some(now));
+            let b = if replica {
+                if h.base_offset != base {
+                    return Err(StorageError::InvalidRecord(format!(
+                        "a replicated batch at offset {} does not follow the log's end {base}",
+                        h.base_offset
+                    )));
+                }
+                // The same offset and epoch, no new timestamp: the bytes
+                // are the leader's.
+                Batch::stamp(batch, &h, base, h.partition_leader_epoch, None)
+            } else {
+                Batch::stamp(batch, &h, base, inner.leader_epoch, lat.then_some(now))
+            };
             let len = b.len() as u64;
             let seg = inner.active_mut();
             let pos = seg.size;

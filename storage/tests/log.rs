@@ -784,3 +784,55 @@ fn small_batches_are_cached_apart_from_their_receive_buffer() {
         );
     });
 }
+
+/// A follower's log built from the batches its leader stored holds the
+/// same bytes: offsets, leader epochs and append times kept; a batch that
+/// does not start at the follower's end is refused and changes nothing.
+#[test]
+fn replicated_batches_keep_the_leaders_bytes() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let lat = LogConfig {
+            timestamp_type: sluice_storage::TimestampType::LogAppendTime,
+            ..small_config()
+        };
+        let leader = open(&dir.path().join("leader"), lat, &cache, &clock).await;
+        leader.set_leader_epoch(7);
+        for i in 0..5 {
+            leader.append(build::uniform(3, 40, i)).await.unwrap();
+        }
+        let batches = leader.read(0, 1 << 20).await.unwrap();
+        assert_eq!(batches.len(), 5);
+        let bytes = |b: &sluice_storage::batch::Batch| {
+            let mut v = Vec::new();
+            for c in b.chunks() {
+                v.extend_from_slice(c);
+            }
+            Bytes::from(v)
+        };
+        let follower = open(&dir.path().join("follower"), small_config(), &cache, &clock).await;
+        // Not at the follower's end (0): refused.
+        let e = follower
+            .append_replica(bytes(&batches[1]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("does not follow"), "{e}");
+        assert_eq!(follower.log_end_offset(), 0);
+        for b in &batches {
+            let info = follower.append_replica(bytes(b)).await.unwrap();
+            assert_eq!(info.base_offset, b.base_offset());
+        }
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        // A batch already there is refused too.
+        assert!(follower.append_replica(bytes(&batches[4])).await.is_err());
+        let copied = follower.read(0, 1 << 20).await.unwrap();
+        assert_eq!(copied.len(), 5);
+        for (a, b) in batches.iter().zip(&copied) {
+            assert_eq!(bytes(a), bytes(b));
+            assert_eq!(b.header().partition_leader_epoch, 7);
+        }
+        follower.sync().await.unwrap();
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    })
+}

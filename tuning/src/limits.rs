@@ -320,3 +320,13 @@ pub const ELECTION_TIMEOUT_MS_RANGE: (u64, u64) = (100, 60_000);
 /// Raft messages waiting to go to one node; past this, new ones are
 /// dropped (Raft sends again what is lost).
 pub const CLUSTER_LINK_QUEUE_MAX: usize = 1024;
+
+/// Node-to-node connections a node holds open at once: each other
+/// node's metadata-log link and its followers' fetch links.
+pub const NODE_LINKS_MAX: usize = 4096;
+
+/// Partitions one replica fetch may name.
+pub const REPLICA_FETCH_PARTITIONS_MAX: usize = 10_000;
+
+/// The longest a leader holds a replica fetch with nothing to send.
+pub const REPLICA_FETCH_WAIT_MS_MAX: u32 = 5_000;

@@ -253,7 +253,7 @@ async fn append_local(
         };
         let o = append_partition(&p, item.records).await;
         if durable && o.error == 0 {
-            to_sync.push((item.slot, p.log.clone(), p.log.log_end_offset() - 1));
+            to_sync.push((item.slot, p.clone(), p.log.log_end_offset() - 1));
         }
         out.push((item.slot, o));
     }
@@ -265,9 +265,23 @@ async fn append_local(
         "durability wait",
         async move {
             let mut failed = Vec::new();
-            for (slot, log, last) in to_sync {
-                if let Err(e) = log.wait_durable(last).await {
+            for (slot, p, last) in to_sync {
+                if let Err(e) = p.log.wait_durable(last).await {
                     failed.push((slot, e.kafka_code(), e.to_string()));
+                    continue;
+                }
+                // Replicated: also on every in-sync replica's disk.
+                if p.replication.other_in_sync().is_some_and(|o| !o.is_empty())
+                    && !crate::cluster::replica::wait_high_watermark(&p, last, ACKS_ALL_WAIT).await
+                {
+                    failed.push((
+                        slot,
+                        ResponseError::RequestTimedOut.code(),
+                        format!(
+                            "not on every in-sync replica within {} s",
+                            ACKS_ALL_WAIT.as_secs()
+                        ),
+                    ));
                 }
             }
             let _ = tx.send_async(failed).await;
@@ -354,8 +368,13 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
                     p.producers
                         .borrow_mut()
                         .record(&h, info.base_offset, info.log_append_time_ms);
-                    // One node: the high watermark follows the log end.
-                    p.log.set_high_watermark(info.last_offset + 1);
+                    // One node: the high watermark follows the log end;
+                    // replicated, it follows the in-sync replicas.
+                    if p.replication.other_in_sync().is_none() {
+                        p.log.set_high_watermark(info.last_offset + 1);
+                    } else {
+                        crate::cluster::replica::update_high_watermark(p);
+                    }
                     p.appended.notify_all();
                     Outcome {
                         error: 0,
@@ -458,6 +477,9 @@ fn reply(
     )))
 }
 
+/// How long an acks=all produce waits for its in-sync replicas.
+const ACKS_ALL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Whether a partition has the in-sync replicas an acks=all produce
 /// needs (a single broker's partitions always do).
 fn enough_in_sync(meta: &crate::metadata::Snapshot, topic: &str, partition: i32) -> bool {
@@ -466,7 +488,13 @@ fn enough_in_sync(meta: &crate::metadata::Snapshot, topic: &str, partition: i32)
     };
     match t.roles.get(partition as usize) {
         None => true,
-        Some(r) => r.in_sync >= crate::metadata::min_insync(&t.configs, r.replicas),
+        Some(r) => {
+            r.isr.len()
+                >= usize::from(crate::metadata::min_insync(
+                    &t.configs,
+                    r.replicas.len() as u16,
+                ))
+        }
     }
 }
 

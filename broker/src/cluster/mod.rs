@@ -5,4 +5,5 @@ pub mod admin;
 pub mod journal;
 pub mod metalog;
 pub mod node;
+pub mod replica;
 pub mod state;

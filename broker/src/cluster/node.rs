@@ -27,7 +27,7 @@ use futures_lite::future;
 use raft::prelude::Message;
 use sluice_net::cluster::{
     encode, read_frame, write_frame, Frame, Hello, HelloReply, Outgoing, RaftMessages,
-    FRAME_VERSION,
+    ReplicaFetch, FRAME_VERSION,
 };
 use sluice_tuning::limits;
 
@@ -204,9 +204,9 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
     let name = cluster_name(&cfg);
     let voters: Vec<NodeId> = cfg.nodes.iter().map(|(n, _)| *n).collect();
     let mut tasks = vec![glommio::spawn_local(accept_loop(
+        shard.clone(),
         listener,
         name.clone(),
-        me,
         voters.clone(),
         inbox_tx,
     ))
@@ -498,9 +498,11 @@ pub fn derive(state: &ClusterState, me: NodeId, shards: usize, prev: &Snapshot) 
                     .iter()
                     .map(|p| Role {
                         leader: p.leader == me,
+                        leader_id: p.leader,
                         leader_epoch: p.leader_epoch,
-                        replicas: p.replicas.len() as u16,
-                        in_sync: p.isr.len() as u16,
+                        partition_epoch: p.partition_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
                     })
                     .collect(),
             },
@@ -622,15 +624,17 @@ fn now_ms() -> u64 {
 
 /// Takes the connections other nodes open, each on its own task.
 async fn accept_loop(
+    shard: Rc<Shard>,
     listener: glommio::net::TcpListener,
     name: String,
-    me: NodeId,
     voters: Vec<NodeId>,
     inbox: flume::Sender<Message>,
 ) {
-    // Two connections per other node cover one being replaced; the rest
-    // are refused at once, so a flood of connections holds no memory.
-    let max = 2 * voters.len() + 2;
+    let me = shard.cfg.node_id;
+    // Each other node's Raft link and its followers' fetch links (one per
+    // followed partition); past the limit new connections are refused at
+    // once, so a flood of connections holds no memory.
+    let max = limits::NODE_LINKS_MAX;
     let open = Rc::new(std::cell::Cell::new(0usize));
     loop {
         match listener.accept().await {
@@ -640,10 +644,11 @@ async fn accept_loop(
             Ok(stream) => {
                 let (name, voters, inbox) = (name.clone(), voters.clone(), inbox.clone());
                 let open = open.clone();
+                let shard = shard.clone();
                 open.set(open.get() + 1);
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(why) = inbound(stream, &name, me, &voters, inbox).await {
+                    if let Err(why) = inbound(&shard, stream, &name, me, &voters, inbox).await {
                         tracing::info!(peer = ?peer, reason = why, "node link closed");
                     }
                     open.set(open.get() - 1);
@@ -658,8 +663,11 @@ async fn accept_loop(
     }
 }
 
-/// One node's connection to this one: `Hello`, then Raft frames.
+/// One node's connection to this one: `Hello`, then Raft frames (its
+/// messages to this node's metadata log) or replica fetches (answered on
+/// the same connection).
 async fn inbound(
+    shard: &Rc<Shard>,
     mut stream: glommio::net::TcpStream,
     name: &str,
     me: NodeId,
@@ -711,6 +719,17 @@ async fn inbound(
         let Some(frame) = read_frame(&mut stream).await.map_err(|e| e.to_string())? else {
             return Err("closed".into());
         };
+        if frame.kind == sluice_net::cluster::Kind::ReplicaFetch {
+            let req: ReplicaFetch = frame.decode().map_err(|e| e.to_string())?;
+            if req.replica as NodeId != from {
+                return Err(format!("node {from} fetched as replica {}", req.replica));
+            }
+            let reply = answer_fetch(shard, from, req).await?;
+            write_frame(&mut stream, &reply)
+                .await
+                .map_err(|e| e.to_string())?;
+            continue;
+        }
         let body = frame.view::<RaftMessages>().map_err(|e| e.to_string())?;
         for m in body.messages.iter() {
             let m = from_wire(m)?;
@@ -721,6 +740,77 @@ async fn inbound(
             let _ = inbox.try_send(m);
         }
     }
+}
+
+/// Answers a follower's fetch: each partition on the shard that holds it.
+async fn answer_fetch(
+    shard: &Rc<Shard>,
+    from: NodeId,
+    req: ReplicaFetch,
+) -> Result<Outgoing, String> {
+    if req.partitions.len() > limits::REPLICA_FETCH_PARTITIONS_MAX {
+        return Err(format!("a fetch of {} partitions", req.partitions.len()));
+    }
+    let wait = Duration::from_millis(u64::from(
+        req.max_wait_ms.min(limits::REPLICA_FETCH_WAIT_MS_MAX),
+    ));
+    let meta = shard.meta();
+    let mut fetched = Vec::with_capacity(req.partitions.len());
+    let mut raw = Vec::new();
+    for fp in req.partitions {
+        let topic = meta
+            .topic_by_id(uuid::Uuid::from_bytes(fp.topic_id))
+            .map(|t| t.name.clone());
+        let owner = topic
+            .as_ref()
+            .and_then(|t| meta.owner(t, fp.partition as i32));
+        let answer = match (topic, owner) {
+            (Some(topic), Some(owner)) => shard
+                .call(owner, move |s| async move {
+                    super::replica::serve_fetch(&s, from, &topic, fp, wait).await
+                })
+                .await
+                .ok(),
+            _ => None,
+        };
+        let a = answer.unwrap_or_else(|| super::replica::Answer {
+            fetched: sluice_net::cluster::FetchedPartition {
+                topic_id: fp.topic_id,
+                partition: fp.partition,
+                error: kafka_protocol::ResponseError::NotLeaderOrFollower.code(),
+                high_watermark: -1,
+                log_start: -1,
+                diverging: None,
+                raw_len: 0,
+            },
+            raw: Vec::new(),
+        });
+        fetched.push(a.fetched);
+        raw.extend(a.raw);
+    }
+    let reply = sluice_net::cluster::ReplicaFetchReply {
+        correlation: req.correlation,
+        partitions: fetched,
+    };
+    encode(&reply, raw).map_err(|e| e.to_string())
+}
+
+/// A connection to node `to` that said `Hello` (for a follower's fetch
+/// loop), within `HELLO_TIMEOUT`.
+pub(crate) async fn connect_node(
+    to: NodeId,
+    addr: &str,
+    shard: &Shard,
+) -> Result<glommio::net::TcpStream, String> {
+    let Some(cfg) = shard.cfg.cluster.as_ref() else {
+        return Err("not a node of a cluster".into());
+    };
+    let name = cluster_name(cfg);
+    future::or(connect(to, addr, &name, shard.cfg.node_id), async {
+        glommio::timer::sleep(HELLO_TIMEOUT).await;
+        Err("no answer to Hello in time".to_string())
+    })
+    .await
 }
 
 /// This node's connection to node `to`: connect (again after any
@@ -879,8 +969,9 @@ mod tests {
         assert_eq!(d.route("t", 4), Route::Unknown);
         assert_eq!(d.route("u", 0), Route::Unknown);
         assert_eq!(d.owner("t", 1), None);
-        assert_eq!(t.roles[0].replicas, 2);
-        assert_eq!(t.roles[0].in_sync, 1);
+        assert_eq!(t.roles[0].replicas, vec![1, 2]);
+        assert_eq!(t.roles[0].isr, vec![1]);
+        assert_eq!(t.roles[2].leader_id, 3);
         // Placement is kept from one derivation to the next, even when the
         // balance would choose otherwise.
         let mut prev = d.clone();

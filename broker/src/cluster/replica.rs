@@ -1,0 +1,511 @@
+//! Partition replication between nodes (Kafka's model, ARCHITECTURE.md
+//! "Cluster"): followers fetch from the leader with `ReplicaFetch` frames
+//! and append what they get as it is (`PartitionLog::append_replica`);
+//! the leader tracks each follower's log end and fsynced end, keeps the
+//! high watermark at the smallest fsynced end over the in-sync replicas,
+//! and asks the controller to add a follower that caught up to the ISR
+//! and to drop one that fell behind for `REPLICA_LAG_MAX`.
+//!
+//! Leader side: `serve_fetch` answers one follower's fetch on the shard
+//! that owns each partition, waiting (up to the fetch's `max_wait_ms`) for
+//! data when the follower is caught up. Follower side: `follow` runs one
+//! loop per followed partition on its owner shard, over one connection
+//! per (shard, leader node).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use sluice_net::cluster::{FetchPartition, FetchedPartition, TopicId};
+use sluice_storage::notify::Notify;
+
+use super::state::{Command, NodeId};
+use crate::metadata::Role;
+use crate::shard::{Partition, Shard};
+
+/// A follower out of step with the leader's log end for this long leaves
+/// the ISR (Kafka's replica.lag.time.max.ms; 30 s there).
+pub const REPLICA_LAG_MAX: Duration = Duration::from_secs(10);
+
+/// What the leader knows of one follower of one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerState {
+    pub log_end: i64,
+    pub durable_end: i64,
+    /// When its fetch last asked for the leader's log end (it had it all).
+    pub caught_up: Instant,
+}
+
+/// A partition's replication state on the shard that holds it.
+#[derive(Default)]
+pub struct Replication {
+    /// The partition's role as last applied; `None` on a single broker.
+    pub role: RefCell<Option<Role>>,
+    /// Followers' progress, on the leader.
+    pub followers: RefCell<HashMap<NodeId, FollowerState>>,
+    /// Notified when the high watermark moves.
+    pub hw_moved: Rc<Notify>,
+    /// An ISR change of this partition is being proposed.
+    pub isr_change: Cell<bool>,
+    /// Since when this node leads the partition.
+    pub led_since: Cell<Option<Instant>>,
+    /// This node's fetch loop for the partition, while it follows.
+    pub following: RefCell<Option<Following>>,
+}
+
+/// A running fetch loop: the leader and epoch it follows, and the flag
+/// that stops it.
+pub type Following = (NodeId, i32, Rc<Cell<bool>>);
+
+impl Replication {
+    /// The in-sync replicas other than the leader, when this node leads
+    /// a partition replicated elsewhere.
+    pub fn other_in_sync(&self) -> Option<Vec<NodeId>> {
+        let role = self.role.borrow();
+        let r = role.as_ref()?;
+        r.leader.then(|| {
+            r.isr
+                .iter()
+                .copied()
+                .filter(|&n| n != r.leader_id)
+                .collect()
+        })
+    }
+}
+
+/// Moves the high watermark of a partition this node leads: the
+/// smallest fsynced end over its in-sync replicas, this node's included;
+/// with no other in-sync replica, the log end (as a single broker).
+pub fn update_high_watermark(p: &Partition) {
+    let Some(others) = p.replication.other_in_sync() else {
+        return;
+    };
+    let hw = if others.is_empty() {
+        p.log.log_end_offset()
+    } else {
+        let followers = p.replication.followers.borrow();
+        others
+            .iter()
+            .map(|n| followers.get(n).map_or(0, |f| f.durable_end))
+            .fold(p.log.durable_offset(), i64::min)
+    };
+    let before = p.log.high_watermark();
+    p.log.set_high_watermark(hw);
+    if p.log.high_watermark() != before {
+        p.replication.hw_moved.notify_all();
+        // Consumers waiting at the old high watermark read on.
+        p.appended.notify_all();
+    }
+}
+
+/// Waits until the high watermark passes `offset` (an acks=all append),
+/// or `timeout`.
+pub async fn wait_high_watermark(p: &Partition, offset: i64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if p.log.high_watermark() > offset {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let seen = p.replication.hw_moved.generation();
+        update_high_watermark(p);
+        if p.log.high_watermark() > offset {
+            return true;
+        }
+        futures_lite::future::or(p.replication.hw_moved.changed(seen), async {
+            glommio::timer::sleep(deadline - now).await;
+        })
+        .await;
+    }
+}
+
+/// One partition's answer to a follower, and its batches.
+pub struct Answer {
+    pub fetched: FetchedPartition,
+    pub raw: Vec<Bytes>,
+}
+
+fn refuse(topic_id: TopicId, partition: u32, code: i16) -> Answer {
+    Answer {
+        fetched: FetchedPartition {
+            topic_id,
+            partition,
+            error: code,
+            high_watermark: -1,
+            log_start: -1,
+            diverging: None,
+            raw_len: 0,
+        },
+        raw: Vec::new(),
+    }
+}
+
+/// Answers one partition of follower `from`'s fetch, on the shard that
+/// holds it: records the follower's progress, moves the high watermark,
+/// proposes the follower into the ISR once it caught up, and reads from
+/// its offset (waiting up to `wait` when there is nothing yet).
+pub async fn serve_fetch(
+    shard: &Rc<Shard>,
+    from: NodeId,
+    topic: &str,
+    fp: FetchPartition,
+    wait: Duration,
+) -> Answer {
+    let (tid, pi) = (fp.topic_id, fp.partition);
+    let Some(p) = shard.partition(topic, pi as i32) else {
+        return refuse(tid, pi, ResponseError::NotLeaderOrFollower.code());
+    };
+    let Some(role) = p.replication.role.borrow().clone() else {
+        return refuse(tid, pi, ResponseError::NotLeaderOrFollower.code());
+    };
+    if !role.leader {
+        return refuse(tid, pi, ResponseError::NotLeaderOrFollower.code());
+    }
+    if fp.current_leader_epoch < role.leader_epoch {
+        return refuse(tid, pi, ResponseError::FencedLeaderEpoch.code());
+    }
+    if fp.current_leader_epoch > role.leader_epoch {
+        return refuse(tid, pi, ResponseError::UnknownLeaderEpoch.code());
+    }
+    if !role.replicas.contains(&from) || from == role.leader_id {
+        return refuse(tid, pi, ResponseError::ReplicaNotAvailable.code());
+    }
+    let end = p.log.log_end_offset();
+    if fp.fetch_offset > end || fp.fetch_offset < p.log.log_start_offset() {
+        return refuse(tid, pi, ResponseError::OffsetOutOfRange.code());
+    }
+    let now = Instant::now();
+    {
+        let mut followers = p.replication.followers.borrow_mut();
+        let f = followers.entry(from).or_insert(FollowerState {
+            log_end: 0,
+            durable_end: 0,
+            caught_up: now,
+        });
+        f.log_end = fp.fetch_offset;
+        f.durable_end = fp.durable_end.min(fp.fetch_offset);
+        if fp.fetch_offset >= end {
+            f.caught_up = now;
+        }
+    }
+    // The followers have more on disk than this node: sync, so the high
+    // watermark is not held back by this node's flush interval.
+    if fp.durable_end > p.log.durable_offset() && role.isr.contains(&from) {
+        let log = p.log.clone();
+        let p2 = p.clone();
+        glommio::spawn_local(async move {
+            if log.sync().await.is_ok() {
+                update_high_watermark(&p2);
+            }
+        })
+        .detach();
+    }
+    update_high_watermark(&p);
+    if !role.isr.contains(&from) && fp.fetch_offset >= p.log.high_watermark() {
+        let mut isr = role.isr.clone();
+        isr.push(from);
+        propose_isr(shard, &p, topic, &role, isr);
+    }
+    // Nothing new: wait for an append, up to `wait`.
+    if fp.fetch_offset == p.log.log_end_offset() && !wait.is_zero() {
+        let seen = p.appended.generation();
+        futures_lite::future::or(p.appended.changed(seen), async {
+            glommio::timer::sleep(wait).await;
+        })
+        .await;
+    }
+    let mut raw = Vec::new();
+    let mut len = 0usize;
+    if fp.fetch_offset < p.log.log_end_offset() {
+        match p
+            .log
+            .read(fp.fetch_offset, fp.max_bytes.max(1) as usize)
+            .await
+        {
+            Ok(batches) => {
+                for b in batches {
+                    for c in b.chunks() {
+                        len += c.len();
+                        raw.push(c.clone());
+                    }
+                }
+            }
+            Err(e) => return refuse(tid, pi, e.kafka_code()),
+        }
+    }
+    Answer {
+        fetched: FetchedPartition {
+            topic_id: tid,
+            partition: pi,
+            error: 0,
+            high_watermark: p.log.high_watermark(),
+            log_start: p.log.log_start_offset(),
+            diverging: None,
+            raw_len: len as u32,
+        },
+        raw,
+    }
+}
+
+/// Proposes a new ISR for a partition this node leads (one change at a
+/// time per partition), through the metadata log on shard 0.
+pub fn propose_isr(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    topic: &str,
+    role: &Role,
+    isr: Vec<NodeId>,
+) {
+    if p.replication.isr_change.replace(true) {
+        return;
+    }
+    let cmd = Command::ChangePartition {
+        topic: topic.to_string(),
+        partition: p.index as u32,
+        partition_epoch: role.partition_epoch,
+        leader: role.leader_id,
+        isr,
+        leader_start: 0,
+    };
+    let (shard, p) = (shard.clone(), p.clone());
+    glommio::spawn_local(async move {
+        let r = shard
+            .call(0, move |s| async move {
+                match s.cluster_handle() {
+                    Some(h) => h.propose(cmd).await.map_err(|e| e.to_string()),
+                    None => Err("no metadata log on this node".to_string()),
+                }
+            })
+            .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!(
+                partition = p.index,
+                topic = p.topic,
+                error = e,
+                "ISR change not made"
+            ),
+            Err(_) => {}
+        }
+        p.replication.isr_change.set(false);
+    })
+    .detach();
+}
+
+/// Drops followers that fell behind for `REPLICA_LAG_MAX` from the ISR of
+/// a partition this node leads (run now and then).
+pub fn check_lagging(shard: &Rc<Shard>, p: &Rc<Partition>) {
+    let Some(role) = p.replication.role.borrow().clone() else {
+        return;
+    };
+    if !role.leader {
+        return;
+    }
+    let now = Instant::now();
+    let followers = p.replication.followers.borrow().clone();
+    let since = p.replication.led_since.get().unwrap_or(now);
+    let lagging = |n: &NodeId| match followers.get(n) {
+        // Never fetched since this node took the lead: measured from then.
+        None => now.duration_since(since) > REPLICA_LAG_MAX,
+        // Caught up means a fetch that asked for the log end: a follower
+        // that stopped fetching falls behind with no new data too.
+        Some(f) => now.duration_since(f.caught_up) > REPLICA_LAG_MAX,
+    };
+    if role.isr.iter().any(|n| *n != role.leader_id && lagging(n)) {
+        let isr: Vec<NodeId> = role
+            .isr
+            .iter()
+            .copied()
+            .filter(|n| *n == role.leader_id || !lagging(n))
+            .collect();
+        propose_isr(shard, p, &p.topic, &role, isr);
+    }
+}
+
+/// Takes a partition's role as applied: a leader stamps its epoch into
+/// what it appends and starts counting its followers afresh on a new
+/// epoch; a follower (re)starts its fetch loop when its leader or epoch
+/// changed, and stops it when it no longer follows.
+pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: Option<Role>) {
+    let old = p.replication.role.replace(role.clone());
+    let Some(role) = role else {
+        return;
+    };
+    let new_epoch = old.as_ref().map(|o| o.leader_epoch) != Some(role.leader_epoch);
+    if role.leader {
+        p.log.set_leader_epoch(role.leader_epoch);
+        if new_epoch || p.replication.led_since.get().is_none() {
+            p.replication.led_since.set(Some(Instant::now()));
+            p.replication.followers.borrow_mut().clear();
+        }
+        // A smaller ISR may let the high watermark move (and the acks=all
+        // produces waiting on it answer).
+        update_high_watermark(p);
+    } else {
+        p.replication.led_since.set(None);
+    }
+    let want = (!role.leader && role.leader_id >= 0 && role.replicas.contains(&shard.cfg.node_id))
+        .then_some((role.leader_id, role.leader_epoch));
+    let mut following = p.replication.following.borrow_mut();
+    let have = following.as_ref().map(|(l, e, _)| (*l, *e));
+    if have == want {
+        return;
+    }
+    if let Some((_, _, stop)) = following.take() {
+        stop.set(true);
+    }
+    if let Some((leader, epoch)) = want {
+        let stop = Rc::new(Cell::new(false));
+        *following = Some((leader, epoch, stop.clone()));
+        glommio::spawn_local(sluice_storage::stall::watch(
+            "replica fetch",
+            follow(shard.clone(), p.clone(), topic_id, leader, epoch, stop),
+        ))
+        .detach();
+    }
+}
+
+/// Bytes a follower asks for per fetch.
+const FETCH_BYTES_MAX: u32 = 1 << 20;
+/// How long the leader may hold a fetch with nothing to send.
+const FETCH_WAIT_MS: u32 = 500;
+
+/// A follower's fetch loop for one partition: fetch from the log end,
+/// append what comes as it is, sync, report the fsynced end in the next
+/// fetch. Reconnects after any failure; ends when `stop` is set.
+async fn follow(
+    shard: Rc<Shard>,
+    p: Rc<Partition>,
+    topic_id: TopicId,
+    leader: NodeId,
+    epoch: i32,
+    stop: Rc<Cell<bool>>,
+) {
+    let me = shard.cfg.node_id;
+    let mut backoff = Duration::from_millis(50);
+    let mut correlation = 0u64;
+    while !stop.get() {
+        let addr = shard
+            .cluster_view()
+            .and_then(|v| v.state.nodes.get(&leader).map(|n| n.replication.clone()));
+        let Some(addr) = addr else {
+            glommio::timer::sleep(backoff).await;
+            continue;
+        };
+        let mut stream = match super::node::connect_node(leader, &addr, &shard).await {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::debug!(
+                    leader,
+                    addr,
+                    reason = why,
+                    "replica fetch: leader not reachable"
+                );
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        while !stop.get() {
+            correlation += 1;
+            let req = sluice_net::cluster::ReplicaFetch {
+                replica: me as u32,
+                correlation,
+                max_wait_ms: FETCH_WAIT_MS,
+                partitions: vec![FetchPartition {
+                    topic_id,
+                    partition: p.index as u32,
+                    current_leader_epoch: epoch,
+                    fetch_offset: p.log.log_end_offset(),
+                    durable_end: p.log.durable_offset(),
+                    last_fetched_epoch: -1,
+                    max_bytes: FETCH_BYTES_MAX,
+                }],
+            };
+            match fetch_once(&mut stream, &req, &p).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Refused (not the leader, an epoch not yet applied
+                    // here): wait for the metadata to move on.
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                Err(why) => {
+                    tracing::debug!(
+                        leader,
+                        partition = p.index,
+                        topic = p.topic,
+                        reason = why,
+                        "replica fetch failed"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One fetch round trip: appends what came and syncs. `Ok(false)` when
+/// the leader refused the partition.
+async fn fetch_once(
+    stream: &mut glommio::net::TcpStream,
+    req: &sluice_net::cluster::ReplicaFetch,
+    p: &Partition,
+) -> Result<bool, String> {
+    let f = sluice_net::cluster::encode(req, vec![]).map_err(|e| e.to_string())?;
+    sluice_net::cluster::write_frame(stream, &f)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wait = Duration::from_millis(u64::from(req.max_wait_ms)) + Duration::from_secs(10);
+    let frame = futures_lite::future::or(
+        async {
+            sluice_net::cluster::read_frame(stream)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "closed".to_string())
+        },
+        async {
+            glommio::timer::sleep(wait).await;
+            Err("no answer in time".to_string())
+        },
+    )
+    .await?;
+    let reply = frame
+        .view::<sluice_net::cluster::ReplicaFetchReply>()
+        .map_err(|e| e.to_string())?;
+    if reply.correlation.to_native() != req.correlation {
+        return Err("an answer to another fetch".into());
+    }
+    let Some(a) = reply.partitions.first() else {
+        return Err("an empty answer".into());
+    };
+    if a.error.to_native() != 0 {
+        tracing::debug!(
+            partition = p.index,
+            topic = p.topic,
+            error = a.error.to_native(),
+            "replica fetch refused"
+        );
+        return Ok(false);
+    }
+    let raw = frame.raw.slice(..a.raw_len.to_native() as usize);
+    if !raw.is_empty() {
+        for b in sluice_storage::batch::split_batches(&raw).map_err(|e| e.to_string())? {
+            p.log
+                .append_replica(b)
+                .await
+                .map_err(|e| format!("append of a replicated batch: {e}"))?;
+        }
+        p.appended.notify_all();
+        p.log.sync().await.map_err(|e| e.to_string())?;
+    }
+    // A follower's high watermark is its leader's, within its own log.
+    p.log.set_high_watermark(a.high_watermark.to_native());
+    Ok(true)
+}
