@@ -417,17 +417,9 @@ fn topics_on_three_nodes(nodes: &[Node]) {
 
     // `sluice topic describe` on any node: each partition's leader,
     // replicas and ISR, and the offsets asked of each leader.
-    let out = Command::new(BIN)
-        .args(["topic", "describe", "orders", "--json", "--bootstrap"])
-        .arg(boot(0))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b0 = boot(0);
+    let out = sluice_ok(&["topic", "describe", "orders", "--json", "--bootstrap", &b0]);
+    let d: Value = serde_json::from_slice(&out).unwrap();
     let parts = d["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     for (i, p) in parts.iter().enumerate() {
@@ -443,9 +435,45 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         assert_eq!(acks_all(&boot(1), "orders", p, 5), vec![None; 5]);
     }
     assert_eq!(acks_all_error(&boot(1), "solo"), None);
+    // The load generator through one node: a new topic with three
+    // replicas, acks=all producers and a consumer, each partition at its
+    // leader, nothing lost and no error.
+    let report =
+        std::env::temp_dir().join(format!("sluice-cluster-lg-{}.json", std::process::id()));
+    sluice_ok(&[
+        "loadgen",
+        "--bootstrap",
+        &b0,
+        "--partitions",
+        "3",
+        "--messages",
+        "3000",
+        "--message-bytes",
+        "200",
+        "--consumers",
+        "1",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(r["produce"]["messages"], 3000, "{r}");
+    assert_eq!(r["consume"]["messages"], 3000, "{r}");
+    assert_eq!(r["produce"]["errors"], serde_json::json!({}), "{r}");
     // Durable on its leader: survives the kill below.
     let r = acks_all(&boot(2), "solo", 1, 9);
     assert_eq!(r, vec![None; 9]);
+}
+
+/// Runs `sluice ARGS`, which must succeed; its output.
+fn sluice_ok(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Each partition's (leader, ISR) as `bootstrap` gives them.

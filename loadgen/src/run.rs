@@ -190,16 +190,42 @@ pub fn end_offsets(c: &mut Client, layout: &Layout) -> Result<Vec<i64>, LoadgenE
     offsets(c, layout, -1)
 }
 
-/// Every partition's offset at `timestamp` (-1: the end, -2: the start).
+/// Every partition's offset at `timestamp` (-1: the end, -2: the start),
+/// asked of each partition's leader (of a cluster, another node than the
+/// one `c` talks to).
 pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i64>, LoadgenError> {
+    let mut by_leader: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (p, leader) in layout.leaders.iter().enumerate() {
+        by_leader.entry(leader.as_str()).or_default().push(p as i32);
+    }
+    let mut out = vec![0i64; layout.leaders.len()];
+    for (leader, partitions) in by_leader {
+        if leader == c.addr() || leader.is_empty() {
+            offsets_of(c, layout, &partitions, timestamp, &mut out)?;
+        } else {
+            let mut lc = Client::connect(leader, std::time::Duration::from_secs(10))?;
+            offsets_of(&mut lc, layout, &partitions, timestamp, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn offsets_of(
+    c: &mut Client,
+    layout: &Layout,
+    partitions: &[i32],
+    timestamp: i64,
+    out: &mut [i64],
+) -> Result<(), LoadgenError> {
     let (_, r): (i16, ListOffsetsResponse) = c.call(ApiKey::ListOffsets, (1, 6), |_| {
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(layout.topic.clone())))
                 .with_partitions(
-                    (0..layout.leaders.len() as i32)
-                        .map(|p| {
+                    partitions
+                        .iter()
+                        .map(|&p| {
                             list_offsets_request::ListOffsetsPartition::default()
                                 .with_partition_index(p)
                                 .with_timestamp(timestamp)
@@ -207,7 +233,6 @@ pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i6
                         .collect(),
                 )])
     })?;
-    let mut out = vec![0i64; layout.leaders.len()];
     for t in &r.topics {
         for p in &t.partitions {
             if p.error_code != 0 {
@@ -225,7 +250,7 @@ pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i6
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// State shared by every worker.

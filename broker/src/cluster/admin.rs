@@ -22,6 +22,18 @@ fn state(shard: &Shard) -> ClusterState {
         .unwrap_or_default()
 }
 
+/// NOT_CONTROLLER (which clients retry) while this node knows no
+/// controller or no registered node: the cluster is still forming.
+fn forming(shard: &Shard) -> Result<(), Refusal> {
+    match shard.cluster_view() {
+        Some(v) if v.controller.is_some() && !v.state.nodes.is_empty() => Ok(()),
+        _ => Err(Refusal::new(
+            ResponseError::NotController,
+            "the cluster is forming: no controller or registered node yet",
+        )),
+    }
+}
+
 fn no_topic(name: &str) -> Refusal {
     Refusal::new(
         ResponseError::UnknownTopicOrPartition,
@@ -80,7 +92,7 @@ pub async fn create_topics(
     let mut out = Vec::with_capacity(topics.len());
     for t in topics {
         let st = state(shard);
-        let r = plan_create(shard, &st, &t);
+        let r = forming(shard).and_then(|()| plan_create(shard, &st, &t));
         let r = match r {
             Ok((cmd, meta)) if !validate_only => propose(shard, cmd).await.map(|()| meta),
             r => r.map(|(_, meta)| meta),

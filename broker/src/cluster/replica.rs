@@ -372,7 +372,7 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
 }
 
 /// Bytes a follower asks for per fetch.
-const FETCH_BYTES_MAX: u32 = 1 << 20;
+const FETCH_BYTES_MAX: u32 = 8 << 20;
 /// How long the leader may hold a fetch with nothing to send.
 const FETCH_WAIT_MS: u32 = 500;
 
