@@ -40,6 +40,9 @@ pub struct Controller {
     snap: RefCell<Snapshot>,
     lock: Semaphore,
     next_producer_id: Cell<i64>,
+    /// On a node of a cluster: the end of the block of producer ids the
+    /// metadata log allocated to it.
+    cluster_ids_end: Cell<i64>,
 }
 
 impl Controller {
@@ -51,6 +54,7 @@ impl Controller {
             // Everything below the stored reservation may have been handed
             // out before a restart: start above it.
             next_producer_id: Cell::new(next),
+            cluster_ids_end: Cell::new(0),
         }
     }
 
@@ -271,11 +275,48 @@ impl Controller {
     /// are reserved durably a block at a time.
     pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, Refusal> {
         let _g = self.lock.acquire_permit(1).await;
+        if shard.cfg.cluster.is_some() {
+            return self.allocate_from_cluster(shard).await;
+        }
         let id = self.next_producer_id.get();
         if id >= self.snap.borrow().producer_ids_reserved {
             let mut next = self.snap.borrow().clone();
             next.producer_ids_reserved = id + limits::PRODUCER_ID_BLOCK;
             self.commit(shard, next, HashSet::new()).await?;
+        }
+        self.next_producer_id.set(id + 1);
+        Ok(id)
+    }
+}
+
+impl Controller {
+    /// A node of a cluster hands out ids from blocks the metadata log
+    /// allocated to it, so no two nodes hand out the same one (and none
+    /// is handed out twice across restarts: a restart takes a new block).
+    async fn allocate_from_cluster(&self, shard: &Rc<Shard>) -> Result<i64, Refusal> {
+        let id = self.next_producer_id.get();
+        if id >= self.cluster_ids_end.get() {
+            let h = shard.cluster_handle().cloned().ok_or_else(|| {
+                Refusal::new(
+                    ResponseError::NotController,
+                    "no metadata log on this node yet",
+                )
+            })?;
+            let first = h
+                .propose_value(crate::cluster::state::Command::AllocateProducerIds {
+                    count: limits::PRODUCER_ID_BLOCK,
+                })
+                .await
+                .map_err(|e| Refusal::new(ResponseError::CoordinatorNotAvailable, e.to_string()))?
+                .ok_or_else(|| {
+                    Refusal::new(
+                        ResponseError::UnknownServerError,
+                        "no producer ids allocated",
+                    )
+                })?;
+            self.next_producer_id.set(first + 1);
+            self.cluster_ids_end.set(first + limits::PRODUCER_ID_BLOCK);
+            return Ok(first);
         }
         self.next_producer_id.set(id + 1);
         Ok(id)

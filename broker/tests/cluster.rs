@@ -460,6 +460,28 @@ fn topics_on_three_nodes(nodes: &[Node]) {
     assert_eq!(r["produce"]["messages"], 3000, "{r}");
     assert_eq!(r["consume"]["messages"], 3000, "{r}");
     assert_eq!(r["produce"]["errors"], serde_json::json!({}), "{r}");
+    // Producer ids from different nodes never collide: each node hands
+    // out a block the metadata log allocated to it.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut c = sluice_net::client::Client::connect(&boot(i), Duration::from_secs(10)).unwrap();
+        for _ in 0..2 {
+            use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
+            let (_, r): (i16, InitProducerIdResponse) = c
+                .call(ApiKey::InitProducerId, (0, 4), |_| {
+                    InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(1000)
+                })
+                .unwrap();
+            assert_eq!(r.error_code, 0, "{r:?}");
+            ids.push(r.producer_id.0);
+        }
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
     // Durable on its leader: survives the kill below.
     let r = acks_all(&boot(2), "solo", 1, 9);
     assert_eq!(r, vec![None; 9]);

@@ -86,9 +86,13 @@ pub enum ProposeError {
 }
 
 /// How work on shard 0 proposes commands and learns their outcome.
+/// What a proposal's caller is told: the command's outcome (a value for
+/// an allocation), or why it did not take effect.
+type Reply = flume::Sender<Result<Option<i64>, ProposeError>>;
+
 #[derive(Clone)]
 pub struct NodeHandle {
-    tx: flume::Sender<(Command, flume::Sender<Result<(), ProposeError>>)>,
+    tx: flume::Sender<(Command, Reply)>,
 }
 
 /// A proposal not applied within this long is answered as timed out.
@@ -100,6 +104,12 @@ impl NodeHandle {
     /// Proposes `cmd` and waits until this node applied it (or refused
     /// it, or it timed out).
     pub async fn propose(&self, cmd: Command) -> Result<(), ProposeError> {
+        self.propose_value(cmd).await.map(|_| ())
+    }
+
+    /// As `propose`, returning the value the command's outcome carries
+    /// (the first id of an `AllocateProducerIds`).
+    pub async fn propose_value(&self, cmd: Command) -> Result<Option<i64>, ProposeError> {
         let (tx, rx) = flume::bounded(1);
         self.tx
             .send_async((cmd, tx))
@@ -317,7 +327,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
 
 enum Event {
     Message(Message),
-    Propose((Command, flume::Sender<Result<(), ProposeError>>)),
+    Propose((Command, Reply)),
 }
 
 struct Driver<'a> {
@@ -336,11 +346,11 @@ struct Driver<'a> {
     derived_at: u64,
     next_req: u64,
     /// This node's proposals not yet applied: their callers and deadlines.
-    pending: HashMap<u64, (flume::Sender<Result<(), ProposeError>>, Instant)>,
+    pending: HashMap<u64, (Reply, Instant)>,
 }
 
 impl Driver<'_> {
-    fn propose(&mut self, cmd: Command, reply: flume::Sender<Result<(), ProposeError>>) {
+    fn propose(&mut self, cmd: Command, reply: Reply) {
         if self.pending.len() >= PROPOSALS_PENDING_MAX {
             let _ = reply.try_send(Err(ProposeError::TimedOut(Duration::ZERO)));
             return;
@@ -927,7 +937,7 @@ mod tests {
         let mut i = 0;
         let mut apply = |s: &mut ClusterState, c: Command| {
             i += 1;
-            assert_eq!(s.apply(i, &c.encode()).unwrap().outcome, Ok(()));
+            assert_eq!(s.apply(i, &c.encode()).unwrap().outcome, Ok(None));
         };
         for id in 1..=3 {
             apply(

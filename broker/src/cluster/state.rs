@@ -117,6 +117,11 @@ pub enum Command {
     ReserveProducerIds {
         below: i64,
     },
+    /// Hands the proposing node the next `count` producer ids (its
+    /// outcome names the first), so no two nodes hand out the same id.
+    AllocateProducerIds {
+        count: i64,
+    },
 }
 
 impl Command {
@@ -151,7 +156,8 @@ impl Proposal {
 pub struct Applied {
     /// The proposer's tag.
     pub req: Option<(NodeId, u64)>,
-    pub outcome: Result<(), Refused>,
+    /// `Ok(Some(first))` for an allocation of producer ids.
+    pub outcome: Result<Option<i64>, Refused>,
 }
 
 /// Why a committed command changed nothing. Every node refuses the same
@@ -213,9 +219,20 @@ impl ClusterState {
             why: e.to_string(),
         })?;
         self.applied = index;
+        let outcome = match p.cmd {
+            Command::AllocateProducerIds { count } if count > 0 => {
+                let first = self.producer_ids_reserved;
+                self.producer_ids_reserved = first.saturating_add(count);
+                Ok(Some(first))
+            }
+            Command::AllocateProducerIds { count } => {
+                Err(Refused::Invalid(format!("{count} producer ids")))
+            }
+            cmd => self.apply_command(cmd).map(|()| None),
+        };
         Ok(Applied {
             req: p.req,
-            outcome: self.apply_command(p.cmd),
+            outcome,
         })
     }
 
@@ -326,6 +343,7 @@ impl ClusterState {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(below);
                 Ok(())
             }
+            Command::AllocateProducerIds { .. } => unreachable!("applied in `apply`"),
         }
     }
 
@@ -446,7 +464,12 @@ mod tests {
 
     fn apply_all(s: &mut ClusterState, cmds: &[Command]) -> Vec<Result<(), Refused>> {
         cmds.iter()
-            .map(|c| s.apply(s.applied + 1, &c.encode()).unwrap().outcome)
+            .map(|c| {
+                s.apply(s.applied + 1, &c.encode())
+                    .unwrap()
+                    .outcome
+                    .map(|_| ())
+            })
             .collect()
     }
 
@@ -628,6 +651,14 @@ mod tests {
         assert_eq!(a.producer_ids_reserved, 1000);
         assert_eq!(a.topics["orders"].partitions.len(), 5);
         assert_eq!(ClusterState::from_image(&a.image()).unwrap(), a);
+        // Allocations hand out consecutive, disjoint blocks.
+        let at = a.applied;
+        let alloc = Command::AllocateProducerIds { count: 100 }.encode();
+        assert_eq!(a.apply(at + 1, &alloc).unwrap().outcome, Ok(Some(1000)));
+        assert_eq!(a.apply(at + 2, &alloc).unwrap().outcome, Ok(Some(1100)));
+        let bad = Command::AllocateProducerIds { count: 0 }.encode();
+        assert!(a.apply(at + 3, &bad).unwrap().outcome.is_err());
+        assert_eq!(a.producer_ids_reserved, 1200);
         assert!(ClusterState::from_image(b"{").is_err());
     }
 }
