@@ -43,6 +43,8 @@ pub struct Controller {
     /// On a node of a cluster: the end of the block of producer ids the
     /// metadata log allocated to it.
     cluster_ids_end: Cell<i64>,
+    /// One allocation of a block at a time (a node of a cluster).
+    ids_lock: Semaphore,
 }
 
 impl Controller {
@@ -55,6 +57,7 @@ impl Controller {
             // out before a restart: start above it.
             next_producer_id: Cell::new(next),
             cluster_ids_end: Cell::new(0),
+            ids_lock: Semaphore::new(1),
         }
     }
 
@@ -274,10 +277,13 @@ impl Controller {
     /// A producer id never handed out before, even across restarts: ids
     /// are reserved durably a block at a time.
     pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, Refusal> {
-        let _g = self.lock.acquire_permit(1).await;
         if shard.cfg.cluster.is_some() {
+            // Not under `lock`: the metadata log's driver takes it to
+            // apply the change this allocation waits for.
+            let _g = self.ids_lock.acquire_permit(1).await;
             return self.allocate_from_cluster(shard).await;
         }
+        let _g = self.lock.acquire_permit(1).await;
         let id = self.next_producer_id.get();
         if id >= self.snap.borrow().producer_ids_reserved {
             let mut next = self.snap.borrow().clone();

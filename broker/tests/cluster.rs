@@ -417,8 +417,14 @@ fn topics_on_three_nodes(nodes: &[Node]) {
 
     // `sluice topic describe` on any node: each partition's leader,
     // replicas and ISR, and the offsets asked of each leader.
-    let b0 = boot(0);
-    let out = sluice_ok(&["topic", "describe", "orders", "--json", "--bootstrap", &b0]);
+    let out = sluice_ok(&[
+        "topic",
+        "describe",
+        "orders",
+        "--json",
+        "--bootstrap",
+        &boot(0),
+    ]);
     let d: Value = serde_json::from_slice(&out).unwrap();
     let parts = d["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
@@ -435,6 +441,43 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         assert_eq!(acks_all(&boot(1), "orders", p, 5), vec![None; 5]);
     }
     assert_eq!(acks_all_error(&boot(1), "solo"), None);
+    // `sluice produce` and `sluice consume` through one node reach every
+    // partition's leader: 45 messages so far, 9 more.
+    let b2 = boot(2);
+    let mut child = Command::new(BIN)
+        .args(["produce", "orders", "--bootstrap", &b2])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..9 {
+            writeln!(stdin, "cli-{i}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b0 = boot(0);
+    let out = sluice_ok(&[
+        "consume",
+        "orders",
+        "--from",
+        "beginning",
+        "--format",
+        "%s\n",
+        "--bootstrap",
+        &b0,
+    ]);
+    let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    assert_eq!(lines.len(), 54, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("cli-")).count(), 9);
     // The load generator through one node: a new topic with three
     // replicas, acks=all producers and a consumer, each partition at its
     // leader, nothing lost and no error.

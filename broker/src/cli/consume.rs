@@ -126,8 +126,23 @@ pub fn run(a: ConsumeArgs, common: &Common, out: &mut impl Write) -> Result<Stri
     };
     let mut printed = 0usize;
     let limit = a.count.unwrap_or(usize::MAX);
+    let mut leaders = super::Leaders::of(&mut c, &a.topic)?;
+    // One fetch per leader node a round, of the partitions it leads.
+    let mut nodes: Vec<i32> = (0..count as usize).map(|p| leaders.leader(p)).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut round = 0usize;
     while printed < limit && pos.iter().zip(&end).any(|(p, e)| p < e) {
-        let (_, r): (i16, FetchResponse) = c.call(ApiKey::Fetch, (4, 12), |_| {
+        let node = nodes[round % nodes.len()];
+        round += 1;
+        let mine: Vec<i32> = (0..count)
+            .filter(|&p| leaders.leader(p as usize) == node && pos[p as usize] < end[p as usize])
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let fc = leaders.client(&mut c, node)?;
+        let (_, r): (i16, FetchResponse) = fc.call(ApiKey::Fetch, (4, 12), |_| {
             FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
                 .with_max_wait_ms(500)
@@ -136,9 +151,8 @@ pub fn run(a: ConsumeArgs, common: &Common, out: &mut impl Write) -> Result<Stri
                 .with_topics(vec![fetch_request::FetchTopic::default()
                     .with_topic(topic_name(&a.topic))
                     .with_partitions(
-                        (0..count)
-                            .filter(|&p| pos[p as usize] < end[p as usize])
-                            .map(|p| {
+                        mine.iter()
+                            .map(|&p| {
                                 fetch_request::FetchPartition::default()
                                     .with_partition(p)
                                     .with_fetch_offset(pos[p as usize])

@@ -8,7 +8,7 @@ mod consume;
 mod group;
 pub mod iotune;
 mod produce;
-mod topic;
+pub(crate) mod topic;
 pub mod tune;
 
 use std::time::Duration;
@@ -76,6 +76,51 @@ pub fn group_run(cmd: GroupCommand, common: &Common) -> Result<String> {
 
 pub fn connect(c: &Common) -> Result<Client> {
     Ok(Client::connect(&c.bootstrap, Duration::from_secs(10))?)
+}
+
+/// Connections to each partition's leader, for produce and fetch: the
+/// bootstrap connection when the cluster has one node (a single broker,
+/// whose advertised address a CLI beside it may not reach), else one
+/// connection per leader node, opened when first needed.
+pub struct Leaders {
+    /// Each partition's leader node.
+    leader: Vec<i32>,
+    nodes: std::collections::HashMap<i32, String>,
+    conns: std::collections::HashMap<i32, Client>,
+    single: bool,
+}
+
+impl Leaders {
+    pub fn of(c: &mut Client, topic: &str) -> Result<Leaders> {
+        let (parts, nodes) = topic::describe_partitions(c, topic)?;
+        Ok(Leaders {
+            leader: parts.iter().map(|p| p.leader).collect(),
+            single: nodes.len() <= 1,
+            nodes,
+            conns: Default::default(),
+        })
+    }
+
+    /// The leader node of each partition (-1: none).
+    pub fn leader(&self, partition: usize) -> i32 {
+        self.leader.get(partition).copied().unwrap_or(-1)
+    }
+
+    /// The connection to `node`; `boot` for a single broker.
+    pub fn client<'a>(&'a mut self, boot: &'a mut Client, node: i32) -> Result<&'a mut Client> {
+        if self.single {
+            return Ok(boot);
+        }
+        if !self.conns.contains_key(&node) {
+            let addr = self
+                .nodes
+                .get(&node)
+                .ok_or_else(|| CliError::Refused(format!("no leader known (node {node})")))?;
+            let c = Client::connect(addr, Duration::from_secs(10))?;
+            self.conns.insert(node, c);
+        }
+        Ok(self.conns.get_mut(&node).expect("inserted"))
+    }
 }
 
 /// A Kafka error code as a readable name.

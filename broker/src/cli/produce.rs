@@ -38,14 +38,17 @@ pub fn run(a: ProduceArgs, common: &Common, input: impl BufRead) -> Result<Strin
         }
         None => return Err(CliError::Refused(format!("no topic {}", a.topic))),
     };
+    let mut leaders = super::Leaders::of(&mut c, &a.topic)?;
     let mut pending: Vec<Vec<Message>> = vec![Vec::new(); count as usize];
     let (mut sent, mut next) = (0usize, 0usize);
     let now = super::consume::now_ms();
-    let flush =
+    let mut flush =
         |c: &mut sluice_net::client::Client, p: usize, msgs: &mut Vec<Message>| -> Result<()> {
             if msgs.is_empty() {
                 return Ok(());
             }
+            // Each partition to its leader.
+            let c = leaders.client(c, leaders.leader(p))?;
             let records: Vec<build::Record<'_>> = msgs
                 .iter()
                 .map(|(k, v)| build::Record {
