@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// port of this node's entry in `--cluster`.
     #[arg(long, env = "SLUICE_REPLICATION_LISTEN")]
     pub replication_listen: Option<SocketAddr>,
+    /// Replicas of each partition of a topic created without a factor
+    /// (-1), on a node of a cluster. Default: 3, or every node when
+    /// there are fewer.
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<u16>,
     /// Milliseconds without a controller before a node calls an
     /// election (raised at random by up to as much again, so nodes rarely
     /// tie). Default 500.
@@ -149,6 +154,8 @@ struct FileConfig {
     replication_listen: Option<SocketAddr>,
     #[serde(alias = "election_timeout_ms")]
     election_timeout_ms: Option<u64>,
+    #[serde(alias = "default_replication_factor")]
+    default_replication_factor: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +178,10 @@ pub enum ConfigError {
     Cluster(String, String),
     #[error("--election-timeout-ms {0}: must be between {1} and {2}")]
     ElectionTimeout(u64, u64, u64),
+    #[error(
+        "--default-replication-factor {0}: must be between 1 and the {1} node(s) of --cluster"
+    )]
+    ReplicationFactor(u16, usize),
 }
 
 /// The nodes of a cluster, as `--cluster` names them.
@@ -181,6 +192,8 @@ pub struct ClusterConfig {
     /// Where this node's node-to-node listener binds.
     pub listen: SocketAddr,
     pub election_timeout_ms: u64,
+    /// `None`: 3, or every node when there are fewer.
+    pub default_replication_factor: Option<u16>,
 }
 
 impl ClusterConfig {
@@ -398,10 +411,19 @@ impl BrokerConfig {
                         ClusterConfig::port_of(&nodes, cfg.node_id),
                     )
                 });
+            let default_replication_factor = args
+                .default_replication_factor
+                .or(file.default_replication_factor);
+            if let Some(f) = default_replication_factor {
+                if f == 0 || usize::from(f) > nodes.len() {
+                    return Err(ConfigError::ReplicationFactor(f, nodes.len()));
+                }
+            }
             cfg.cluster = Some(ClusterConfig {
                 nodes,
                 listen,
                 election_timeout_ms,
+                default_replication_factor,
             });
         }
         Ok(cfg)
@@ -534,6 +556,28 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("--election-timeout-ms"), "{e}");
+        let three = || ServeArgs {
+            node_id: Some(1),
+            cluster: Some("1@a:1,2@b:1,3@c:1".into()),
+            ..Default::default()
+        };
+        let c = BrokerConfig::resolve(ServeArgs {
+            default_replication_factor: Some(2),
+            ..three()
+        })
+        .unwrap();
+        assert_eq!(c.cluster.unwrap().default_replication_factor, Some(2));
+        for f in [0, 4] {
+            let e = BrokerConfig::resolve(ServeArgs {
+                default_replication_factor: Some(f),
+                ..three()
+            })
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("--default-replication-factor"),
+                "{e}"
+            );
+        }
     }
 
     /// The advertised listener is parsed as HOST:PORT and refused otherwise;

@@ -65,10 +65,10 @@ async fn propose(shard: &Shard, cmd: Command) -> Result<(), Refusal> {
 }
 
 /// The replication factor a topic created with `asked` gets: -1 is
-/// `min(3, nodes)`.
-fn factor(asked: i16, nodes: usize) -> Result<usize, Refusal> {
+/// `default` (`--default-replication-factor`), else `min(3, nodes)`.
+fn factor(asked: i16, nodes: usize, default: Option<u16>) -> Result<usize, Refusal> {
     let f = if asked == -1 {
-        nodes.min(3)
+        default.map_or(nodes.min(3), usize::from)
     } else {
         usize::try_from(asked).unwrap_or(0)
     };
@@ -113,7 +113,12 @@ fn plan_create(
         st.topics.contains_key(&t.name),
         st.topics.len(),
     )?;
-    let f = factor(t.replication_factor, st.nodes.len())?;
+    let default = shard
+        .cfg
+        .cluster
+        .as_ref()
+        .and_then(|c| c.default_replication_factor);
+    let f = factor(t.replication_factor, st.nodes.len(), default)?;
     let replicas = st
         .assign(partitions as usize, f)
         .expect("factor checked against the nodes");
@@ -222,12 +227,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_factor_is_three_or_every_node() {
-        assert_eq!(factor(-1, 5).unwrap(), 3);
-        assert_eq!(factor(-1, 2).unwrap(), 2);
-        assert_eq!(factor(2, 3).unwrap(), 2);
+    fn the_default_factor_is_the_flag_or_three_or_every_node() {
+        assert_eq!(factor(-1, 5, None).unwrap(), 3);
+        assert_eq!(factor(-1, 2, None).unwrap(), 2);
+        assert_eq!(factor(2, 3, None).unwrap(), 2);
+        assert_eq!(factor(-1, 5, Some(5)).unwrap(), 5);
+        assert_eq!(factor(1, 5, Some(5)).unwrap(), 1);
+        // The default is checked against the nodes registered now.
+        assert!(factor(-1, 2, Some(3)).is_err());
         for (asked, nodes) in [(4, 3), (0, 3), (-2, 3), (1, 0), (-1, 0)] {
-            let e = factor(asked, nodes).unwrap_err();
+            let e = factor(asked, nodes, None).unwrap_err();
             assert_eq!(e.code, ResponseError::InvalidReplicationFactor.code());
         }
     }
