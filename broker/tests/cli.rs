@@ -4,32 +4,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{tempdir, Broker, BIN};
+use common::{run_sluice, tempdir, Broker, BIN};
 
 /// Runs `sluice <args> --bootstrap <broker>`; returns (status, stdout, stderr).
 fn sluice(b: &Broker, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut c = Command::new(BIN)
-        .args(args)
-        .args(["--bootstrap", &b.bootstrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = c.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = c.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let bootstrap = b.bootstrap();
+    let mut a = args.to_vec();
+    a.extend(["--bootstrap", &bootstrap]);
+    run_sluice(&a, stdin)
 }
 
 fn ok(b: &Broker, args: &[&str], stdin: Option<&str>) -> String {

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, tempdir, Broker, BIN};
+use common::{free_port, run_sluice, tempdir, Broker, BIN};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -55,15 +55,12 @@ fn start(n: &Node, spec: &str) -> Broker {
 
 /// `sluice cluster status --json` against `port`, if it answers.
 fn status(port: u16) -> Option<Value> {
-    let out = Command::new(BIN)
-        .args(["cluster", "status", "--json", "--bootstrap"])
-        .arg(format!("127.0.0.1:{port}"))
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let addr = format!("127.0.0.1:{port}");
+    let (code, out, _) = run_sluice(&["cluster", "status", "--json", "--bootstrap", &addr], None);
+    if code != 0 {
         return None;
     }
-    serde_json::from_slice(&out.stdout).ok()
+    serde_json::from_str(&out).ok()
 }
 
 /// Polls `status(port)` until `ok` holds of it (at most 60 s); returns it.
@@ -210,26 +207,23 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     // kill may have come sooner.)
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new(BIN)
-            .args(["topic", "describe", "solo", "--json", "--bootstrap"])
-            .arg(format!("127.0.0.1:{}", nodes[ci].port))
-            .output()
-            .unwrap();
-        let counts: Option<Vec<i64>> =
-            serde_json::from_slice::<Value>(&out.stdout)
-                .ok()
-                .and_then(|d| {
-                    d["partitions"]
-                        .as_array()
-                        .map(|ps| ps.iter().filter_map(|p| p["messages"].as_i64()).collect())
-                });
+        let addr = format!("127.0.0.1:{}", nodes[ci].port);
+        let (_, out, err) = run_sluice(
+            &["topic", "describe", "solo", "--json", "--bootstrap", &addr],
+            None,
+        );
+        let counts: Option<Vec<i64>> = serde_json::from_str::<Value>(&out).ok().and_then(|d| {
+            d["partitions"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["messages"].as_i64()).collect())
+        });
         if counts == Some(vec![1, 9]) {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "solo after the restart: {counts:?} {}",
-            String::from_utf8_lossy(&out.stderr)
+            err
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -280,23 +274,16 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     assert!(bytes.len() > 64);
     bytes[20] ^= 0x40;
     std::fs::write(&journal, &bytes).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--cores",
-            "1",
-            "--node-id",
-            "1",
-            "--cluster",
-            &spec,
-        ])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", victim.port))
-        .arg("--data-dir")
-        .arg(&victim.data)
-        .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string())
-        .output()
-        .unwrap();
+    let id = victim.id.to_string();
+    let out = Broker::command(
+        &victim.data,
+        1,
+        victim.port,
+        &["--node-id", &id, "--cluster", &spec],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -425,7 +412,7 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         "--bootstrap",
         &boot(0),
     ]);
-    let d: Value = serde_json::from_slice(&out).unwrap();
+    let d: Value = serde_json::from_str(&out).unwrap();
     let parts = d["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     for (i, p) in parts.iter().enumerate() {
@@ -443,26 +430,10 @@ fn topics_on_three_nodes(nodes: &[Node]) {
     assert_eq!(acks_all_error(&boot(1), "solo"), None);
     // `sluice produce` and `sluice consume` through one node reach every
     // partition's leader: 45 messages so far, 9 more.
-    let b2 = boot(2);
-    let mut child = Command::new(BIN)
-        .args(["produce", "orders", "--bootstrap", &b2])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for i in 0..9 {
-            writeln!(stdin, "cli-{i}").unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines: String = (0..9).map(|i| format!("cli-{i}\n")).collect();
+    sluice_ok_with(
+        &["produce", "orders", "--bootstrap", &boot(2)],
+        Some(&lines),
     );
     let b0 = boot(0);
     let out = sluice_ok(&[
@@ -475,7 +446,7 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         "--bootstrap",
         &b0,
     ]);
-    let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 54, "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("cli-")).count(), 9);
     // The load generator through one node: a new topic with three
@@ -531,14 +502,14 @@ fn topics_on_three_nodes(nodes: &[Node]) {
 }
 
 /// Runs `sluice ARGS`, which must succeed; its output.
-fn sluice_ok(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "sluice {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+fn sluice_ok(args: &[&str]) -> String {
+    sluice_ok_with(args, None)
+}
+
+fn sluice_ok_with(args: &[&str], stdin: Option<&str>) -> String {
+    let (code, out, err) = run_sluice(args, stdin);
+    assert_eq!(code, 0, "sluice {args:?}: {err}");
+    out
 }
 
 /// Each partition's (leader, ISR) as `bootstrap` gives them.

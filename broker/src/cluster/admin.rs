@@ -6,20 +6,26 @@
 //! moved on (a topic created meanwhile) is refused there.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
 use super::node::ProposeError;
-use super::state::{ClusterState, Command, Refused};
+use super::state::{ClusterState, Command, Refused, TopicState};
 use crate::controller::{ConfigOp, NewTopic};
 use crate::metadata::{self, Refusal, TopicMeta, NOT_HOSTED};
 use crate::shard::Shard;
 
-fn state(shard: &Shard) -> ClusterState {
+/// The cluster's state as this node applied it (shared, not copied).
+fn state(shard: &Shard) -> Arc<ClusterState> {
     shard
         .cluster_view()
-        .map(|v| (*v.state).clone())
+        .map(|v| v.state.clone())
         .unwrap_or_default()
+}
+
+fn topic<'a>(st: &'a ClusterState, name: &str) -> Result<&'a TopicState, Refusal> {
+    st.topics.get(name).ok_or_else(|| no_topic(name))
 }
 
 /// NOT_CONTROLLER (which clients retry) while this node knows no
@@ -145,25 +151,23 @@ pub async fn delete_topics(
 ) -> Vec<Result<TopicMeta, Refusal>> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let st = state(shard);
-        let Some(t) = st.topics.get(&name) else {
-            out.push(Err(no_topic(&name)));
-            continue;
-        };
-        let meta = TopicMeta {
-            name: t.name.clone(),
-            id: t.id.clone(),
-            owners: vec![NOT_HOSTED; t.partitions.len()],
-            configs: t.configs.clone(),
-            roles: Vec::new(),
-        };
-        out.push(
-            propose(shard, Command::DeleteTopic { name })
-                .await
-                .map(|()| meta),
-        );
+        out.push(delete_topic(shard, name).await);
     }
     out
+}
+
+async fn delete_topic(shard: &Shard, name: String) -> Result<TopicMeta, Refusal> {
+    let st = state(shard);
+    let t = topic(&st, &name)?;
+    let meta = TopicMeta {
+        name: t.name.clone(),
+        id: t.id.clone(),
+        owners: vec![NOT_HOSTED; t.partitions.len()],
+        configs: t.configs.clone(),
+        roles: Vec::new(),
+    };
+    propose(shard, Command::DeleteTopic { name }).await?;
+    Ok(meta)
 }
 
 pub async fn create_partitions(
@@ -173,31 +177,32 @@ pub async fn create_partitions(
 ) -> Vec<Result<(), Refusal>> {
     let mut out = Vec::with_capacity(changes.len());
     for (name, count) in changes {
-        let st = state(shard);
-        let Some(t) = st.topics.get(&name) else {
-            out.push(Err(no_topic(&name)));
-            continue;
-        };
-        let have = t.partitions.len() as i32;
-        if let Err(e) = crate::controller::check_partition_count(&name, have, count) {
-            out.push(Err(e));
-            continue;
-        }
-        let f = t.partitions[0].replicas.len();
-        let Some(replicas) = st.assign((count - have) as usize, f) else {
-            out.push(Err(Refusal::new(
-                ResponseError::InvalidReplicationFactor,
-                format!("topic {name:?} has {f} replicas, more than the registered nodes"),
-            )));
-            continue;
-        };
-        if validate_only {
-            out.push(Ok(()));
-            continue;
-        }
-        out.push(propose(shard, Command::AddPartitions { name, replicas }).await);
+        out.push(add_partitions(shard, name, count, validate_only).await);
     }
     out
+}
+
+async fn add_partitions(
+    shard: &Shard,
+    name: String,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let st = state(shard);
+    let t = topic(&st, &name)?;
+    let have = t.partitions.len() as i32;
+    crate::controller::check_partition_count(&name, have, count)?;
+    let f = t.partitions[0].replicas.len();
+    let replicas = st.assign((count - have) as usize, f).ok_or_else(|| {
+        Refusal::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("topic {name:?} has {f} replicas, more than the registered nodes"),
+        )
+    })?;
+    if validate_only {
+        return Ok(());
+    }
+    propose(shard, Command::AddPartitions { name, replicas }).await
 }
 
 pub async fn alter_configs(
@@ -207,19 +212,25 @@ pub async fn alter_configs(
 ) -> Vec<Result<(), Refusal>> {
     let mut out = Vec::with_capacity(changes.len());
     for (name, ops) in changes {
-        let st = state(shard);
-        let Some(t) = st.topics.get(&name) else {
-            out.push(Err(no_topic(&name)));
-            continue;
-        };
-        let (configs, checked) = crate::controller::configs_after(shard, &t.configs, ops);
-        out.push(match checked {
-            Err(e) => Err(e),
-            Ok(()) if validate_only || configs == t.configs => Ok(()),
-            Ok(()) => propose(shard, Command::SetConfigs { name, configs }).await,
-        });
+        out.push(alter_config(shard, name, ops, validate_only).await);
     }
     out
+}
+
+async fn alter_config(
+    shard: &Shard,
+    name: String,
+    ops: Vec<ConfigOp>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let st = state(shard);
+    let t = topic(&st, &name)?;
+    let (configs, checked) = crate::controller::configs_after(shard, &t.configs, ops);
+    checked?;
+    if validate_only || configs == t.configs {
+        return Ok(());
+    }
+    propose(shard, Command::SetConfigs { name, configs }).await
 }
 
 #[cfg(test)]

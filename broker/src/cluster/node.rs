@@ -147,6 +147,34 @@ fn metalog_config(cfg: &ClusterConfig, me: NodeId) -> MetalogConfig {
     }
 }
 
+/// `f`, or the error `why` once `limit` passed.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    why: &str,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    future::or(f, async {
+        glommio::timer::sleep(limit).await;
+        Err(why.to_string())
+    })
+    .await
+}
+
+/// The next frame of a link, within `limit`; the link's end is an error.
+pub(crate) async fn next_frame(
+    stream: &mut glommio::net::TcpStream,
+    limit: Duration,
+    why: &str,
+) -> Result<Frame, String> {
+    within(limit, why, async {
+        read_frame(stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "closed".to_string())
+    })
+    .await
+}
+
 /// Whether the data directory holds a node's metadata journal.
 pub fn has_journal(data_dir: &Path) -> bool {
     journal_path(data_dir).exists()
@@ -256,7 +284,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         published: (None, 0, 0),
         published_at: Instant::now(),
         heard: HashMap::new(),
-        derived_at: u64::MAX,
+        shared: Arc::new(ClusterState::default()),
         next_req: 0,
         pending: HashMap::new(),
     };
@@ -342,8 +370,9 @@ struct Driver<'a> {
     published_at: Instant,
     /// When a message from each node last arrived.
     heard: HashMap<NodeId, u64>,
-    /// The applied index the shards' topics were last derived at.
-    derived_at: u64,
+    /// The state as the shards and the view last took it (shared, so the
+    /// view published every second does not copy it).
+    shared: Arc<ClusterState>,
     next_req: u64,
     /// This node's proposals not yet applied: their callers and deadlines.
     pending: HashMap<u64, (Reply, Instant)>,
@@ -430,8 +459,8 @@ impl Driver<'_> {
         });
         // The shards' topics follow what was applied: partitions with a
         // replica here opened, the others gone, leadership as applied.
-        if self.state.applied != self.derived_at {
-            self.derived_at = self.state.applied;
+        if self.state.applied != self.shared.applied {
+            self.shared = Arc::new(self.state.clone());
             let prev = self.shard.meta();
             let next = derive(self.state, self.me, self.shard.shards, &prev);
             if next.topics != prev.topics {
@@ -476,7 +505,7 @@ impl Driver<'_> {
                 })
                 .collect();
             let view = Arc::new(ClusterView {
-                state: Arc::new(self.state.clone()),
+                state: self.shared.clone(),
                 controller: now.0,
                 term: now.1,
                 commit: self.metalog.commit_index(),
@@ -684,19 +713,7 @@ async fn inbound(
     voters: &[NodeId],
     inbox: flume::Sender<Message>,
 ) -> Result<(), String> {
-    let first = future::or(
-        async {
-            read_frame(&mut stream)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "closed before Hello".to_string())
-        },
-        async {
-            glommio::timer::sleep(HELLO_TIMEOUT).await;
-            Err("no Hello in time".to_string())
-        },
-    )
-    .await?;
+    let first = next_frame(&mut stream, HELLO_TIMEOUT, "no Hello in time").await?;
     let hello: Hello = first.decode().map_err(|e| e.to_string())?;
     let from = hello.node_id as NodeId;
     let refused = if hello.cluster != name {
@@ -806,7 +823,7 @@ async fn answer_fetch(
 }
 
 /// A connection to node `to` that said `Hello` (for a follower's fetch
-/// loop), within `HELLO_TIMEOUT`.
+/// loop).
 pub(crate) async fn connect_node(
     to: NodeId,
     addr: &str,
@@ -815,12 +832,7 @@ pub(crate) async fn connect_node(
     let Some(cfg) = shard.cfg.cluster.as_ref() else {
         return Err("not a node of a cluster".into());
     };
-    let name = cluster_name(cfg);
-    future::or(connect(to, addr, &name, shard.cfg.node_id), async {
-        glommio::timer::sleep(HELLO_TIMEOUT).await;
-        Err("no answer to Hello in time".to_string())
-    })
-    .await
+    connect(to, addr, &cluster_name(cfg), shard.cfg.node_id).await
 }
 
 /// This node's connection to node `to`: connect (again after any
@@ -835,11 +847,7 @@ async fn link(
     let mut backoff = Duration::from_millis(50);
     let mut logged = false;
     loop {
-        let attempt = future::or(connect(to, &addr, &name, me), async {
-            glommio::timer::sleep(HELLO_TIMEOUT).await;
-            Err("no answer to Hello in time".to_string())
-        });
-        match attempt.await {
+        match connect(to, &addr, &name, me).await {
             Ok(mut stream) => {
                 tracing::info!(node = to, addr, "node link up");
                 logged = false;
@@ -865,7 +873,23 @@ async fn link(
     }
 }
 
+/// Connects to node `to` and exchanges `Hello`, all within
+/// `HELLO_TIMEOUT`.
 async fn connect(
+    to: NodeId,
+    addr: &str,
+    name: &str,
+    me: NodeId,
+) -> Result<glommio::net::TcpStream, String> {
+    within(
+        HELLO_TIMEOUT,
+        "no answer to Hello in time",
+        say_hello(to, addr, name, me),
+    )
+    .await
+}
+
+async fn say_hello(
     to: NodeId,
     addr: &str,
     name: &str,
@@ -877,20 +901,13 @@ async fn connect(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("no address")?;
-    let stream = future::or(
-        async {
-            glommio::net::TcpStream::connect(resolved)
-                .await
-                .map_err(|e| e.to_string())
-        },
-        async {
-            glommio::timer::sleep(Duration::from_secs(2)).await;
-            Err("connect timed out".to_string())
-        },
-    )
+    let mut stream = within(Duration::from_secs(2), "connect timed out", async {
+        glommio::net::TcpStream::connect(resolved)
+            .await
+            .map_err(|e| e.to_string())
+    })
     .await?;
     let _ = stream.set_nodelay(true);
-    let mut stream = stream;
     let hello = Hello {
         cluster: name.to_string(),
         node_id: me as u32,
@@ -900,11 +917,12 @@ async fn connect(
     write_frame(&mut stream, &f)
         .await
         .map_err(|e| e.to_string())?;
-    let reply: Frame = read_frame(&mut stream)
+    let reply: HelloReply = read_frame(&mut stream)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("closed before HelloReply")?;
-    let reply: HelloReply = reply.decode().map_err(|e| e.to_string())?;
+        .ok_or("closed before HelloReply")?
+        .decode()
+        .map_err(|e| e.to_string())?;
     if let Some(why) = reply.refused {
         return Err(format!("refused: {why}"));
     }

@@ -1,8 +1,9 @@
 //! Partition replication between nodes (Kafka's model, ARCHITECTURE.md
 //! "Cluster"): followers fetch from the leader with `ReplicaFetch` frames
 //! and append what they get as it is (`PartitionLog::append_replica`);
-//! the leader tracks each follower's log end and fsynced end, keeps the
-//! high watermark at the smallest fsynced end over the in-sync replicas,
+//! the leader tracks each follower's fsynced end and when it last asked
+//! for the log end, keeps the high watermark at the smallest fsynced end
+//! over the in-sync replicas,
 //! and asks the controller to add a follower that caught up to the ISR
 //! and to drop one that fell behind for `REPLICA_LAG_MAX`.
 //!
@@ -33,7 +34,6 @@ pub const REPLICA_LAG_MAX: Duration = Duration::from_secs(10);
 /// What the leader knows of one follower of one partition.
 #[derive(Debug, Clone, Copy)]
 pub struct FollowerState {
-    pub log_end: i64,
     pub durable_end: i64,
     /// When its fetch last asked for the leader's log end (it had it all).
     pub caught_up: Instant,
@@ -184,11 +184,9 @@ pub async fn serve_fetch(
     {
         let mut followers = p.replication.followers.borrow_mut();
         let f = followers.entry(from).or_insert(FollowerState {
-            log_end: 0,
             durable_end: 0,
             caught_up: now,
         });
-        f.log_end = fp.fetch_offset;
         f.durable_end = fp.durable_end.min(fp.fetch_offset);
         if fp.fetch_offset >= end {
             f.caught_up = now;
@@ -463,19 +461,7 @@ async fn fetch_once(
         .await
         .map_err(|e| e.to_string())?;
     let wait = Duration::from_millis(u64::from(req.max_wait_ms)) + Duration::from_secs(10);
-    let frame = futures_lite::future::or(
-        async {
-            sluice_net::cluster::read_frame(stream)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "closed".to_string())
-        },
-        async {
-            glommio::timer::sleep(wait).await;
-            Err("no answer in time".to_string())
-        },
-    )
-    .await?;
+    let frame = super::node::next_frame(stream, wait, "no answer in time").await?;
     let reply = frame
         .view::<sluice_net::cluster::ReplicaFetchReply>()
         .map_err(|e| e.to_string())?;
