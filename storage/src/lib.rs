@@ -15,6 +15,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod dma_memory;
+pub mod epochs;
 pub mod error;
 pub mod faults;
 mod file;

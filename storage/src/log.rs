@@ -22,6 +22,7 @@ use glommio::task::JoinHandle;
 use crate::batch::{check_stored, Batch, BatchHeader};
 use crate::cache::{LogCache, ShardCache};
 use crate::config::{Clock, LogConfig, TimestampType};
+use crate::epochs::EpochHistory;
 use crate::error::{Result, StorageError};
 use crate::file::{
     align_down, create_dir_all, list_dir, parse_segment_name, remove_file, sync_dir, DirectFile,
@@ -94,6 +95,8 @@ struct Inner {
     /// Every batch below this offset is covered by an fdatasync.
     durable: i64,
     leader_epoch: i32,
+    /// Where each leader epoch's batches begin.
+    epochs: EpochHistory,
     tail: Tail,
     pending: VecDeque<PendingWrite>,
     write_seq: u64,
@@ -240,6 +243,7 @@ impl PartitionLog {
         let tail = load_tail(active, cfg.tail_buffer_bytes).await?;
         let next_offset = active.next_offset;
         let log_start = *segments.keys().next().unwrap();
+        let epochs = EpochHistory::load(&dir, log_start, next_offset).await?;
         let cache = cache.register();
         cache.set_pinned_from(next_offset);
         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
@@ -257,7 +261,8 @@ impl PartitionLog {
                 next_offset,
                 high_watermark: next_offset,
                 durable: next_offset,
-                leader_epoch: 0,
+                leader_epoch: epochs.latest().map_or(0, |(e, _)| e),
+                epochs,
                 tail,
                 pending: VecDeque::new(),
                 write_seq: 0,
@@ -328,6 +333,50 @@ impl PartitionLog {
     /// The leader epoch written into every batch appended from now on.
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.inner.borrow_mut().leader_epoch = epoch;
+    }
+
+    /// Takes the lead at `epoch`: batches appended from now on carry it,
+    /// and the epoch history records that it begins at the log end
+    /// (durably, before this returns).
+    pub async fn begin_epoch(&self, epoch: i32) -> Result<()> {
+        self.set_leader_epoch(epoch);
+        let _a = self.append_lock.acquire_permit(1).await.map_err(closed)?;
+        self.check_writable()?;
+        let start = self.log_end_offset();
+        self.note_epoch(epoch, start).await
+    }
+
+    /// The leader epoch history: (epoch, first offset), oldest first.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.inner.borrow().epochs.entries().to_vec()
+    }
+
+    /// The latest leader epoch of the log's batches (-1 when empty of
+    /// history).
+    pub fn latest_epoch(&self) -> i32 {
+        self.inner.borrow().epochs.latest().map_or(-1, |(e, _)| e)
+    }
+
+    /// Where `epoch` ends in this log, as OffsetForLeaderEpoch answers:
+    /// the largest epoch at most `epoch` and the offset after its last
+    /// batch; (-1, -1) for an epoch newer than any here.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let inner = self.inner.borrow();
+        inner.epochs.end_offset_for(epoch, inner.next_offset)
+    }
+
+    /// Records `epoch` as beginning at `start` if it is new, writing the
+    /// history before the batch that starts it. The caller holds
+    /// `append_lock`.
+    async fn note_epoch(&self, epoch: i32, start: i64) -> Result<()> {
+        let mut h = self.inner.borrow().epochs.clone();
+        if h.assign(epoch, start)? {
+            if h.must_write() {
+                h.write(&self.dir).await?;
+            }
+            self.inner.borrow_mut().epochs = h;
+        }
+        Ok(())
     }
     /// Advances the high watermark (never past the log end, never back).
     pub fn set_high_watermark(&self, offset: i64) {
@@ -410,6 +459,16 @@ impl PartitionLog {
         if self.should_roll(batch.len() as u64, &h, now) {
             self.roll().await?;
         }
+        let (epoch, start) = {
+            let inner = self.inner.borrow();
+            let e = if replica {
+                h.partition_leader_epoch
+            } else {
+                inner.leader_epoch
+            };
+            (e, inner.next_offset)
+        };
+        self.note_epoch(epoch, start).await?;
         let stamped = {
             let mut inner = self.inner.borrow_mut();
             let base = inner.next_offset;
@@ -424,7 +483,7 @@ impl PartitionLog {
                 // are the leader's.
                 Batch::stamp(batch, &h, base, h.partition_leader_epoch, None)
             } else {
-                Batch::stamp(batch, &h, base, inner.leader_epoch, lat.then_some(now))
+                Batch::stamp(batch, &h, base, epoch, lat.then_some(now))
             };
             let len = b.len() as u64;
             let seg = inner.active_mut();
@@ -998,6 +1057,8 @@ impl PartitionLog {
                 .collect();
             if !removed.is_empty() {
                 inner.log_start = *inner.segments.keys().next().unwrap();
+                let start = inner.log_start;
+                inner.epochs.truncate_from_start(start);
                 inner.generation += 1;
             }
             removed
@@ -1134,6 +1195,16 @@ impl PartitionLog {
         }
         self.cache.remove_from(new_end);
         self.cache.set_pinned_from(new_end);
+        let old = self.inner.borrow().epochs.clone();
+        let mut h = old.clone();
+        h.truncate_from_end(new_end);
+        h.truncate_from_start(self.log_start_offset());
+        if h != old {
+            if h.must_write() {
+                h.write(&self.dir).await?;
+            }
+            self.inner.borrow_mut().epochs = h;
+        }
         Ok(new_end)
     }
 

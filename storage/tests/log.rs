@@ -836,3 +836,80 @@ fn replicated_batches_keep_the_leaders_bytes() {
         leader.close().await.unwrap();
     })
 }
+
+/// The leader-epoch history follows the log: each epoch's first offset
+/// is recorded (from the leader's epoch on append, from the batch's on a
+/// replicated append), survives a reopen, answers end offsets as Kafka's
+/// OffsetForLeaderEpoch does, and loses the epochs a truncation removes.
+/// A replicated batch from an older epoch than the log's latest is
+/// refused. A log that only ever had epoch 0 writes no history file.
+#[test]
+fn leader_epoch_history_follows_appends_truncation_and_reopen() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let plain = open(&dir.path().join("plain"), small_config(), &cache, &clock).await;
+        plain.append(build::uniform(2, 10, 0)).await.unwrap();
+        plain.close().await.unwrap();
+        assert!(!dir
+            .path()
+            .join("plain")
+            .join("leader-epoch-checkpoint")
+            .exists());
+        let plain = open(&dir.path().join("plain"), small_config(), &cache, &clock).await;
+        assert_eq!(plain.leader_epochs(), vec![(0, 0)]);
+        plain.close().await.unwrap();
+
+        let path = dir.path().join("p");
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert_eq!(log.end_offset_for_epoch(0), (-1, -1));
+        log.append(build::uniform(3, 10, 0)).await.unwrap(); // 0..3 epoch 0
+        log.begin_epoch(2).await.unwrap();
+        log.append(build::uniform(3, 10, 0)).await.unwrap(); // 3..6 epoch 2
+        log.append(build::uniform(3, 10, 0)).await.unwrap(); // 6..9 epoch 2
+        log.set_leader_epoch(5);
+        log.append(build::uniform(3, 10, 0)).await.unwrap(); // 9..12 epoch 5
+        assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3), (5, 9)]);
+        assert_eq!(log.latest_epoch(), 5);
+        assert_eq!(log.end_offset_for_epoch(5), (5, 12));
+        assert_eq!(log.end_offset_for_epoch(4), (2, 9));
+        assert_eq!(log.end_offset_for_epoch(1), (0, 3));
+        assert_eq!(log.end_offset_for_epoch(6), (-1, -1));
+        let batches = read_all(&log, 0).await;
+        let epochs: Vec<i32> = batches
+            .iter()
+            .map(|b| b.header().partition_leader_epoch)
+            .collect();
+        assert_eq!(epochs, vec![0, 2, 2, 5]);
+        // Not closed: the history was written ahead of the data.
+        log.sync().await.unwrap();
+        log.simulate_crash().await;
+        drop(log);
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3), (5, 9)]);
+        // A follower cut back to where its leader's epoch 2 ended.
+        assert_eq!(log.truncate_to(9).await.unwrap(), 9);
+        assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3)]);
+        assert_eq!(log.end_offset_for_epoch(5), (-1, -1));
+        // A replicated batch of epoch 1 cannot follow epoch 2.
+        let mut old = build::uniform(1, 10, 0).to_vec();
+        old[0..8].copy_from_slice(&9i64.to_be_bytes());
+        old[12..16].copy_from_slice(&1i32.to_be_bytes());
+        let e = log.append_replica(Bytes::from(old)).await.unwrap_err();
+        assert!(e.to_string().contains("goes back"), "{e}");
+        let mut newer = build::uniform(1, 10, 0).to_vec();
+        newer[0..8].copy_from_slice(&9i64.to_be_bytes());
+        newer[12..16].copy_from_slice(&7i32.to_be_bytes());
+        log.append_replica(Bytes::from(newer)).await.unwrap();
+        log.close().await.unwrap();
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3), (7, 9)]);
+        // Damage to the history stops the open, naming the file.
+        log.close().await.unwrap();
+        std::fs::write(path.join("leader-epoch-checkpoint"), "0\n2\n5 0\n3 9\n").unwrap();
+        let e = PartitionLog::open(&path, small_config(), &cache, clock.clone())
+            .await
+            .err()
+            .expect("damaged history refused");
+        assert!(e.to_string().contains("leader-epoch-checkpoint"), "{e}");
+    })
+}
