@@ -52,6 +52,48 @@ pub struct Partition {
     pub replication: crate::cluster::replica::Replication,
 }
 
+impl Partition {
+    /// The partition's leader epoch on this node (0 on a single broker).
+    pub fn leader_epoch(&self) -> i32 {
+        self.replication
+            .role
+            .borrow()
+            .as_ref()
+            .map_or(0, |r| r.leader_epoch)
+    }
+
+    /// Checks a request's CurrentLeaderEpoch (-1 when the client gave
+    /// none) against this node's (KIP-320): an older one is fenced, a
+    /// newer one is not known here yet.
+    pub fn check_leader_epoch(&self, current: i32) -> Result<(), i16> {
+        use kafka_protocol::ResponseError;
+        let epoch = self.leader_epoch();
+        match current {
+            c if c < 0 || c == epoch => Ok(()),
+            c if c < epoch => Err(ResponseError::FencedLeaderEpoch.code()),
+            _ => Err(ResponseError::UnknownLeaderEpoch.code()),
+        }
+    }
+
+    /// A leader whose high watermark has not reached the start of its
+    /// own epoch (it took the lead and its followers have not yet
+    /// caught up) cannot say where the committed log ends: Kafka answers
+    /// OFFSET_NOT_AVAILABLE then.
+    pub fn high_watermark_pending(&self) -> bool {
+        let epoch = self.leader_epoch();
+        self.replication
+            .role
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.leader)
+            && self
+                .log
+                .leader_epochs()
+                .last()
+                .is_some_and(|&(e, start)| e == epoch && self.log.high_watermark() < start)
+    }
+}
+
 /// Counters a test or an operator can read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {

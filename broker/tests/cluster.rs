@@ -1,7 +1,8 @@
 //! Three `sluice serve` processes on loopback form a cluster: they elect a
 //! controller over the metadata log, register, and a Kafka client pointed
 //! at any one sees all three; a controller killed with SIGKILL is replaced
-//! and rejoins as a follower from its journal; a node of another cluster
+//! and rejoins as a follower from its journal, the partitions it led
+//! having moved to live in-sync replicas; a node of another cluster
 //! is refused; a damaged journal stops its node's start with a clear
 //! error. Waits are bounded; nothing here asserts a duration.
 
@@ -10,6 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::{free_port, run_sluice, tempdir, Broker, BIN};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,93 +22,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-struct Node {
-    id: i32,
-    port: u16,
-    data: std::path::PathBuf,
-    broker: Option<Broker>,
-}
-
-fn cluster_spec(nodes: &[(i32, u16)]) -> String {
-    nodes
-        .iter()
-        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn start(n: &Node, spec: &str) -> Broker {
-    Broker::start_on(
-        &n.data,
-        1,
-        n.port,
-        &[
-            "--node-id",
-            &n.id.to_string(),
-            "--cluster",
-            spec,
-            "--election-timeout-ms",
-            "300",
-            "--idle-poll-us",
-            "0",
-        ],
-    )
-}
-
-/// `sluice cluster status --json` against `port`, if it answers.
-fn status(port: u16) -> Option<Value> {
-    let addr = format!("127.0.0.1:{port}");
-    let (code, out, _) = run_sluice(&["cluster", "status", "--json", "--bootstrap", &addr], None);
-    if code != 0 {
-        return None;
-    }
-    serde_json::from_str(&out).ok()
-}
-
-/// Polls `status(port)` until `ok` holds of it (at most 60 s); returns it.
-fn wait_status(port: u16, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(s) = status(port) {
-            if ok(&s) {
-                return s;
-            }
-            last = Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what}: not seen within 60 s; last status {last:#?}");
-}
-
-fn reachable(s: &Value) -> Vec<i64> {
-    s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["reachable"] == true && n["address"].is_string())
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect()
-}
-
 #[test]
 fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     let dir = tempdir();
-    let ids = [1, 2, 3];
-    let repl: Vec<(i32, u16)> = ids.iter().map(|&i| (i, free_port())).collect();
-    let spec = cluster_spec(&repl);
-    let mut nodes: Vec<Node> = ids
-        .iter()
-        .map(|&id| Node {
-            id,
-            port: free_port(),
-            data: dir.path().join(format!("node-{id}")),
-            broker: None,
-        })
-        .collect();
-    for n in &mut nodes {
-        n.broker = Some(start(n, &spec));
-    }
+    let (mut nodes, repl, spec) = start_three(dir.path());
     // Every node registered and reachable, one controller, as any node
     // reports it.
     let all = |s: &Value| reachable(s) == vec![1, 2, 3] && s["controller"].is_i64();
@@ -147,43 +66,70 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
     assert!(after["metadata_committed"].as_i64().unwrap() >= committed);
     assert!(after["metadata_term"].as_i64() > first["metadata_term"].as_i64());
 
-    // Its leaders drop the dead node from their ISRs once it has been
-    // behind for the lag limit; acks=all goes on where min.insync.replicas
-    // (2) still holds, and is refused where it asks for all three.
+    // Failover: the new controller gives every partition the dead node
+    // led to a live in-sync replica, under a new leader epoch, and drops
+    // the dead node from every ISR. acks=all goes on where
+    // min.insync.replicas (2) still holds, and is refused where it asks
+    // for all three.
     let dead = controller;
     let live = format!("127.0.0.1:{other}");
-    // (The partitions the dead node led have no leader until failover
-    // exists; they keep their ISR.)
-    let shrunk = |ps: &[(i32, Vec<i32>)]| {
-        ps.iter()
-            .all(|(leader, isr)| *leader == dead || !isr.contains(&dead))
+    let moved = |ps: &[(i32, Vec<i32>)]| {
+        !ps.is_empty()
+            && ps
+                .iter()
+                .all(|(leader, isr)| *leader != dead && *leader >= 0 && !isr.contains(&dead))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let strict = loop {
-        let (s, o) = (partitions(&live, "strict"), partitions(&live, "orders"));
-        if shrunk(&s) && shrunk(&o) {
+        let (s, o, so) = (
+            partitions(&live, "strict"),
+            partitions(&live, "orders"),
+            partitions(&live, "solo"),
+        );
+        if moved(&s) && moved(&o) && moved(&so) {
             break s;
         }
         assert!(
             Instant::now() < deadline,
-            "ISRs kept the dead node: {s:?} {o:?}"
+            "the dead node kept leaders or ISR places: {s:?} {o:?} {so:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    for (p, (leader, _)) in partitions(&live, "orders").iter().enumerate() {
-        if *leader != dead {
-            assert_eq!(acks_all(&live, "orders", p as i32, 3), vec![None; 3]);
-        }
+    let controller_now = after["controller"].as_i64().unwrap() as i32;
+    let new_controller = nodes.iter_mut().find(|n| n.id == controller_now).unwrap();
+    let b = new_controller.broker.as_mut().unwrap();
+    assert!(b.wait_for("failover: proposing"), "{:#?}", b.seen);
+    for p in 0..partitions(&live, "orders").len() {
+        assert_eq!(acks_all(&live, "orders", p as i32, 3), vec![None; 3]);
     }
-    for (p, (leader, isr)) in strict.iter().enumerate() {
-        if *leader != dead {
-            assert!(!isr.contains(&dead), "{strict:?}");
-            assert_eq!(
-                acks_all(&live, "strict", p as i32, 1),
-                vec![Some(RDKafkaErrorCode::NotEnoughReplicas)]
-            );
-        }
+    for p in 0..strict.len() {
+        assert_eq!(
+            acks_all(&live, "strict", p as i32, 1),
+            vec![Some(RDKafkaErrorCode::NotEnoughReplicas)]
+        );
     }
+    // Every message acknowledged with acks=all before the kill is served
+    // by the new leaders.
+    wait_solo(&live, &[1, 9]);
+    // The partitions the dead node led are at a later leader epoch; where
+    // epoch 0 ends is answered from the new leader's epoch history (the
+    // nine messages of partition 1 were all written in epoch 0), and a
+    // request naming a stale epoch is fenced.
+    let epochs = leader_epochs(&live, "solo");
+    let p1 = epochs[1];
+    let ends = offset_for_leader_epoch(&live, "solo", 1, p1, 0);
+    assert_eq!(ends, (0, 0, 9), "solo-1 at {p1:?}");
+    if p1.1 > 0 {
+        let fenced = offset_for_leader_epoch(&live, "solo", 1, (p1.0, p1.1 - 1), 0);
+        assert_eq!(fenced.0, 74, "FENCED_LEADER_EPOCH expected: {fenced:?}");
+    }
+    assert!(
+        epochs
+            .iter()
+            .chain(leader_epochs(&live, "orders").iter())
+            .any(|&(_, e)| e > 0),
+        "no partition changed leader: {epochs:?}"
+    );
 
     // It comes back from its journal and rejoins as a follower, caught up.
     nodes[ci].broker = Some(start(&nodes[ci], &spec));
@@ -196,6 +142,12 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
                 .all(|n| n["metadata_lag"] == 0)
     });
     assert!(back["metadata_committed"].as_i64().unwrap() > committed);
+    let b = nodes[ci].broker.as_mut().unwrap();
+    assert!(
+        b.wait_for("caught up with the metadata log"),
+        "{:#?}",
+        b.seen
+    );
     // It fetches what it missed and its leaders take it back into their
     // ISRs.
     wait_isr(&live, "orders", |isr| isr.len() == 3);
@@ -203,30 +155,8 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
 
     // Its partitions came back with their data: every message
     // acknowledged with acks=all before the kill is still there, asked of
-    // each leader. (acks=1 appends are synced within a second, and the
-    // kill may have come sooner.)
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let addr = format!("127.0.0.1:{}", nodes[ci].port);
-        let (_, out, err) = run_sluice(
-            &["topic", "describe", "solo", "--json", "--bootstrap", &addr],
-            None,
-        );
-        let counts: Option<Vec<i64>> = serde_json::from_str::<Value>(&out).ok().and_then(|d| {
-            d["partitions"]
-                .as_array()
-                .map(|ps| ps.iter().filter_map(|p| p["messages"].as_i64()).collect())
-        });
-        if counts == Some(vec![1, 9]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "solo after the restart: {counts:?} {}",
-            err
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // each leader through the restarted node.
+    wait_solo(&format!("127.0.0.1:{}", nodes[ci].port), &[1, 9]);
 
     // Hostile bytes at a node-to-node port: a frame with a bad checksum,
     // then garbage, each on its own connection; the node closes them and
@@ -501,6 +431,86 @@ fn topics_on_three_nodes(nodes: &[Node]) {
     assert_eq!(r, vec![None; 9]);
 }
 
+/// Waits (at most 60 s) until `sluice topic describe solo` through
+/// `addr` counts `want` messages per partition.
+fn wait_solo(addr: &str, want: &[i64]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, out, err) = run_sluice(
+            &["topic", "describe", "solo", "--json", "--bootstrap", addr],
+            None,
+        );
+        let counts: Option<Vec<i64>> = serde_json::from_str::<Value>(&out).ok().and_then(|d| {
+            d["partitions"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["messages"].as_i64()).collect())
+        });
+        if counts.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "solo: {counts:?} {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Each partition's (leader, leader epoch), from a Metadata v12 request.
+fn leader_epochs(addr: &str, topic: &str) -> Vec<(i32, i32)> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+    let mut c = sluice_net::client::Client::connect(addr, Duration::from_secs(10)).unwrap();
+    let (_, r): (i16, MetadataResponse) = c
+        .call(ApiKey::Metadata, (12, 12), |_| {
+            MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(topic.to_string().into())))]))
+        })
+        .unwrap();
+    let mut ps: Vec<(i32, i32, i32)> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0, p.leader_epoch))
+        .collect();
+    ps.sort();
+    ps.into_iter().map(|(_, l, e)| (l, e)).collect()
+}
+
+/// OffsetForLeaderEpoch v2 for one partition, sent to its leader as
+/// `leader` = (node, current epoch) names it: (error, epoch, end offset).
+fn offset_for_leader_epoch(
+    any: &str,
+    topic: &str,
+    partition: i32,
+    leader: (i32, i32),
+    epoch: i32,
+) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+    };
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", any)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let b = md.brokers().iter().find(|b| b.id() == leader.0).unwrap();
+    let addr = format!("{}:{}", b.host(), b.port());
+    let mut c = sluice_net::client::Client::connect(&addr, Duration::from_secs(10)).unwrap();
+    let (_, r): (i16, OffsetForLeaderEpochResponse) = c
+        .call(ApiKey::OffsetForLeaderEpoch, (2, 2), |_| {
+            OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default(
+            )
+            .with_topic(TopicName(topic.to_string().into()))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(leader.1)
+                .with_leader_epoch(epoch)])])
+        })
+        .unwrap();
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
 /// Runs `sluice ARGS`, which must succeed; its output.
 fn sluice_ok(args: &[&str]) -> String {
     sluice_ok_with(args, None)
@@ -510,35 +520,6 @@ fn sluice_ok_with(args: &[&str], stdin: Option<&str>) -> String {
     let (code, out, err) = run_sluice(args, stdin);
     assert_eq!(code, 0, "sluice {args:?}: {err}");
     out
-}
-
-/// Each partition's (leader, ISR) as `bootstrap` gives them.
-fn partitions(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| (p.leader(), p.isr().to_vec()))
-        .collect()
-}
-
-/// Waits (at most 60 s) until every partition's ISR satisfies `ok`.
-fn wait_isr(bootstrap: &str, topic: &str, ok: impl Fn(&[i32]) -> bool) -> Vec<(i32, Vec<i32>)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ps = partitions(bootstrap, topic);
-        if !ps.is_empty() && ps.iter().all(|(_, isr)| ok(isr)) {
-            return ps;
-        }
-        assert!(Instant::now() < deadline, "{topic}: ISRs {ps:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Keeps the outcome of each delivery.

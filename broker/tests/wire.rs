@@ -841,6 +841,9 @@ fn every_served_api_at_every_version() {
                             ]),
                     ]))
                 }
+                ApiKey::OffsetForLeaderEpoch => {
+                    RequestKind::OffsetForLeaderEpoch(offset_for_leader_epoch("vers", 0, -1, 0))
+                }
                 other => panic!("no request template for {other:?}: add one"),
             };
             let mut enc = bytes::BytesMut::new();
@@ -871,6 +874,84 @@ fn every_served_api_at_every_version() {
     b.stop();
     let log = b.drain(Duration::from_millis(100));
     assert!(!log.contains("panicked"), "{log}");
+}
+
+fn offset_for_leader_epoch(
+    topic: &str,
+    partition: i32,
+    current: i32,
+    epoch: i32,
+) -> OffsetForLeaderEpochRequest {
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(partition)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(epoch),
+                ]),
+        ])
+}
+
+// Leader epochs on a single broker (epoch 0, KIP-320): OffsetForLeaderEpoch
+// says where epoch 0 ends (the log end) and knows no later epoch; a
+// CurrentLeaderEpoch the broker has not reached is UNKNOWN_LEADER_EPOCH on
+// Fetch, ListOffsets and OffsetForLeaderEpoch, never data; an unknown
+// topic is named so. ListOffsets v4+ gives each offset's epoch.
+#[test]
+fn leader_epochs_are_checked_and_answered() {
+    let (_data, _b, _, mut w) = start_with_topic("epochs", 1);
+    for _ in 0..3 {
+        let (code, _) = produce(
+            &mut w,
+            "epochs",
+            0,
+            sluice_storage::batch::build::uniform(2, 10, 1_700_000_000_000),
+        );
+        assert_eq!(code, 0);
+    }
+    let ask = |w: &mut Wire, topic: &str, current: i32, epoch: i32| {
+        let r: OffsetForLeaderEpochResponse = w.call(
+            ApiKey::OffsetForLeaderEpoch,
+            2,
+            &offset_for_leader_epoch(topic, 0, current, epoch),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(ask(&mut w, "epochs", 0, 0), (0, 0, 6));
+    assert_eq!(ask(&mut w, "epochs", -1, 0), (0, 0, 6));
+    assert_eq!(ask(&mut w, "epochs", -1, 3), (0, -1, -1));
+    let unknown = ResponseError::UnknownLeaderEpoch.code();
+    assert_eq!(ask(&mut w, "epochs", 2, 0).0, unknown);
+    assert_eq!(
+        ask(&mut w, "nosuch", -1, 0).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    let mut lo = list_offsets_request("epochs", 0, -1);
+    lo.topics[0].partitions[0].current_leader_epoch = 1;
+    let r: ListOffsetsResponse = w.call(ApiKey::ListOffsets, 6, &lo);
+    assert_eq!(r.topics[0].partitions[0].error_code, unknown);
+    let mut lo = list_offsets_request("epochs", 0, -2);
+    lo.topics[0].partitions[0].current_leader_epoch = 0;
+    let r: ListOffsetsResponse = w.call(ApiKey::ListOffsets, 6, &lo);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.leader_epoch), (0, 0, 0));
+
+    let mut f = fetch_request("epochs", 0, 0, 0, 1 << 20);
+    f.topics[0].partitions[0].current_leader_epoch = 4;
+    let r: FetchResponse = w.call(ApiKey::Fetch, 12, &f);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, unknown);
+    assert!(p.records.as_ref().is_none_or(|b| b.is_empty()));
+    f.topics[0].partitions[0].current_leader_epoch = 0;
+    let r: FetchResponse = w.call(ApiKey::Fetch, 12, &f);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    assert!(!fetched_bytes(&r).is_empty());
 }
 
 /// The records bytes of a one-partition fetch answer.

@@ -32,6 +32,8 @@ struct Want {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The client's CurrentLeaderEpoch (-1: none).
+    current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -86,6 +88,7 @@ async fn fetch(
                     topic: topic.clone(),
                     partition: p.partition,
                     offset: p.fetch_offset,
+                    current_leader_epoch: p.current_leader_epoch,
                     max_bytes: (p.partition_max_bytes.max(0) as usize)
                         .min(RECORDS_PLACEHOLDER_BYTES_MAX),
                 });
@@ -254,7 +257,9 @@ async fn read_local(
             log_start_offset: start,
             ..Default::default()
         };
-        if w.offset < start || w.offset > hw {
+        if let Err(code) = p.check_leader_epoch(w.current_leader_epoch) {
+            g.error = code;
+        } else if w.offset < start || w.offset > hw {
             log_out_of_range(shard.id, &w, start, hw);
             g.error = ResponseError::OffsetOutOfRange.code();
         } else if w.offset < hw && w.max_bytes > 0 && (budget > 0 || !read_any) {

@@ -22,6 +22,8 @@ struct Found {
     error: i16,
     timestamp: i64,
     offset: i64,
+    /// The leader epoch of the offset's batch (latest: the current one).
+    epoch: i32,
 }
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> ResponseChunks {
@@ -36,23 +38,27 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> Res
                     error: ResponseError::UnknownTopicOrPartition.code(),
                     timestamp: -1,
                     offset: -1,
+                    epoch: -1,
                 },
                 Route::NotLeader => Found {
                     error: ResponseError::NotLeaderOrFollower.code(),
                     timestamp: -1,
                     offset: -1,
+                    epoch: -1,
                 },
                 Route::Shard(owner) => {
                     let (topic, index, ts) = (topic.clone(), p.partition_index, p.timestamp);
+                    let current = p.current_leader_epoch;
                     shard
                         .call(owner, move |s| async move {
-                            lookup(&s, &topic, index, ts).await
+                            lookup(&s, &topic, index, ts, current).await
                         })
                         .await
                         .unwrap_or(Found {
                             error: ResponseError::NotLeaderOrFollower.code(),
                             timestamp: -1,
                             offset: -1,
+                            epoch: -1,
                         })
                 }
             };
@@ -63,7 +69,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> Res
                     .with_timestamp(found.timestamp)
                     .with_offset(found.offset)
                     // The field exists from v4; unknown (-1) before.
-                    .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 }),
+                    .with_leader_epoch(if ctx.version >= 4 { found.epoch } else { -1 }),
             );
         }
         topics.push(
@@ -77,41 +83,55 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> Res
     ))
 }
 
-async fn lookup(shard: &Rc<Shard>, topic: &str, index: i32, ts: i64) -> Found {
-    let Some(p) = shard.partition(topic, index) else {
-        return Found {
-            error: ResponseError::NotLeaderOrFollower.code(),
-            timestamp: -1,
-            offset: -1,
-        };
+async fn lookup(shard: &Rc<Shard>, topic: &str, index: i32, ts: i64, current: i32) -> Found {
+    let refused = |error: i16| Found {
+        error,
+        timestamp: -1,
+        offset: -1,
+        epoch: -1,
     };
-    let ok = |offset| Found {
+    let Some(p) = shard.partition(topic, index) else {
+        return refused(ResponseError::NotLeaderOrFollower.code());
+    };
+    if let Err(code) = p.check_leader_epoch(current) {
+        return refused(code);
+    }
+    let ok = |offset: i64| Found {
         error: 0,
         timestamp: -1,
         offset,
+        epoch: epoch_of(&p, offset),
     };
     match ts {
-        LATEST => ok(p.log.high_watermark()),
-        EARLIEST => ok(p.log.log_start_offset()),
-        ts if ts < 0 => Found {
-            error: ResponseError::InvalidRequest.code(),
-            timestamp: -1,
-            offset: -1,
+        LATEST if p.high_watermark_pending() => refused(ResponseError::OffsetNotAvailable.code()),
+        LATEST => Found {
+            epoch: p.leader_epoch(),
+            ..ok(p.log.high_watermark())
         },
+        EARLIEST => ok(p.log.log_start_offset()),
+        ts if ts < 0 => refused(ResponseError::InvalidRequest.code()),
         ts => match p.log.offset_for_timestamp(ts).await {
             // The record's own timestamp is not kept by the time index;
             // clients use the offset.
             Ok(Some(offset)) if offset < p.log.high_watermark() => Found {
-                error: 0,
                 timestamp: ts,
-                offset,
+                ..ok(offset)
             },
-            Ok(_) => ok(-1),
-            Err(e) => Found {
-                error: e.kafka_code(),
-                timestamp: -1,
-                offset: -1,
+            Ok(_) => Found {
+                epoch: -1,
+                ..ok(-1)
             },
+            Err(e) => refused(e.kafka_code()),
         },
     }
+}
+
+/// The leader epoch of the batch holding `offset` (-1 when unknown).
+fn epoch_of(p: &crate::shard::Partition, offset: i64) -> i32 {
+    p.log
+        .leader_epochs()
+        .iter()
+        .rev()
+        .find(|&&(_, start)| start <= offset)
+        .map_or(-1, |&(e, _)| e)
 }

@@ -42,6 +42,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 pub mod unsupported;
@@ -53,6 +54,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::FindCoordinator, 0, 4),
@@ -175,6 +177,9 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
         RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame).await,
         RequestKind::Fetch(r) => fetch::handle(shard, ctx, r),
         RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shard, ctx, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            Reply::Now(offset_for_leader_epoch::handle(shard, ctx, r).await)
+        }
         RequestKind::CreateTopics(r) => Reply::Now(create_topics::handle(shard, ctx, r).await),
         RequestKind::DeleteTopics(r) => Reply::Now(delete_topics::handle(shard, ctx, r).await),
         RequestKind::CreatePartitions(r) => {

@@ -251,9 +251,29 @@ async fn append_local(
             ));
             continue;
         };
+        // The lead may have moved since the request was routed here.
+        if p.replication
+            .role
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| !r.leader)
+        {
+            out.push((
+                item.slot,
+                Outcome::error(
+                    ResponseError::NotLeaderOrFollower,
+                    format!(
+                        "this node no longer leads {}-{}",
+                        item.topic, item.partition
+                    ),
+                ),
+            ));
+            continue;
+        }
+        let epoch = p.leader_epoch();
         let o = append_partition(&p, item.records).await;
         if durable && o.error == 0 {
-            to_sync.push((item.slot, p.clone(), p.log.log_end_offset() - 1));
+            to_sync.push((item.slot, p.clone(), p.log.log_end_offset() - 1, epoch));
         }
         out.push((item.slot, o));
     }
@@ -265,23 +285,33 @@ async fn append_local(
         "durability wait",
         async move {
             let mut failed = Vec::new();
-            for (slot, p, last) in to_sync {
+            for (slot, p, last, epoch) in to_sync {
                 if let Err(e) = p.log.wait_durable(last).await {
                     failed.push((slot, e.kafka_code(), e.to_string()));
                     continue;
                 }
-                // Replicated: also on every in-sync replica's disk.
-                if p.replication.other_in_sync().is_some_and(|o| !o.is_empty())
-                    && !crate::cluster::replica::wait_high_watermark(&p, last, ACKS_ALL_WAIT).await
-                {
-                    failed.push((
-                        slot,
-                        ResponseError::RequestTimedOut.code(),
-                        format!(
-                            "not on every in-sync replica within {} s",
-                            ACKS_ALL_WAIT.as_secs()
-                        ),
-                    ));
+                // Replicated: also on every in-sync replica's disk (at
+                // once when this node is the only one in sync).
+                if p.replication.role.borrow().is_some() {
+                    use crate::cluster::replica::{wait_high_watermark, Replicated};
+                    match wait_high_watermark(&p, last, epoch, ACKS_ALL_WAIT).await {
+                        Replicated::Yes => {}
+                        Replicated::TimedOut => failed.push((
+                            slot,
+                            ResponseError::RequestTimedOut.code(),
+                            format!(
+                                "not on every in-sync replica within {} s",
+                                ACKS_ALL_WAIT.as_secs()
+                            ),
+                        )),
+                        Replicated::LeaderChanged => failed.push((
+                            slot,
+                            ResponseError::NotLeaderOrFollower.code(),
+                            "this node stopped leading the partition before every in-sync \
+                             replica had the batch"
+                                .into(),
+                        )),
+                    }
                 }
             }
             let _ = tx.send_async(failed).await;

@@ -16,7 +16,7 @@
 //! Raft ids are Kafka node ids plus one (Raft reserves 0).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -287,6 +287,10 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         shared: Arc::new(ClusterState::default()),
         next_req: 0,
         pending: HashMap::new(),
+        dead_after_ms: cfg.election_timeout_ms,
+        controlling_since: None,
+        failovers: HashSet::new(),
+        may_lead: false,
     };
     let mut next_tick = Instant::now() + tick;
     let mut next_propose = Instant::now();
@@ -376,6 +380,17 @@ struct Driver<'a> {
     next_req: u64,
     /// This node's proposals not yet applied: their callers and deadlines.
     pending: HashMap<u64, (Reply, Instant)>,
+    /// A node not heard from for this long is taken for dead (ms).
+    dead_after_ms: u64,
+    /// Since when this node is the controller.
+    controlling_since: Option<Instant>,
+    /// Failover changes proposed: (topic, partition, partition epoch).
+    failovers: HashSet<(String, u32, i32)>,
+    /// This node has caught up with the metadata log since it started,
+    /// so the leadership it holds there is current: until then it leads
+    /// nothing (its journal may name it leader of partitions that moved
+    /// on while it was down).
+    may_lead: bool,
 }
 
 impl Driver<'_> {
@@ -457,12 +472,22 @@ impl Driver<'_> {
             let _ = reply.try_send(Err(ProposeError::TimedOut(PROPOSAL_TIMEOUT)));
             false
         });
+        let caught_up = !self.may_lead
+            && self.metalog.leader().is_some()
+            && self.state.applied >= self.metalog.commit_index();
+        if caught_up {
+            self.may_lead = true;
+            tracing::info!(
+                applied = self.state.applied,
+                "caught up with the metadata log: taking the partitions this node leads"
+            );
+        }
         // The shards' topics follow what was applied: partitions with a
         // replica here opened, the others gone, leadership as applied.
-        if self.state.applied != self.shared.applied {
+        if self.state.applied != self.shared.applied || caught_up {
             self.shared = Arc::new(self.state.clone());
             let prev = self.shard.meta();
-            let next = derive(self.state, self.me, self.shard.shards, &prev);
+            let next = derive(self.state, self.me, self.may_lead, self.shard.shards, &prev);
             if next.topics != prev.topics {
                 self.shard.controller().adopt(&self.shard, next).await;
             }
@@ -470,6 +495,7 @@ impl Driver<'_> {
         for (reply, outcome) in replies {
             let _ = reply.try_send(outcome);
         }
+        self.fail_over();
         if self.file.since_compaction > JOURNAL_COMPACT_BYTES && self.state.applied > 0 {
             let image = self
                 .metalog
@@ -517,11 +543,83 @@ impl Driver<'_> {
     }
 }
 
+impl Driver<'_> {
+    /// On the controller: moves the leadership of partitions led by nodes
+    /// not heard from for the election timeout to live in-sync replicas,
+    /// and drops those nodes from every ISR (`ClusterState::failover`).
+    /// A new controller first gives every node the same timeout to be
+    /// heard from.
+    fn fail_over(&mut self) {
+        if !self.metalog.is_leader() {
+            self.controlling_since = None;
+            return;
+        }
+        let since = *self.controlling_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < Duration::from_millis(self.dead_after_ms) {
+            return;
+        }
+        let now = now_ms();
+        let dead: BTreeSet<NodeId> = self
+            .state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&n| {
+                n != self.me
+                    && self
+                        .heard
+                        .get(&n)
+                        .is_none_or(|&t| now.saturating_sub(t) > self.dead_after_ms)
+            })
+            .collect();
+        // Forget changes that were applied (or refused): their partition
+        // epoch moved on.
+        let state = &*self.state;
+        self.failovers.retain(|(t, p, e)| {
+            state
+                .topics
+                .get(t)
+                .and_then(|t| t.partitions.get(*p as usize))
+                .is_some_and(|p| p.partition_epoch == *e)
+        });
+        if dead.is_empty() {
+            return;
+        }
+        for cmd in self.state.failover(&dead) {
+            let Command::ChangePartition {
+                topic,
+                partition,
+                partition_epoch,
+                leader,
+                ..
+            } = &cmd
+            else {
+                continue;
+            };
+            let key = (topic.clone(), *partition, *partition_epoch);
+            if self.failovers.contains(&key) {
+                continue;
+            }
+            tracing::info!(topic, partition, leader, dead = ?dead, "failover: proposing a new leader and ISR");
+            if self.metalog.propose(cmd.encode()).is_ok() {
+                self.failovers.insert(key);
+            }
+        }
+    }
+}
+
 /// The topics a node's shards serve, from the cluster's state: every
 /// topic, each partition with a replica here on a shard (the one it had
 /// in `prev`, else the shard holding the fewest), the others
 /// `NOT_HOSTED`, and each partition's role here.
-pub fn derive(state: &ClusterState, me: NodeId, shards: usize, prev: &Snapshot) -> Snapshot {
+/// With `may_lead` false, this node leads nothing yet.
+pub fn derive(
+    state: &ClusterState,
+    me: NodeId,
+    may_lead: bool,
+    shards: usize,
+    prev: &Snapshot,
+) -> Snapshot {
     let mut next = prev.clone();
     next.topics.clear();
     for t in state.topics.values() {
@@ -536,7 +634,7 @@ pub fn derive(state: &ClusterState, me: NodeId, shards: usize, prev: &Snapshot) 
                     .partitions
                     .iter()
                     .map(|p| Role {
-                        leader: p.leader == me,
+                        leader: may_lead && p.leader == me,
                         leader_id: p.leader,
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
@@ -985,7 +1083,7 @@ mod tests {
     #[test]
     fn a_node_holds_its_replicas_and_routes_what_it_leads() {
         let s = state();
-        let d = derive(&s, 1, 2, &Snapshot::default());
+        let d = derive(&s, 1, true, 2, &Snapshot::default());
         let t = &d.topics["t"];
         assert_eq!(t.owners[1], NOT_HOSTED);
         assert!(t.owners[0] < 2 && t.owners[2] < 2 && t.owners[3] < 2);
@@ -1007,13 +1105,13 @@ mod tests {
         o.owners[0] = 1;
         o.owners[2] = 1;
         o.owners[3] = 1;
-        let again = derive(&s, 1, 2, &prev);
+        let again = derive(&s, 1, true, 2, &prev);
         assert_eq!(again.topics["t"].owners, prev.topics["t"].owners);
         // A recreated topic (new id) is placed afresh.
         let mut other = prev.clone();
         other.topics.get_mut("t").unwrap().id = "cd".into();
         assert_eq!(
-            derive(&s, 1, 2, &other).topics["t"].owners,
+            derive(&s, 1, true, 2, &other).topics["t"].owners,
             d.topics["t"].owners
         );
     }

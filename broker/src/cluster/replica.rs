@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use sluice_net::cluster::{FetchPartition, FetchedPartition, TopicId};
+use sluice_net::cluster::{Diverging, FetchPartition, FetchedPartition, TopicId};
 use sluice_storage::notify::Notify;
 
 use super::state::{Command, NodeId};
@@ -101,22 +101,51 @@ pub fn update_high_watermark(p: &Partition) {
     }
 }
 
-/// Waits until the high watermark passes `offset` (an acks=all append),
-/// or `timeout`.
-pub async fn wait_high_watermark(p: &Partition, offset: i64, timeout: Duration) -> bool {
+/// How an acks=all append's wait for the high watermark ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// Every in-sync replica has it on disk.
+    Yes,
+    /// Not within the wait.
+    TimedOut,
+    /// This node stopped leading the partition (or the epoch changed):
+    /// the batch may or may not survive, the client retries at the new
+    /// leader (a retried idempotent batch is recognised there).
+    LeaderChanged,
+}
+
+/// Waits until the high watermark passes `offset` (an acks=all append
+/// made while this node led at `epoch`), `timeout`, or a change of this
+/// node's leadership.
+pub async fn wait_high_watermark(
+    p: &Partition,
+    offset: i64,
+    epoch: i32,
+    timeout: Duration,
+) -> Replicated {
     let deadline = Instant::now() + timeout;
+    let leading = || {
+        p.replication
+            .role
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.leader && r.leader_epoch == epoch)
+    };
     loop {
+        if !leading() {
+            return Replicated::LeaderChanged;
+        }
         if p.log.high_watermark() > offset {
-            return true;
+            return Replicated::Yes;
         }
         let now = Instant::now();
         if now >= deadline {
-            return false;
+            return Replicated::TimedOut;
         }
         let seen = p.replication.hw_moved.generation();
         update_high_watermark(p);
         if p.log.high_watermark() > offset {
-            return true;
+            return Replicated::Yes;
         }
         futures_lite::future::or(p.replication.hw_moved.changed(seen), async {
             glommio::timer::sleep(deadline - now).await;
@@ -176,6 +205,25 @@ pub async fn serve_fetch(
     if !role.replicas.contains(&from) || from == role.leader_id {
         return refuse(tid, pi, ResponseError::ReplicaNotAvailable.code());
     }
+    if p.log.latest_epoch() < role.leader_epoch {
+        // This node's epoch is not in its history yet (being written).
+        return refuse(tid, pi, ResponseError::UnknownLeaderEpoch.code());
+    }
+    // Where the follower's log leaves this one (KIP-101/KIP-595): its
+    // last epoch ends earlier here, or never led here at all. It must cut
+    // its log back before it fetches again.
+    if fp.last_fetched_epoch >= 0 {
+        let (epoch, end_offset) = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
+        if epoch < fp.last_fetched_epoch || end_offset < fp.fetch_offset {
+            return answer(
+                &p,
+                tid,
+                pi,
+                Some(Diverging { epoch, end_offset }),
+                Vec::new(),
+            );
+        }
+    }
     let end = p.log.log_end_offset();
     if fp.fetch_offset > end || fp.fetch_offset < p.log.log_start_offset() {
         return refuse(tid, pi, ResponseError::OffsetOutOfRange.code());
@@ -219,7 +267,6 @@ pub async fn serve_fetch(
         .await;
     }
     let mut raw = Vec::new();
-    let mut len = 0usize;
     if fp.fetch_offset < p.log.log_end_offset() {
         match p
             .log
@@ -229,7 +276,6 @@ pub async fn serve_fetch(
             Ok(batches) => {
                 for b in batches {
                     for c in b.chunks() {
-                        len += c.len();
                         raw.push(c.clone());
                     }
                 }
@@ -237,15 +283,26 @@ pub async fn serve_fetch(
             Err(e) => return refuse(tid, pi, e.kafka_code()),
         }
     }
+    answer(&p, tid, pi, None, raw)
+}
+
+/// A partition's answer with its high watermark and log start.
+fn answer(
+    p: &Partition,
+    topic_id: TopicId,
+    partition: u32,
+    diverging: Option<Diverging>,
+    raw: Vec<Bytes>,
+) -> Answer {
     Answer {
         fetched: FetchedPartition {
-            topic_id: tid,
-            partition: pi,
+            topic_id,
+            partition,
             error: 0,
             high_watermark: p.log.high_watermark(),
             log_start: p.log.log_start_offset(),
-            diverging: None,
-            raw_len: len as u32,
+            diverging,
+            raw_len: raw.iter().map(Bytes::len).sum::<usize>() as u32,
         },
         raw,
     }
@@ -269,7 +326,6 @@ pub fn propose_isr(
         partition_epoch: role.partition_epoch,
         leader: role.leader_id,
         isr,
-        leader_start: 0,
     };
     let (shard, p) = (shard.clone(), p.clone());
     glommio::spawn_local(async move {
@@ -332,12 +388,26 @@ pub fn check_lagging(shard: &Rc<Shard>, p: &Rc<Partition>) {
 /// changed, and stops it when it no longer follows.
 pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: Option<Role>) {
     let old = p.replication.role.replace(role.clone());
+    // acks=all waits look again: a leader that lost the lead answers them.
+    p.replication.hw_moved.notify_all();
     let Some(role) = role else {
         return;
     };
     let new_epoch = old.as_ref().map(|o| o.leader_epoch) != Some(role.leader_epoch);
     if role.leader {
         p.log.set_leader_epoch(role.leader_epoch);
+        if p.log.latest_epoch() < role.leader_epoch {
+            // The epoch's start in the history is what followers' fetches
+            // are checked against; until it is written they wait.
+            let (log, epoch) = (p.log.clone(), role.leader_epoch);
+            glommio::spawn_local(async move {
+                if let Err(e) = log.begin_epoch(epoch).await {
+                    tracing::error!(log = %log.dir().display(), epoch, error = %e,
+                        "leader epoch not recorded");
+                }
+            })
+            .detach();
+        }
         if new_epoch || p.replication.led_since.get().is_none() {
             p.replication.led_since.set(Some(Instant::now()));
             p.replication.followers.borrow_mut().clear();
@@ -348,8 +418,14 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
     } else {
         p.replication.led_since.set(None);
     }
-    let want = (!role.leader && role.leader_id >= 0 && role.replicas.contains(&shard.cfg.node_id))
-        .then_some((role.leader_id, role.leader_epoch));
+    let me = shard.cfg.node_id;
+    // Not while the state names this node leader (it has not yet caught
+    // up with the metadata log, and leads nothing until it has).
+    let want = (!role.leader
+        && role.leader_id >= 0
+        && role.leader_id != me
+        && role.replicas.contains(&me))
+    .then_some((role.leader_id, role.leader_epoch));
     let mut following = p.replication.following.borrow_mut();
     let have = following.as_ref().map(|(l, e, _)| (*l, *e));
     if have == want {
@@ -423,7 +499,7 @@ async fn follow(
                     current_leader_epoch: epoch,
                     fetch_offset: p.log.log_end_offset(),
                     durable_end: p.log.durable_offset(),
-                    last_fetched_epoch: -1,
+                    last_fetched_epoch: p.log.latest_epoch(),
                     max_bytes: FETCH_BYTES_MAX,
                 }],
             };
@@ -480,13 +556,33 @@ async fn fetch_once(
         );
         return Ok(false);
     }
+    if let Some(d) = a.diverging.as_ref() {
+        let d = Diverging {
+            epoch: d.epoch.to_native(),
+            end_offset: d.end_offset.to_native(),
+        };
+        // No progress (a history the leader cannot place, and nothing
+        // above the high watermark to cut): wait as for a refusal.
+        return truncate_diverged(p, d).await;
+    }
     let raw = frame.raw.slice(..a.raw_len.to_native() as usize);
     if !raw.is_empty() {
         for b in sluice_storage::batch::split_batches(&raw).map_err(|e| e.to_string())? {
-            p.log
-                .append_replica(b)
+            let info = p
+                .log
+                .append_replica(b.clone())
                 .await
                 .map_err(|e| format!("append of a replicated batch: {e}"))?;
+            // The follower keeps the producers' state as the leader does,
+            // so it can take over deduplicating their retries.
+            if let Some(h) = sluice_storage::BatchHeader::parse(&b) {
+                let t = if h.is_log_append_time() {
+                    h.max_timestamp
+                } else {
+                    -1
+                };
+                p.producers.borrow_mut().record(&h, info.base_offset, t);
+            }
         }
         p.appended.notify_all();
         p.log.sync().await.map_err(|e| e.to_string())?;
@@ -494,4 +590,43 @@ async fn fetch_once(
     // A follower's high watermark is its leader's, within its own log.
     p.log.set_high_watermark(a.high_watermark.to_native());
     Ok(true)
+}
+
+/// Cuts a follower's log back to where the leader says it diverges: to
+/// the end of the leader's epoch `d.epoch` in this log, when this log's
+/// own history has that epoch; to the end of this log's latest epoch
+/// before it otherwise (the next fetch then asks about that one); to the
+/// high watermark when the leader could not place the epoch at all. The
+/// producers' state is rebuilt from what is left.
+async fn truncate_diverged(p: &Partition, d: Diverging) -> Result<bool, String> {
+    let end = p.log.log_end_offset();
+    let to = if d.end_offset < 0 {
+        p.log.high_watermark()
+    } else if d.epoch < 0 {
+        d.end_offset.min(end)
+    } else {
+        match p.log.end_offset_for_epoch(d.epoch) {
+            (e, mine) if e == d.epoch => d.end_offset.min(mine),
+            (e, mine) if e >= 0 => mine,
+            _ => d.end_offset.min(end),
+        }
+    };
+    tracing::info!(
+        partition = p.index,
+        topic = p.topic,
+        epoch = d.epoch,
+        leader_end = d.end_offset,
+        from = end,
+        to,
+        "log diverges from the leader's: truncating"
+    );
+    let new_end = p
+        .log
+        .truncate_to(to)
+        .await
+        .map_err(|e| format!("truncation to {to}: {e}"))?;
+    if new_end < end {
+        *p.producers.borrow_mut() = crate::producers::recover(&p.log).await;
+    }
+    Ok(new_end < end)
 }

@@ -48,10 +48,6 @@ pub struct PartitionState {
     /// Bumped by every change at all; a change names the epoch it was
     /// made against (as Kafka's AlterPartition does).
     pub partition_epoch: i32,
-    /// The offset at which each leader epoch began, oldest first: what
-    /// OffsetForLeaderEpoch answers from.
-    #[serde(default)]
-    pub epoch_starts: Vec<(i32, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,16 +99,15 @@ pub enum Command {
         configs: BTreeMap<String, String>,
     },
     /// A new leader and ISR for a partition, made against
-    /// `partition_epoch`. A new leader (or none) bumps the leader epoch
-    /// and records `leader_start`, the offset its epoch begins at.
+    /// `partition_epoch`. A new leader (or none) bumps the leader epoch;
+    /// where the epoch begins is the new leader's log end, recorded in
+    /// its log's epoch history.
     ChangePartition {
         topic: String,
         partition: u32,
         partition_epoch: i32,
         leader: NodeId,
         isr: Vec<NodeId>,
-        #[serde(default)]
-        leader_start: i64,
     },
     ReserveProducerIds {
         below: i64,
@@ -299,7 +294,6 @@ impl ClusterState {
                 partition_epoch,
                 leader,
                 isr,
-                leader_start,
             } => {
                 let t = self
                     .topics
@@ -330,9 +324,6 @@ impl ClusterState {
                 }
                 if leader != p.leader {
                     p.leader_epoch += 1;
-                    if leader != -1 {
-                        p.epoch_starts.push((p.leader_epoch, leader_start));
-                    }
                 }
                 p.leader = leader;
                 p.isr = isr;
@@ -367,7 +358,6 @@ impl ClusterState {
                     leader: r[0],
                     leader_epoch: 0,
                     partition_epoch: 0,
-                    epoch_starts: vec![(0, 0)],
                 })
             })
             .collect()
@@ -414,6 +404,45 @@ impl ClusterState {
             out.push(set);
         }
         Some(out)
+    }
+
+    /// What the controller proposes when the nodes in `dead` stopped
+    /// answering: each partition they lead goes to the first replica (in
+    /// preference order) still in its ISR and alive, and they leave every
+    /// ISR. A partition whose ISR holds no live node keeps its leader (it
+    /// waits for it: no replica that may lack acknowledged records is
+    /// made leader, as Kafka without unclean election).
+    pub fn failover(&self, dead: &BTreeSet<NodeId>) -> Vec<Command> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if !p.isr.iter().any(|n| dead.contains(n)) {
+                    continue;
+                }
+                let isr: Vec<NodeId> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|n| !dead.contains(n))
+                    .collect();
+                let leader = if dead.contains(&p.leader) {
+                    match p.replicas.iter().find(|r| isr.contains(r)) {
+                        Some(&n) => n,
+                        None => continue,
+                    }
+                } else {
+                    p.leader
+                };
+                out.push(Command::ChangePartition {
+                    topic: t.name.clone(),
+                    partition: i as u32,
+                    partition_epoch: p.partition_epoch,
+                    leader,
+                    isr,
+                });
+            }
+        }
+        out
     }
 
     /// The partitions with fewer in-sync replicas than replicas, and those
@@ -528,13 +557,12 @@ mod tests {
             replicas: vec![vec![1, 2, 3]],
             configs: BTreeMap::new(),
         };
-        let change = |epoch, leader, isr: Vec<NodeId>, start| Command::ChangePartition {
+        let change = |epoch, leader, isr: Vec<NodeId>| Command::ChangePartition {
             topic: "t".into(),
             partition: 0,
             partition_epoch: epoch,
             leader,
             isr,
-            leader_start: start,
         };
         let r = apply_all(
             &mut s,
@@ -542,18 +570,18 @@ mod tests {
                 create.clone(),
                 create,
                 // Follower 3 leaves the ISR: same leader, same epoch.
-                change(0, 1, vec![1, 2], 0),
+                change(0, 1, vec![1, 2]),
                 // Two controllers' changes against the same epoch: the
                 // first wins, the second is stale.
-                change(1, 2, vec![2], 100),
-                change(1, 3, vec![3], 100),
+                change(1, 2, vec![2]),
+                change(1, 3, vec![3]),
                 // Not a replica, leader outside the ISR, duplicates.
-                change(2, 2, vec![2, 4], 0),
-                change(2, 1, vec![2], 0),
-                change(2, 2, vec![2, 2], 0),
+                change(2, 2, vec![2, 4]),
+                change(2, 1, vec![2]),
+                change(2, 2, vec![2, 2]),
                 // Nobody can lead.
-                change(2, -1, vec![], 0),
-                change(3, 3, vec![3], 250),
+                change(2, -1, vec![]),
+                change(3, 3, vec![3]),
             ],
         );
         assert_eq!(r[0], Ok(()));
@@ -568,11 +596,89 @@ mod tests {
         assert_eq!(r[9], Ok(()));
         let p = &s.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (3, 3, 4));
-        assert_eq!(p.epoch_starts, vec![(0, 0), (1, 100), (3, 250)]);
         assert_eq!(p.isr, vec![3]);
         let h = s.health();
         assert_eq!(h.under_replicated, vec![("t".to_string(), 0)]);
         assert!(h.leaderless.is_empty());
+    }
+
+    #[test]
+    fn dead_nodes_lose_their_leadership_to_live_in_sync_replicas() {
+        let mut s = three();
+        let r = apply_all(
+            &mut s,
+            &[
+                Command::CreateTopic {
+                    name: "t".into(),
+                    id: "x".into(),
+                    replicas: vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 3, 2]],
+                    configs: BTreeMap::new(),
+                },
+                // Partition 0: all in sync. 1: 3 out of sync. 2: only
+                // its leader 3 in sync. 3: 3 and 1 in sync.
+                Command::ChangePartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    partition_epoch: 0,
+                    leader: 1,
+                    isr: vec![1, 2, 3],
+                },
+                Command::ChangePartition {
+                    topic: "t".into(),
+                    partition: 1,
+                    partition_epoch: 0,
+                    leader: 2,
+                    isr: vec![2, 1],
+                },
+                Command::ChangePartition {
+                    topic: "t".into(),
+                    partition: 3,
+                    partition_epoch: 0,
+                    leader: 1,
+                    isr: vec![1, 3],
+                },
+            ],
+        );
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        assert!(s.failover(&BTreeSet::new()).is_empty());
+        let cmds = s.failover(&BTreeSet::from([1]));
+        let got: Vec<(u32, NodeId, Vec<NodeId>)> = cmds
+            .iter()
+            .map(|c| match c {
+                Command::ChangePartition {
+                    partition,
+                    leader,
+                    isr,
+                    ..
+                } => (*partition, *leader, isr.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // 0: to 2 (first preferred in sync); 1: 1 leaves the ISR, 2 keeps
+        // the lead; 2: 1 was never in its ISR; 3: to 3.
+        assert_eq!(
+            got,
+            vec![(0, 2, vec![2, 3]), (1, 2, vec![2]), (3, 3, vec![3])]
+        );
+        let before = s.topics["t"].partitions[0].leader_epoch;
+        let r = apply_all(&mut s, &cmds);
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        assert_eq!(s.topics["t"].partitions[0].leader_epoch, before + 1);
+        // Nothing more to do for the same dead node.
+        assert!(s.failover(&BTreeSet::from([1])).is_empty());
+        // With 3 dead too: partitions 2 and 3 (only 3 in sync) have no
+        // one to go to and keep waiting; partition 0 loses 3 from its ISR.
+        let cmds = s.failover(&BTreeSet::from([1, 3]));
+        assert_eq!(
+            cmds,
+            vec![Command::ChangePartition {
+                topic: "t".into(),
+                partition: 0,
+                partition_epoch: 2,
+                leader: 2,
+                isr: vec![2],
+            }]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod cluster;
 pub mod wire;
 
 /// SplitMix64: small, seedable, the same everywhere, so a failing seed
