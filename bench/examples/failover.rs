@@ -13,7 +13,8 @@
 //! ISR is whole again. A kill of the controller (marked) adds an election
 //! of the metadata log before the failover.
 //!
-//! Prints each kill and the median and worst; writes
+//! Prints each kill and the median and worst; each node's log is kept
+//! beside its data directory (target/bench/failover-data); writes
 //! `target/bench/failover.json`. SLUICE_BIN names the binary (default
 //! target/release/sluice), SLUICE_FAILOVER_KILLS the count.
 
@@ -39,7 +40,13 @@ struct Node {
     child: Option<Child>,
 }
 
+/// Each node's log goes to `<data>.log` (appended across restarts).
 fn spawn(bin: &Path, n: &Node, cluster: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(n.data.with_extension("log"))
+        .expect("node log file");
     Command::new(bin)
         .args([
             "serve",
@@ -51,9 +58,9 @@ fn spawn(bin: &Path, n: &Node, cluster: &str) -> Child {
         .args(["--listen", &format!("127.0.0.1:{}", n.port)])
         .args(["--data-dir", n.data.to_str().unwrap()])
         .args(["--cores", "1", "--shard-memory-bytes", "1073741824"])
-        .env("SLUICE_LOG", "warn")
+        .env("SLUICE_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("sluice starts")
 }
@@ -118,6 +125,7 @@ fn main() {
         .unwrap_or(20);
     let root = PathBuf::from("target/bench/failover-data");
     let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("data directory");
     let repl: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let cluster = (0..3)
         .map(|i| format!("{}@127.0.0.1:{}", i + 1, repl[i]))

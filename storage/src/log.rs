@@ -1087,7 +1087,8 @@ impl PartitionLog {
 
     /// Removes every batch whose last offset is >= `offset`, so the log
     /// ends at `offset` when it is a batch boundary (followers truncate to
-    /// one). Returns the new log end offset. Truncating at or below the log
+    /// one), and the epochs of the history that begin at or after the new
+    /// end. Returns the new log end offset. Truncating at or below the log
     /// start empties the log and restarts it at `offset`.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
         let _s = self.sync_lock.acquire_permit(1).await.map_err(closed)?;
@@ -1095,7 +1096,20 @@ impl PartitionLog {
         self.check_writable()?;
         let offset = offset.max(0);
         if offset >= self.log_end_offset() {
-            return Ok(self.log_end_offset());
+            // No batch to remove, but epochs that begin at the log end
+            // hold none either (a leader recorded its epoch and appended
+            // nothing): a follower cutting back to its end drops them.
+            let end = self.log_end_offset();
+            let old = self.inner.borrow().epochs.clone();
+            let mut h = old.clone();
+            h.truncate_from_end(end);
+            if h != old {
+                if h.must_write() {
+                    h.write(&self.dir).await?;
+                }
+                self.inner.borrow_mut().epochs = h;
+            }
+            return Ok(end);
         }
         self.issue_write(false).await?;
         self.drain_all().await?;

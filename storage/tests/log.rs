@@ -900,6 +900,13 @@ fn leader_epoch_history_follows_appends_truncation_and_reopen() {
         newer[0..8].copy_from_slice(&9i64.to_be_bytes());
         newer[12..16].copy_from_slice(&7i32.to_be_bytes());
         log.append_replica(Bytes::from(newer)).await.unwrap();
+        // A leader that recorded its epoch and appended nothing, then
+        // follows again: cutting back to its end drops the empty epoch,
+        // so its next fetch names the epoch of its last batch.
+        log.begin_epoch(9).await.unwrap();
+        assert_eq!(log.latest_epoch(), 9);
+        assert_eq!(log.truncate_to(10).await.unwrap(), 10);
+        assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3), (7, 9)]);
         log.close().await.unwrap();
         let log = open(&path, small_config(), &cache, &clock).await;
         assert_eq!(log.leader_epochs(), vec![(0, 0), (2, 3), (7, 9)]);

@@ -179,6 +179,28 @@ impl Metalog {
         Ok(self.node.propose(vec![], data)?)
     }
 
+    /// The leader's connection to this node closed (its process is
+    /// likely gone): a follower stops refusing votes for the rest of the
+    /// leader's lease (check-quorum), so the first of the others to
+    /// campaign wins rather than waiting out a second election timeout.
+    /// Its own campaign keeps its timer; safety does not rest on leases.
+    pub fn end_lease(&mut self) {
+        let r = &mut self.node.raft;
+        if r.state == raft::StateRole::Follower {
+            r.election_elapsed = r.election_elapsed.max(r.election_timeout());
+        }
+    }
+
+    /// The node's Raft role, for logs.
+    pub fn role(&self) -> &'static str {
+        match self.node.raft.state {
+            raft::StateRole::Follower => "follower",
+            raft::StateRole::Candidate => "candidate",
+            raft::StateRole::Leader => "leader",
+            raft::StateRole::PreCandidate => "pre-candidate",
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
     }

@@ -41,6 +41,14 @@ use crate::shard::Shard;
 /// compaction.
 const JOURNAL_COMPACT_BYTES: u64 = 4 << 20;
 
+/// The controller's heartbeat interval, in ticks (a tenth of the
+/// election timeout each).
+const HEARTBEAT_TICKS: usize = 2;
+
+/// Closed node links not yet seen by the log's driver, at most (more are
+/// dropped: the election timeout still runs).
+const CLOSED_LINKS_MAX: usize = 64;
+
 /// A connection must say `Hello` within this long.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -142,7 +150,7 @@ fn metalog_config(cfg: &ClusterConfig, me: NodeId) -> MetalogConfig {
         node_id: raft_id(me),
         voters: cfg.nodes.iter().map(|(n, _)| raft_id(*n)).collect(),
         election_ticks: 10,
-        heartbeat_ticks: 2,
+        heartbeat_ticks: HEARTBEAT_TICKS,
         election_ticks_range: None,
     }
 }
@@ -239,6 +247,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
     let listener = glommio::net::TcpListener::bind(cfg.listen)
         .map_err(|e| format!("cannot listen for nodes on {}: {e}", cfg.listen))?;
     let (inbox_tx, inbox) = flume::bounded::<Message>(INBOX_MAX);
+    let (closed_tx, closed) = flume::bounded::<NodeId>(CLOSED_LINKS_MAX);
     let name = cluster_name(&cfg);
     let voters: Vec<NodeId> = cfg.nodes.iter().map(|(n, _)| *n).collect();
     let mut tasks = vec![glommio::spawn_local(accept_loop(
@@ -247,6 +256,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         name.clone(),
         voters.clone(),
         inbox_tx,
+        closed_tx,
     ))
     .detach()];
     let mut links: HashMap<u64, flume::Sender<Outgoing>> = HashMap::new();
@@ -289,6 +299,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         pending: HashMap::new(),
         dead_after_ms: cfg.election_timeout_ms,
         controlling_since: None,
+        grace: tick * 2 * HEARTBEAT_TICKS as u32,
         failovers: HashSet::new(),
         may_lead: false,
     };
@@ -323,6 +334,15 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
                 }
             }
             None => {}
+        }
+        while let Ok(n) = closed.try_recv() {
+            if driver.metalog.leader() == Some(raft_id(n)) {
+                tracing::info!(
+                    node = n,
+                    "the controller's link closed: its lease ends here"
+                );
+                driver.metalog.end_lease();
+            }
         }
         if Instant::now() >= next_tick {
             driver.metalog.tick();
@@ -384,6 +404,8 @@ struct Driver<'a> {
     dead_after_ms: u64,
     /// Since when this node is the controller.
     controlling_since: Option<Instant>,
+    /// How long a new controller waits before it judges nodes dead.
+    grace: Duration,
     /// Failover changes proposed: (topic, partition, partition epoch).
     failovers: HashSet<(String, u32, i32)>,
     /// This node has caught up with the metadata log since it started,
@@ -508,6 +530,9 @@ impl Driver<'_> {
             self.metalog.term(),
             self.state.applied,
         );
+        if now.0 != self.published.0 {
+            tracing::info!(controller = ?now.0, term = now.1, role = self.metalog.role(), "metadata log leader changed");
+        }
         // On a change, and every second for the progress figures.
         if now != self.published || self.published_at.elapsed() >= Duration::from_secs(1) {
             self.published = now;
@@ -547,15 +572,17 @@ impl Driver<'_> {
     /// On the controller: moves the leadership of partitions led by nodes
     /// not heard from for the election timeout to live in-sync replicas,
     /// and drops those nodes from every ISR (`ClusterState::failover`).
-    /// A new controller first gives every node the same timeout to be
-    /// heard from.
+    /// A new controller first gives every node two heartbeat intervals
+    /// to answer it.
     fn fail_over(&mut self) {
         if !self.metalog.is_leader() {
             self.controlling_since = None;
             return;
         }
+        // Live voters answer a new leader's first heartbeats within a few
+        // milliseconds; two heartbeat intervals is their grace.
         let since = *self.controlling_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < Duration::from_millis(self.dead_after_ms) {
+        if since.elapsed() < self.grace {
             return;
         }
         let now = now_ms();
@@ -766,6 +793,7 @@ async fn accept_loop(
     name: String,
     voters: Vec<NodeId>,
     inbox: flume::Sender<Message>,
+    closed: flume::Sender<NodeId>,
 ) {
     let me = shard.cfg.node_id;
     // Each other node's Raft link and its followers' fetch links (one per
@@ -780,12 +808,15 @@ async fn accept_loop(
             }
             Ok(stream) => {
                 let (name, voters, inbox) = (name.clone(), voters.clone(), inbox.clone());
+                let closed = closed.clone();
                 let open = open.clone();
                 let shard = shard.clone();
                 open.set(open.get() + 1);
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(why) = inbound(&shard, stream, &name, me, &voters, inbox).await {
+                    if let Err(why) =
+                        inbound(&shard, stream, &name, me, &voters, inbox, closed).await
+                    {
                         tracing::info!(peer = ?peer, reason = why, "node link closed");
                     }
                     open.set(open.get() - 1);
@@ -810,6 +841,7 @@ async fn inbound(
     me: NodeId,
     voters: &[NodeId],
     inbox: flume::Sender<Message>,
+    closed: flume::Sender<NodeId>,
 ) -> Result<(), String> {
     let first = next_frame(&mut stream, HELLO_TIMEOUT, "no Hello in time").await?;
     let hello: Hello = first.decode().map_err(|e| e.to_string())?;
@@ -840,9 +872,16 @@ async fn inbound(
     if let Some(why) = refused {
         return Err(why);
     }
+    let mut raft_link = false;
     loop {
-        let Some(frame) = read_frame(&mut stream).await.map_err(|e| e.to_string())? else {
-            return Err("closed".into());
+        let frame = read_frame(&mut stream).await.map_err(|e| e.to_string());
+        let Ok(Some(frame)) = frame else {
+            // The node's Raft messages stopped coming: tell the log's
+            // driver (if that node leads it, its lease ends here).
+            if raft_link {
+                let _ = closed.try_send(from);
+            }
+            return Err(frame.err().unwrap_or_else(|| "closed".into()));
         };
         if frame.kind == sluice_net::cluster::Kind::ReplicaFetch {
             let req: ReplicaFetch = frame.decode().map_err(|e| e.to_string())?;
@@ -856,6 +895,7 @@ async fn inbound(
             continue;
         }
         let body = frame.view::<RaftMessages>().map_err(|e| e.to_string())?;
+        raft_link = true;
         for m in body.messages.iter() {
             let m = from_wire(m)?;
             if m.from != raft_id(from) {

@@ -620,6 +620,7 @@ async fn truncate_diverged(p: &Partition, d: Diverging) -> Result<bool, String> 
         to,
         "log diverges from the leader's: truncating"
     );
+    let epoch_before = p.log.latest_epoch();
     let new_end = p
         .log
         .truncate_to(to)
@@ -628,5 +629,7 @@ async fn truncate_diverged(p: &Partition, d: Diverging) -> Result<bool, String> 
     if new_end < end {
         *p.producers.borrow_mut() = crate::producers::recover(&p.log).await;
     }
-    Ok(new_end < end)
+    // Progress: batches or (empty) epochs went, so the next fetch names
+    // an earlier epoch.
+    Ok(new_end < end || p.log.latest_epoch() != epoch_before)
 }
