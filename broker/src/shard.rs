@@ -189,9 +189,13 @@ impl Shard {
     /// Runs `f` with the group coordinator of shard `target`. A shard
     /// whose coordinator failed to open answers as a shard that is gone,
     /// which group requests answer with COORDINATOR_NOT_AVAILABLE.
+    /// `None` as the target (a group another node coordinates) is
+    /// answered as a coordinator that is not here (`ShardGone`, which the
+    /// group APIs answer COORDINATOR_NOT_AVAILABLE: the client looks the
+    /// coordinator up again).
     pub async fn call_coordinator<R, F, Fut>(
         self: &Rc<Self>,
-        target: usize,
+        target: impl Into<Option<usize>>,
         f: F,
     ) -> Result<R, ShardGone>
     where
@@ -199,6 +203,7 @@ impl Shard {
         F: FnOnce(Rc<Coordinator>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
+        let target = target.into().ok_or(ShardGone)?;
         self.call(target, move |s| async move {
             match s.coordinator().cloned() {
                 Some(c) => Some(f(c).await),
@@ -207,6 +212,15 @@ impl Shard {
         })
         .await?
         .ok_or(ShardGone)
+    }
+
+    /// The shard of this node that coordinates `group`, or `None` when
+    /// another node of the cluster does (`groups::coordinator_node`).
+    pub fn group_owner(&self, group: &str) -> Option<usize> {
+        match crate::groups::coordinator_node(group, &self.cfg) {
+            Some(n) if n != self.cfg.node_id => None,
+            _ => Some(crate::groups::coordinator_shard(group, self.shards)),
+        }
     }
 
     /// The controller; only shard 0 has one, and only work sent to shard 0

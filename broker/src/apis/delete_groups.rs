@@ -8,14 +8,13 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::{answer_from, Ctx};
-use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteGroupsRequest) -> ResponseChunks {
     let mut results = Vec::new();
     for id in req.groups_names {
         let group = id.0.to_string();
-        let owner = coordinator_shard(&group, shard.shards);
+        let owner = shard.group_owner(&group);
         let rx = shard
             .call_coordinator(owner, move |c| async move { c.delete_group(&group) })
             .await;

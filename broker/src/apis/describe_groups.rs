@@ -11,7 +11,6 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
-use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeGroupsRequest) -> ResponseChunks {
@@ -19,7 +18,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeGroupsRequest) -> 
     let mut out = Vec::new();
     for id in req.groups {
         let group = id.0.to_string();
-        let owner = coordinator_shard(&group, shard.shards);
+        let owner = shard.group_owner(&group);
         let view = shard
             .call_coordinator(owner, move |c| async move { c.describe(&group) })
             .await;

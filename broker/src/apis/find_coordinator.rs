@@ -1,6 +1,7 @@
-//! FindCoordinator: this broker coordinates every group (one node; inside
-//! it, the group's shard is found by hash and requests are forwarded).
-//! Transaction coordinators are not served.
+//! FindCoordinator: a single broker coordinates every group; in a cluster
+//! each group has one coordinating node (`groups::coordinator_node`), named
+//! by every node alike. Inside the node the group's shard is found by hash
+//! and requests are forwarded. Transaction coordinators are not served.
 
 use std::rc::Rc;
 
@@ -17,37 +18,72 @@ use crate::shard::Shard;
 
 const KEY_GROUP: i8 = 0;
 
+/// The node coordinating `group`: (id, host, port), or why there is none.
+fn coordinator(shard: &Shard, group: &str) -> Result<(i32, String, i32), &'static str> {
+    let Some(n) = crate::groups::coordinator_node(group, &shard.cfg) else {
+        return Ok((
+            shard.cfg.node_id,
+            shard.cfg.advertised_host.clone(),
+            i32::from(shard.cfg.advertised_port),
+        ));
+    };
+    let view = shard.cluster_view().ok_or("the cluster is forming")?;
+    let info = view
+        .state
+        .nodes
+        .get(&n)
+        .ok_or("the group's coordinator has not joined the cluster yet")?;
+    let (host, port) = info
+        .kafka
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)))
+        .ok_or("the group's coordinator advertises no address")?;
+    Ok((n, host, port))
+}
+
 pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FindCoordinatorRequest) -> ResponseChunks {
-    let node = BrokerId(shard.cfg.node_id);
-    let host = StrBytes::from_string(shard.cfg.advertised_host.clone());
-    let port = i32::from(shard.cfg.advertised_port);
     let refused = req.key_type != KEY_GROUP;
+    let find = |key: &str| -> Result<(i32, String, i32), &'static str> {
+        if refused {
+            return Err("only group coordinators are served");
+        }
+        coordinator(shard, key)
+    };
     let out = FindCoordinatorResponse::default();
     let out = if ctx.version >= 4 {
         out.with_coordinators(
             req.coordinator_keys
                 .into_iter()
                 .map(|key| {
+                    let found = find(&key);
                     let c = Coordinator::default().with_key(key);
-                    if refused {
-                        c.with_node_id(BrokerId(-1))
+                    match found {
+                        Ok((n, host, port)) => c
+                            .with_node_id(BrokerId(n))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(port),
+                        Err(why) => c
+                            .with_node_id(BrokerId(-1))
                             .with_port(-1)
                             .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                            .with_error_message(Some(StrBytes::from_static_str(
-                                "only group coordinators are served",
-                            )))
-                    } else {
-                        c.with_node_id(node).with_host(host.clone()).with_port(port)
+                            .with_error_message(Some(StrBytes::from_static_str(why))),
                     }
                 })
                 .collect(),
         )
-    } else if refused {
-        out.with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_node_id(BrokerId(-1))
-            .with_port(-1)
     } else {
-        out.with_node_id(node).with_host(host).with_port(port)
+        match find(&req.key) {
+            Ok((n, host, port)) => out
+                .with_node_id(BrokerId(n))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+            Err(why) => out
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                // The message field exists from v1.
+                .with_error_message((ctx.version >= 1).then(|| StrBytes::from_static_str(why)))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        }
     };
     ctx.answer(ResponseKind::FindCoordinator(out))
 }

@@ -7,7 +7,6 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
-use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: HeartbeatRequest) -> ResponseChunks {
@@ -15,7 +14,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: HeartbeatRequest) -> Respo
     let member = req.member_id.to_string();
     let instance = req.group_instance_id.map(|i| i.to_string());
     let generation = req.generation_id;
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let code = shard
         .call_coordinator(owner, move |c| async move {
             c.heartbeat(&group, &member, instance.as_deref(), generation)

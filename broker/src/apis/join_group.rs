@@ -13,7 +13,6 @@ use kafka_protocol::ResponseError;
 use sluice_tuning::limits;
 
 use super::{answer_from, Ctx, Reply};
-use crate::groups::coordinator_shard;
 use crate::groups::group::{JoinRequest, JoinResult};
 use crate::shard::Shard;
 
@@ -100,7 +99,7 @@ pub async fn handle(
             .collect(),
         require_known_member_id: ctx.version >= 4,
     };
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let rx = shard
         .call_coordinator(owner, move |c| async move { c.join(&group, join) })
         .await;

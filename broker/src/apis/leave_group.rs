@@ -10,7 +10,6 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
-use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: LeaveGroupRequest) -> ResponseChunks {
@@ -30,7 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: LeaveGroupRequest) -> Resp
     };
     let n = members.len();
     let asked = members.clone();
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let codes = shard
         .call_coordinator(owner, move |c| async move { c.leave(&group, &members) })
         .await

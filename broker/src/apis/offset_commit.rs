@@ -12,7 +12,6 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, Respon
 use kafka_protocol::ResponseError;
 
 use super::{answer_from, Ctx, Reply};
-use crate::groups::coordinator_shard;
 use crate::groups::offsets::{now_ms, Committed};
 use crate::metadata::Route;
 use crate::shard::Shard;
@@ -60,7 +59,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     let member = req.member_id.to_string();
     let instance = req.group_instance_id.map(|i| i.to_string());
     let generation = req.generation_id_or_member_epoch;
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let done = shard
         .call_coordinator(owner, move |c| async move {
             let (tx, rx) = flume::bounded::<i16>(1);

@@ -11,7 +11,6 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::{answer_from, Ctx};
-use crate::groups::coordinator_shard;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> ResponseChunks {
@@ -25,7 +24,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> Re
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let rx = shard
         .call_coordinator(
             owner,

@@ -16,7 +16,6 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
-use crate::groups::coordinator_shard;
 use crate::groups::offsets::Committed;
 use crate::shard::Shard;
 
@@ -28,7 +27,7 @@ async fn lookup(
     group: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Found, i16> {
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     shard
         .call_coordinator(owner, move |c| async move {
             // A commit the group accepted is seen by every later fetch.

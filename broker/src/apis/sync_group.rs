@@ -7,7 +7,6 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse
 use kafka_protocol::ResponseError;
 
 use super::{answer_from, Ctx, Reply};
-use crate::groups::coordinator_shard;
 use crate::groups::group::SyncResult;
 use crate::shard::Shard;
 
@@ -30,7 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: SyncGroupRequest) -> Reply
     let oversized = assignments
         .iter()
         .any(|(_, a)| a.len() > sluice_tuning::limits::GROUP_MEMBER_METADATA_BYTES_MAX);
-    let owner = coordinator_shard(&group, shard.shards);
+    let owner = shard.group_owner(&group);
     let rx = if oversized {
         let (tx, rx) = flume::bounded(1);
         let _ = tx.try_send(SyncResult::error(ResponseError::InvalidRequest));

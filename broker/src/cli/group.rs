@@ -146,25 +146,84 @@ fn assignment(b: &[u8]) -> Vec<(String, Vec<i32>)> {
     out
 }
 
+/// The brokers of the cluster `boot` belongs to: (id, host:port).
+fn brokers(boot: &mut Client) -> Result<Vec<(i32, String)>> {
+    let (_, md): (i16, MetadataResponse) = boot.call(ApiKey::Metadata, (1, 12), |_| {
+        MetadataRequest::default().with_topics(Some(vec![]))
+    })?;
+    Ok(md
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect())
+}
+
+/// The connection to `group`'s coordinator: `boot` on a single broker
+/// (whose advertised address a CLI beside it may not reach), else the
+/// node FindCoordinator names.
+fn coordinator(mut boot: Client, group: &str) -> Result<Client> {
+    if brokers(&mut boot)?.len() <= 1 {
+        return Ok(boot);
+    }
+    let (_, r): (i16, FindCoordinatorResponse) =
+        boot.call(ApiKey::FindCoordinator, (1, 3), |_| {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()))
+        })?;
+    check(
+        r.error_code,
+        &format!("coordinator of group {group}"),
+        r.error_message.as_deref(),
+    )?;
+    Ok(Client::connect(
+        &format!("{}:{}", r.host, r.port),
+        std::time::Duration::from_secs(10),
+    )?)
+}
+
 pub fn run(cmd: GroupCommand, common: &Common) -> Result<String> {
-    let mut c = connect(common)?;
+    let c = connect(common)?;
+    let mut c = match &cmd {
+        GroupCommand::List => c,
+        GroupCommand::Describe { group }
+        | GroupCommand::Delete { group }
+        | GroupCommand::ResetOffsets { group, .. } => coordinator(c, group)?,
+    };
     match cmd {
         GroupCommand::List => {
-            let (_, r): (i16, ListGroupsResponse) =
-                c.call(ApiKey::ListGroups, (0, 4), |_| ListGroupsRequest::default())?;
-            check(r.error_code, "list groups", None)?;
-            let mut groups: Vec<(String, String, String)> = r
-                .groups
-                .into_iter()
-                .map(|g| {
+            // Every node lists the groups it coordinates.
+            let nodes = brokers(&mut c)?;
+            let mut groups: Vec<(String, String, String)> = Vec::new();
+            let mut others: Vec<Client> = Vec::new();
+            if nodes.len() > 1 {
+                for (id, addr) in &nodes {
+                    match Client::connect(addr, std::time::Duration::from_secs(10)) {
+                        Ok(n) => others.push(n),
+                        // A node that is down: say so, list the others.
+                        Err(e) => eprintln!(
+                            "sluice: node {id} ({addr}) not reachable, its groups not listed: {e}"
+                        ),
+                    }
+                }
+            }
+            let clients: Vec<&mut Client> = if others.is_empty() {
+                vec![&mut c]
+            } else {
+                others.iter_mut().collect()
+            };
+            for n in clients {
+                let (_, r): (i16, ListGroupsResponse) =
+                    n.call(ApiKey::ListGroups, (0, 4), |_| ListGroupsRequest::default())?;
+                check(r.error_code, "list groups", None)?;
+                groups.extend(r.groups.into_iter().map(|g| {
                     (
                         g.group_id.0.to_string(),
                         g.group_state.to_string(),
                         g.protocol_type.to_string(),
                     )
-                })
-                .collect();
+                }));
+            }
             groups.sort();
+            groups.dedup();
             Ok(if common.json {
                 serde_json::to_string(
                     &groups

@@ -23,6 +23,17 @@ pub fn coordinator_shard(group: &str, shards: usize) -> usize {
     (crc32c::crc32c(group.as_bytes()) as usize) % shards.max(1)
 }
 
+/// The node of a cluster that coordinates `group`: one of the `--cluster`
+/// nodes, by a hash of the name (seeded apart from the shard choice), so
+/// every node names the same one and a group's committed offsets stay on
+/// one node's disk. `None` for a cluster of one. While that node is down
+/// its groups wait for it (the offsets are not replicated yet).
+pub fn coordinator_node(group: &str, cfg: &crate::config::BrokerConfig) -> Option<i32> {
+    let nodes = &cfg.cluster.as_ref()?.nodes;
+    let h = crc32c::crc32c_append(0x9e37_79b9, group.as_bytes()) as usize;
+    nodes.get(h % nodes.len().max(1)).map(|(id, _)| *id)
+}
+
 /// The internal offsets log of a shard, under the data directory. The name
 /// cannot be a topic partition directory (`<topic>-<partition>`).
 pub fn offsets_dir(data_dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
