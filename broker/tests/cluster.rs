@@ -52,6 +52,14 @@ fn three_nodes_elect_a_controller_and_replace_a_dead_one() {
 
     topics_on_three_nodes(&nodes);
 
+    // Every follower in sync first: a partition whose ISR holds only the
+    // dead node waits for it (no unclean election) and would not move.
+    for t in ["orders", "strict", "solo"] {
+        wait_isr(&format!("127.0.0.1:{}", nodes[0].port), t, |isr| {
+            isr.len() == 3
+        });
+    }
+
     // kill -9 the controller: the other two elect one of themselves and
     // report the dead node unreachable; the committed index goes on.
     let ci = nodes.iter().position(|n| n.id == controller).unwrap();

@@ -79,7 +79,7 @@ impl EpochHistory {
     /// Records that `epoch` begins at `start`, when it is newer than the
     /// latest. Returns whether the history changed. An epoch older than
     /// the latest is an error: a log's epochs only go up.
-    pub(crate) fn assign(&mut self, epoch: i32, start: i64) -> Result<bool> {
+    pub fn assign(&mut self, epoch: i32, start: i64) -> Result<bool> {
         match self.latest() {
             Some((e, _)) if e == epoch => Ok(false),
             Some((e, s)) if e > epoch || s > start => Err(StorageError::InvalidRecord(format!(
@@ -94,7 +94,7 @@ impl EpochHistory {
 
     /// Drops the entries of epochs that begin at or after `end` (the log
     /// was cut there). Returns whether the history changed.
-    pub(crate) fn truncate_from_end(&mut self, end: i64) -> bool {
+    pub fn truncate_from_end(&mut self, end: i64) -> bool {
         let before = self.entries.len();
         self.entries.retain(|&(_, s)| s < end);
         self.entries.len() != before
@@ -102,7 +102,7 @@ impl EpochHistory {
 
     /// The log now starts at `start`: entries wholly below it go, the one
     /// it falls in starts there.
-    pub(crate) fn truncate_from_start(&mut self, start: i64) {
+    pub fn truncate_from_start(&mut self, start: i64) {
         let keep_from = self.entries.iter().rposition(|&(_, s)| s <= start);
         if let Some(i) = keep_from {
             self.entries.drain(..i);

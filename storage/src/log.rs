@@ -378,6 +378,14 @@ impl PartitionLog {
         }
         Ok(())
     }
+    /// Sets the high watermark to `offset` (within the log), back if it
+    /// must: a replicated log that opened does not know how much of it
+    /// was committed, and starts from its log start.
+    pub fn reset_high_watermark(&self, offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        inner.high_watermark = offset.clamp(inner.log_start, inner.next_offset);
+    }
+
     /// Advances the high watermark (never past the log end, never back).
     pub fn set_high_watermark(&self, offset: i64) {
         let mut inner = self.inner.borrow_mut();

@@ -16,7 +16,7 @@
 //! Raft ids are Kafka node ids plus one (Raft reserves 0).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -300,8 +300,9 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         dead_after_ms: cfg.election_timeout_ms,
         controlling_since: None,
         grace: tick * 2 * HEARTBEAT_TICKS as u32,
-        failovers: HashSet::new(),
+        failovers: HashMap::new(),
         may_lead: false,
+        info: info.clone(),
     };
     let mut next_tick = Instant::now() + tick;
     let mut next_propose = Instant::now();
@@ -406,8 +407,12 @@ struct Driver<'a> {
     controlling_since: Option<Instant>,
     /// How long a new controller waits before it judges nodes dead.
     grace: Duration,
-    /// Failover changes proposed: (topic, partition, partition epoch).
-    failovers: HashSet<(String, u32, i32)>,
+    /// Failover changes proposed, by (topic, partition, partition
+    /// epoch), and when: one not applied (a proposal can be lost with a
+    /// change of controller) is proposed again after `dead_after_ms`.
+    failovers: HashMap<(String, u32, i32), Instant>,
+    /// This start of the node, as it registers.
+    info: NodeInfo,
     /// This node has caught up with the metadata log since it started,
     /// so the leadership it holds there is current: until then it leads
     /// nothing (its journal may name it leader of partitions that moved
@@ -494,9 +499,13 @@ impl Driver<'_> {
             let _ = reply.try_send(Err(ProposeError::TimedOut(PROPOSAL_TIMEOUT)));
             false
         });
+        // Caught up, and this start of the node registered: leading
+        // before that would continue the epochs of the node's previous
+        // start (see `Command::RegisterNode`).
         let caught_up = !self.may_lead
             && self.metalog.leader().is_some()
-            && self.state.applied >= self.metalog.commit_index();
+            && self.state.applied >= self.metalog.commit_index()
+            && self.state.nodes.get(&self.me) == Some(&self.info);
         if caught_up {
             self.may_lead = true;
             tracing::info!(
@@ -602,7 +611,7 @@ impl Driver<'_> {
         // Forget changes that were applied (or refused): their partition
         // epoch moved on.
         let state = &*self.state;
-        self.failovers.retain(|(t, p, e)| {
+        self.failovers.retain(|(t, p, e), _| {
             state
                 .topics
                 .get(t)
@@ -624,12 +633,17 @@ impl Driver<'_> {
                 continue;
             };
             let key = (topic.clone(), *partition, *partition_epoch);
-            if self.failovers.contains(&key) {
+            let again = Duration::from_millis(self.dead_after_ms);
+            if self
+                .failovers
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < again)
+            {
                 continue;
             }
             tracing::info!(topic, partition, leader, dead = ?dead, "failover: proposing a new leader and ISR");
             if self.metalog.propose(cmd.encode()).is_ok() {
-                self.failovers.insert(key);
+                self.failovers.insert(key, Instant::now());
             }
         }
     }

@@ -50,8 +50,19 @@ pub struct Replication {
     pub hw_moved: Rc<Notify>,
     /// An ISR change of this partition is being proposed.
     pub isr_change: Cell<bool>,
+    /// Replicas proposed into the ISR against a partition epoch: they
+    /// count toward the high watermark from the moment they are proposed
+    /// (Kafka's maximal ISR), since the proposal may commit at any time
+    /// until that epoch moves on. Otherwise the high watermark could pass
+    /// what a replica joining the ISR has, and a later leader from the
+    /// ISR could lack exposed records.
+    pub adding: RefCell<(i32, Vec<NodeId>)>,
     /// Since when this node leads the partition.
     pub led_since: Cell<Option<Instant>>,
+    /// The log end when this node took the lead (Kafka's leader epoch
+    /// start offset): a follower joins the ISR only with everything below
+    /// it on disk, so it holds whatever this node exposed before.
+    pub lead_start: Cell<i64>,
     /// This node's fetch loop for the partition, while it follows.
     pub following: RefCell<Option<Following>>,
 }
@@ -63,15 +74,22 @@ pub type Following = (NodeId, i32, Rc<Cell<bool>>);
 impl Replication {
     /// The in-sync replicas other than the leader, when this node leads
     /// a partition replicated elsewhere.
+    /// Replicas being added to the ISR count (see `adding`).
     pub fn other_in_sync(&self) -> Option<Vec<NodeId>> {
         let role = self.role.borrow();
         let r = role.as_ref()?;
+        let adding = self.adding.borrow();
         r.leader.then(|| {
-            r.isr
+            let mut out: Vec<NodeId> = r
+                .isr
                 .iter()
                 .copied()
                 .filter(|&n| n != r.leader_id)
-                .collect()
+                .collect();
+            if adding.0 == r.partition_epoch {
+                out.extend(adding.1.iter().filter(|n| !r.isr.contains(n)));
+            }
+            out
         })
     }
 }
@@ -83,14 +101,22 @@ pub fn update_high_watermark(p: &Partition) {
     let Some(others) = p.replication.other_in_sync() else {
         return;
     };
-    let hw = if others.is_empty() {
-        p.log.log_end_offset()
-    } else {
+    let replicas = p
+        .replication
+        .role
+        .borrow()
+        .as_ref()
+        .map_or(1, |r| r.replicas.len());
+    let hw = {
         let followers = p.replication.followers.borrow();
-        others
-            .iter()
-            .map(|n| followers.get(n).map_or(0, |f| f.durable_end))
-            .fold(p.log.durable_offset(), i64::min)
+        high_watermark(
+            p.log.durable_offset(),
+            p.log.log_end_offset(),
+            others
+                .iter()
+                .map(|n| followers.get(n).map_or(0, |f| f.durable_end)),
+            replicas,
+        )
     };
     let before = p.log.high_watermark();
     p.log.set_high_watermark(hw);
@@ -98,6 +124,69 @@ pub fn update_high_watermark(p: &Partition) {
         p.replication.hw_moved.notify_all();
         // Consumers waiting at the old high watermark read on.
         p.appended.notify_all();
+    }
+}
+
+// The protocol's decisions, free of I/O, so the replication simulation
+// (broker/tests/replication_sim.rs) drives the same rules as the nodes.
+
+/// The high watermark a leader computes: the smallest fsynced end over
+/// its in-sync replicas, its own included (`others`: the other in-sync
+/// replicas' reported fsynced ends). A partition with one replica has
+/// its log end, as a single broker; one with more whose ISR shrank to
+/// the leader alone has the leader's fsynced end, so a consumer never
+/// reads what a crash of that one node would take back.
+pub fn high_watermark(
+    leader_durable: i64,
+    leader_end: i64,
+    others: impl Iterator<Item = i64>,
+    replicas: usize,
+) -> i64 {
+    if replicas <= 1 {
+        return leader_end;
+    }
+    others.fold(leader_durable, i64::min)
+}
+
+/// The leader's check of a follower's fetch (KIP-595's diverging epoch):
+/// where the follower's last epoch ends in the leader's log, when that is
+/// before the fetch offset or the leader has no such epoch. `end_for` is
+/// the leader's `end_offset_for_epoch`.
+pub fn divergence(
+    end_for: impl Fn(i32) -> (i32, i64),
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<Diverging> {
+    if last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end_offset) = end_for(last_fetched_epoch);
+    (epoch < last_fetched_epoch || end_offset < fetch_offset)
+        .then_some(Diverging { epoch, end_offset })
+}
+
+/// Where a follower cuts its log on the leader's divergence answer `d`:
+/// the end of the leader's epoch when this log's history has that epoch
+/// (the smaller of the two ends); the end of this log's latest epoch
+/// before it otherwise (the next fetch asks about that one); the high
+/// watermark when the leader could not place the epoch at all. `end_for`
+/// is the follower's `end_offset_for_epoch`.
+pub fn truncation_target(
+    end_for: impl Fn(i32) -> (i32, i64),
+    log_end: i64,
+    high_watermark: i64,
+    d: Diverging,
+) -> i64 {
+    if d.end_offset < 0 {
+        high_watermark
+    } else if d.epoch < 0 {
+        d.end_offset.min(log_end)
+    } else {
+        match end_for(d.epoch) {
+            (e, mine) if e == d.epoch => d.end_offset.min(mine),
+            (e, mine) if e >= 0 => mine,
+            _ => d.end_offset.min(log_end),
+        }
     }
 }
 
@@ -212,17 +301,13 @@ pub async fn serve_fetch(
     // Where the follower's log leaves this one (KIP-101/KIP-595): its
     // last epoch ends earlier here, or never led here at all. It must cut
     // its log back before it fetches again.
-    if fp.last_fetched_epoch >= 0 {
-        let (epoch, end_offset) = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
-        if epoch < fp.last_fetched_epoch || end_offset < fp.fetch_offset {
-            return answer(
-                &p,
-                tid,
-                pi,
-                Some(Diverging { epoch, end_offset }),
-                Vec::new(),
-            );
-        }
+    let d = divergence(
+        |e| p.log.end_offset_for_epoch(e),
+        fp.last_fetched_epoch,
+        fp.fetch_offset,
+    );
+    if d.is_some() {
+        return answer(&p, tid, pi, d, Vec::new());
     }
     let end = p.log.log_end_offset();
     if fp.fetch_offset > end || fp.fetch_offset < p.log.log_start_offset() {
@@ -253,7 +338,14 @@ pub async fn serve_fetch(
         .detach();
     }
     update_high_watermark(&p);
-    if !role.isr.contains(&from) && fp.fetch_offset >= p.log.high_watermark() {
+    // It joins once it has the high watermark and the start of this
+    // node's lead on disk: a follower that fetched up to them but crashes
+    // before its sync would join lacking records already exposed.
+    let caught_up = fp.durable_end.min(fp.fetch_offset);
+    if !role.isr.contains(&from)
+        && caught_up >= p.log.high_watermark()
+        && caught_up >= p.replication.lead_start.get()
+    {
         let mut isr = role.isr.clone();
         isr.push(from);
         propose_isr(shard, &p, topic, &role, isr);
@@ -319,6 +411,17 @@ pub fn propose_isr(
 ) {
     if p.replication.isr_change.replace(true) {
         return;
+    }
+    {
+        let mut adding = p.replication.adding.borrow_mut();
+        if adding.0 != role.partition_epoch {
+            *adding = (role.partition_epoch, Vec::new());
+        }
+        for n in isr.iter().filter(|n| !role.isr.contains(n)) {
+            if !adding.1.contains(n) {
+                adding.1.push(*n);
+            }
+        }
     }
     let cmd = Command::ChangePartition {
         topic: topic.to_string(),
@@ -393,6 +496,13 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
     let Some(role) = role else {
         return;
     };
+    if old.is_none() && role.replicas.len() > 1 {
+        // Opened with no knowledge of how much of the log was committed
+        // (its end at open may hold records no other replica has): the
+        // high watermark starts from the log start and is learned again
+        // from the leader, or from the in-sync replicas' fetches.
+        p.log.reset_high_watermark(p.log.log_start_offset());
+    }
     let new_epoch = old.as_ref().map(|o| o.leader_epoch) != Some(role.leader_epoch);
     if role.leader {
         p.log.set_leader_epoch(role.leader_epoch);
@@ -410,6 +520,7 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
         }
         if new_epoch || p.replication.led_since.get().is_none() {
             p.replication.led_since.set(Some(Instant::now()));
+            p.replication.lead_start.set(p.log.log_end_offset());
             p.replication.followers.borrow_mut().clear();
         }
         // A smaller ISR may let the high watermark move (and the acks=all
@@ -600,17 +711,12 @@ async fn fetch_once(
 /// producers' state is rebuilt from what is left.
 async fn truncate_diverged(p: &Partition, d: Diverging) -> Result<bool, String> {
     let end = p.log.log_end_offset();
-    let to = if d.end_offset < 0 {
-        p.log.high_watermark()
-    } else if d.epoch < 0 {
-        d.end_offset.min(end)
-    } else {
-        match p.log.end_offset_for_epoch(d.epoch) {
-            (e, mine) if e == d.epoch => d.end_offset.min(mine),
-            (e, mine) if e >= 0 => mine,
-            _ => d.end_offset.min(end),
-        }
-    };
+    let to = truncation_target(
+        |e| p.log.end_offset_for_epoch(e),
+        end,
+        p.log.high_watermark(),
+        d,
+    );
     tracing::info!(
         partition = p.index,
         topic = p.topic,

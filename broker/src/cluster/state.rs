@@ -243,6 +243,23 @@ impl ClusterState {
                 if n.id < 0 {
                     return Err(Refused::Invalid(format!("node id {}", n.id)));
                 }
+                // A node that started again (a new incarnation) lost
+                // whatever it had not synced, and may append at those
+                // offsets again: it leads its partitions in a new epoch, so
+                // a follower that copied the lost records finds where its
+                // log diverges (the same epoch would hide it).
+                let restarted = self
+                    .nodes
+                    .get(&n.id)
+                    .is_some_and(|old| old.incarnation != n.incarnation);
+                if restarted {
+                    for t in self.topics.values_mut() {
+                        for p in t.partitions.iter_mut().filter(|p| p.leader == n.id) {
+                            p.leader_epoch += 1;
+                            p.partition_epoch += 1;
+                        }
+                    }
+                }
                 self.nodes.insert(n.id, n);
                 Ok(())
             }
@@ -679,6 +696,42 @@ mod tests {
                 isr: vec![2],
             }]
         );
+    }
+
+    #[test]
+    fn a_restarted_leader_leads_in_a_new_epoch() {
+        let mut s = three();
+        let r = apply_all(
+            &mut s,
+            &[Command::CreateTopic {
+                name: "t".into(),
+                id: "x".into(),
+                replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
+                configs: BTreeMap::new(),
+            }],
+        );
+        assert!(r.iter().all(|r| r.is_ok()));
+        let again = |incarnation| {
+            Command::RegisterNode(NodeInfo {
+                id: 1,
+                kafka: "127.0.0.1:9093".into(),
+                replication: "127.0.0.1:9193".into(),
+                incarnation,
+            })
+        };
+        // The same start registering again changes no epoch; a new one
+        // bumps the epochs of what it leads, and only those.
+        apply_all(&mut s, &[again(1)]);
+        let epochs = |s: &ClusterState| {
+            s.topics["t"]
+                .partitions
+                .iter()
+                .map(|p| (p.leader_epoch, p.partition_epoch))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(epochs(&s), vec![(0, 0), (0, 0)]);
+        apply_all(&mut s, &[again(2)]);
+        assert_eq!(epochs(&s), vec![(1, 1), (0, 0)]);
     }
 
     #[test]
