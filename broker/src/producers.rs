@@ -158,6 +158,24 @@ impl ProducerTable {
     }
 }
 
+impl ProducerTable {
+    /// The log was cut back to `end`. When no remembered batch is at or
+    /// past the cut, nothing the table holds came from the records cut
+    /// (every idempotent batch recorded leaves at least the latest one
+    /// remembered), so it stays as it is, covering up to `end`, and this
+    /// returns true. Otherwise the caller rebuilds it from the log.
+    pub fn truncate(&mut self, end: i64) -> bool {
+        let untouched = self
+            .producers
+            .values()
+            .all(|e| e.batches.iter().all(|b| b.base_offset < end));
+        if untouched {
+            self.covers_offset = self.covers_offset.min(end);
+        }
+        untouched
+    }
+}
+
 fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
@@ -295,6 +313,24 @@ mod tests {
         // Non-idempotent batches are never checked.
         assert_eq!(t.check(&header(-1, -1, -1, 3)), SeqCheck::Append);
         assert_eq!(t.covers_offset, 80);
+    }
+
+    /// A cut of the log that removes no remembered batch keeps the
+    /// table (no replay); one that removes one asks for a rebuild.
+    #[test]
+    fn truncation_keeps_the_table_unless_it_cuts_a_remembered_batch() {
+        let mut t = ProducerTable::default();
+        t.record(&header(-1, -1, -1, 10), 0, -1);
+        t.record(&header(7, 0, 0, 10), 10, -1);
+        t.record(&header(-1, -1, -1, 10), 20, -1);
+        assert_eq!(t.covers_offset, 30);
+        assert!(t.truncate(25));
+        assert_eq!(t.covers_offset, 25);
+        assert!(matches!(
+            t.check(&header(7, 0, 0, 10)),
+            SeqCheck::Duplicate(_)
+        ));
+        assert!(!t.truncate(10));
     }
 
     /// Sequences wrap from i32::MAX to 0.

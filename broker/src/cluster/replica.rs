@@ -732,7 +732,9 @@ async fn truncate_diverged(p: &Partition, d: Diverging) -> Result<bool, String> 
         .truncate_to(to)
         .await
         .map_err(|e| format!("truncation to {to}: {e}"))?;
-    if new_end < end {
+    // The producers' table survives a cut that removed none of the
+    // batches it remembers (no replay); otherwise it is rebuilt.
+    if new_end < end && !p.producers.borrow_mut().truncate(new_end) {
         *p.producers.borrow_mut() = crate::producers::recover(&p.log).await;
     }
     // Progress: batches or (empty) epochs went, so the next fetch names
