@@ -84,10 +84,11 @@ fn wait_layout(port: u16, not: i32, isr: usize, what: &str) -> Duration {
     panic!("{what}: not within 60 s; last {last:?}");
 }
 
-#[test]
-fn acknowledged_records_survive_leader_kills_and_frozen_nodes() {
-    let dir = tempdir();
-    let (mut nodes, _, spec) = start_three(dir.path());
+/// Three nodes under `dir` and the topic (3 partitions, 3 replicas,
+/// min.insync.replicas 2) with every follower in sync: the nodes, the
+/// `--cluster` list and a bootstrap list naming all three.
+fn three_nodes_with_topic(dir: &std::path::Path) -> (Vec<Node>, String, String) {
+    let (nodes, _, spec) = start_three(dir);
     wait_status(nodes[0].port, "three nodes and a controller", |s| {
         reachable(s) == vec![1, 2, 3] && s["controller"].is_i64()
     });
@@ -110,6 +111,13 @@ fn acknowledged_records_survive_leader_kills_and_frozen_nodes() {
     .unwrap();
     assert!(rt.iter().all(|r| r.is_ok()), "{rt:?}");
     wait_layout(nodes[0].port, -1, 3, "every follower in sync");
+    (nodes, spec, bootstrap)
+}
+
+#[test]
+fn acknowledged_records_survive_leader_kills_and_frozen_nodes() {
+    let dir = tempdir();
+    let (mut nodes, spec, bootstrap) = three_nodes_with_topic(dir.path());
 
     let checker = Checker::default();
     let producer: ThreadedProducer<Checker> = ClientConfig::new()
@@ -327,29 +335,7 @@ fn assigned(c: &BaseConsumer) -> Vec<i32> {
 #[test]
 fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
     let dir = tempdir();
-    let (mut nodes, _, _) = start_three(dir.path());
-    wait_status(nodes[0].port, "three nodes and a controller", |s| {
-        reachable(s) == vec![1, 2, 3] && s["controller"].is_i64()
-    });
-    let all = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &all)
-        .create()
-        .unwrap();
-    let rt = futures_lite::future::block_on(
-        admin.create_topics(
-            &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ),
-    )
-    .unwrap();
-    assert!(rt.iter().all(|r| r.is_ok()), "{rt:?}");
-    wait_layout(nodes[0].port, -1, 3, "every follower in sync");
+    let (mut nodes, _, all) = three_nodes_with_topic(dir.path());
     produce_all(&all, TOPIC, 0..300);
 
     // Two members through different nodes: one group, partitions split.
