@@ -115,6 +115,18 @@ impl ProducerTable {
         }
     }
 
+    /// Records a batch as it is stored (read back, or copied from a
+    /// leader): its append time is in its header when the topic stamps
+    /// LogAppendTime.
+    pub fn record_stored(&mut self, h: &BatchHeader, base_offset: i64) {
+        let t = if h.is_log_append_time() {
+            h.max_timestamp
+        } else {
+            -1
+        };
+        self.record(h, base_offset, t);
+    }
+
     /// Records an appended batch.
     pub fn record(&mut self, h: &BatchHeader, base_offset: i64, log_append_time_ms: i64) {
         let next = base_offset + i64::from(h.last_offset_delta) + 1;
@@ -216,12 +228,7 @@ pub async fn recover(log: &PartitionLog) -> ProducerTable {
         for b in batches {
             let h = b.header();
             if b.next_offset() > at {
-                let t = if h.is_log_append_time() {
-                    h.max_timestamp
-                } else {
-                    -1
-                };
-                table.record(&h, b.base_offset(), t);
+                table.record_stored(&h, b.base_offset());
             }
             at = at.max(b.next_offset());
         }

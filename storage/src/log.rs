@@ -369,8 +369,25 @@ impl PartitionLog {
     /// history before the batch that starts it. The caller holds
     /// `append_lock`.
     async fn note_epoch(&self, epoch: i32, start: i64) -> Result<()> {
-        let mut h = self.inner.borrow().epochs.clone();
-        if h.assign(epoch, start)? {
+        // Every append passes here: the common case touches nothing.
+        if self.latest_epoch() == epoch {
+            return Ok(());
+        }
+        self.change_epochs(|h| h.assign(epoch, start).map(drop))
+            .await
+    }
+
+    /// Applies `change` to the epoch history and, when it changed
+    /// anything, writes the history (when its file is kept) before the
+    /// change takes effect. The caller holds `append_lock`.
+    async fn change_epochs(
+        &self,
+        change: impl FnOnce(&mut EpochHistory) -> Result<()>,
+    ) -> Result<()> {
+        let old = self.inner.borrow().epochs.clone();
+        let mut h = old.clone();
+        change(&mut h)?;
+        if h != old {
             if h.must_write() {
                 h.write(&self.dir).await?;
             }
@@ -378,6 +395,7 @@ impl PartitionLog {
         }
         Ok(())
     }
+
     /// Sets the high watermark to `offset` (within the log), back if it
     /// must: a replicated log that opened does not know how much of it
     /// was committed, and starts from its log start.
@@ -1108,15 +1126,11 @@ impl PartitionLog {
             // hold none either (a leader recorded its epoch and appended
             // nothing): a follower cutting back to its end drops them.
             let end = self.log_end_offset();
-            let old = self.inner.borrow().epochs.clone();
-            let mut h = old.clone();
-            h.truncate_from_end(end);
-            if h != old {
-                if h.must_write() {
-                    h.write(&self.dir).await?;
-                }
-                self.inner.borrow_mut().epochs = h;
-            }
+            self.change_epochs(|h| {
+                h.truncate_from_end(end);
+                Ok(())
+            })
+            .await?;
             return Ok(end);
         }
         self.issue_write(false).await?;
@@ -1217,16 +1231,13 @@ impl PartitionLog {
         }
         self.cache.remove_from(new_end);
         self.cache.set_pinned_from(new_end);
-        let old = self.inner.borrow().epochs.clone();
-        let mut h = old.clone();
-        h.truncate_from_end(new_end);
-        h.truncate_from_start(self.log_start_offset());
-        if h != old {
-            if h.must_write() {
-                h.write(&self.dir).await?;
-            }
-            self.inner.borrow_mut().epochs = h;
-        }
+        let log_start = self.log_start_offset();
+        self.change_epochs(|h| {
+            h.truncate_from_end(new_end);
+            h.truncate_from_start(log_start);
+            Ok(())
+        })
+        .await?;
         Ok(new_end)
     }
 

@@ -151,11 +151,7 @@ fn brokers(boot: &mut Client) -> Result<Vec<(i32, String)>> {
     let (_, md): (i16, MetadataResponse) = boot.call(ApiKey::Metadata, (1, 12), |_| {
         MetadataRequest::default().with_topics(Some(vec![]))
     })?;
-    Ok(md
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
-        .collect())
+    Ok(super::topic::addresses(&md))
 }
 
 /// The connection to `group`'s coordinator: `boot` on a single broker

@@ -101,6 +101,14 @@ pub struct PartitionInfo {
 }
 
 /// Each partition of `topic` (by index) and every node's address.
+/// Each broker a Metadata answer names: (id, `host:port`).
+pub fn addresses(r: &MetadataResponse) -> Vec<(i32, String)> {
+    r.brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect()
+}
+
 pub fn describe_partitions(
     c: &mut Client,
     topic: &str,
@@ -117,11 +125,7 @@ pub fn describe_partitions(
             req
         }
     })?;
-    let nodes = r
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
-        .collect();
+    let nodes = addresses(&r).into_iter().collect();
     let t = r
         .topics
         .into_iter()

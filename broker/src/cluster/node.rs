@@ -302,7 +302,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         grace: tick * 2 * HEARTBEAT_TICKS as u32,
         failovers: HashMap::new(),
         may_lead: false,
-        info: info.clone(),
+        info,
     };
     let mut next_tick = Instant::now() + tick;
     let mut next_propose = Instant::now();
@@ -357,10 +357,9 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         // a new cluster's first controller names it.
         if Instant::now() >= next_propose {
             next_propose = Instant::now() + 4 * tick;
-            if driver.state.nodes.get(&me) != Some(&info) {
-                let _ = driver
-                    .metalog
-                    .propose(Command::RegisterNode(info.clone()).encode());
+            if !driver.registered() {
+                let cmd = Command::RegisterNode(driver.info.clone());
+                let _ = driver.metalog.propose(cmd.encode());
             }
             if driver.metalog.is_leader() && driver.state.cluster_id.is_empty() {
                 let cluster_id = shard.meta().cluster_id.clone();
@@ -421,6 +420,11 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// This start of the node is registered in the applied state.
+    fn registered(&self) -> bool {
+        self.state.nodes.get(&self.me) == Some(&self.info)
+    }
+
     fn propose(&mut self, cmd: Command, reply: Reply) {
         if self.pending.len() >= PROPOSALS_PENDING_MAX {
             let _ = reply.try_send(Err(ProposeError::TimedOut(Duration::ZERO)));
@@ -505,7 +509,7 @@ impl Driver<'_> {
         let caught_up = !self.may_lead
             && self.metalog.leader().is_some()
             && self.state.applied >= self.metalog.commit_index()
-            && self.state.nodes.get(&self.me) == Some(&self.info);
+            && self.registered();
         if caught_up {
             self.may_lead = true;
             tracing::info!(

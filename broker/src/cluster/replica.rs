@@ -687,12 +687,7 @@ async fn fetch_once(
             // The follower keeps the producers' state as the leader does,
             // so it can take over deduplicating their retries.
             if let Some(h) = sluice_storage::BatchHeader::parse(&b) {
-                let t = if h.is_log_append_time() {
-                    h.max_timestamp
-                } else {
-                    -1
-                };
-                p.producers.borrow_mut().record(&h, info.base_offset, t);
+                p.producers.borrow_mut().record_stored(&h, info.base_offset);
             }
         }
         p.appended.notify_all();
