@@ -339,6 +339,7 @@ pub fn check_new_topic(
     topics: usize,
 ) -> Result<i32, Refusal> {
     metadata::check_topic_name(&t.name)?;
+    metadata::check_not_internal(&t.name)?;
     if exists {
         return Err(Refusal::new(
             ResponseError::TopicAlreadyExists,

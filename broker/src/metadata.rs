@@ -193,6 +193,20 @@ impl Refusal {
 
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
 /// or `..`.
+/// Refuses a client's creation, deletion, new partitions of, or appends
+/// to the cluster's internal offsets topic (`groups::OFFSETS_TOPIC`):
+/// only the group coordinators write it, and its partition count places
+/// every group.
+pub fn check_not_internal(name: &str) -> Result<(), Refusal> {
+    if name == crate::groups::OFFSETS_TOPIC {
+        return Err(Refusal::new(
+            kafka_protocol::ResponseError::InvalidTopicException,
+            format!("{name:?} is the internal topic of the cluster's committed offsets"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_topic_name(name: &str) -> Result<(), Refusal> {
     let ok = !name.is_empty()
         && name.len() <= sluice_tuning::limits::TOPIC_NAME_BYTES_MAX

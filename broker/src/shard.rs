@@ -124,7 +124,11 @@ pub struct Shard {
     partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     cache: Rc<ShardCache>,
     pub controller: Option<Controller>,
-    coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+    /// Group coordinators by slot (`groups::GroupHome`): a single
+    /// broker's one, or one per offsets partition this shard leads.
+    coordinators: RefCell<HashMap<i32, Rc<Coordinator>>>,
+    /// Offsets partitions being loaded, with the epoch they load at.
+    coordinators_loading: RefCell<HashSet<(i32, i32)>>,
     pub stats: Cell<ShardStats>,
     /// Held by `apply` from start to end, so snapshots apply one at a time
     /// and in the order they were sent.
@@ -156,7 +160,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             cache: ShardCache::new(cache_bytes_max),
             controller,
-            coordinator: std::cell::OnceCell::new(),
+            coordinators: RefCell::new(HashMap::new()),
+            coordinators_loading: RefCell::new(HashSet::new()),
             stats: Cell::new(ShardStats::default()),
             apply_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
@@ -165,7 +170,9 @@ impl Shard {
         })
     }
 
-    /// Opens this shard's group coordinator (its offsets log is replayed).
+    /// Opens this shard's group coordinator (its offsets log is replayed):
+    /// a single broker's; a node of a cluster loads one per offsets
+    /// partition it leads instead (`sync_coordinators`).
     pub async fn open_coordinator(&self) -> Result<Rc<Coordinator>, sluice_storage::StorageError> {
         let dir = crate::groups::offsets_dir(&self.cfg.data_dir, self.id);
         let store = crate::groups::offsets::OffsetStore::open(
@@ -176,26 +183,28 @@ impl Shard {
         )
         .await?;
         let c = Rc::new(Coordinator::new(store));
-        assert!(self.coordinator.set(c.clone()).is_ok(), "opened once");
+        let old = self
+            .coordinators
+            .borrow_mut()
+            .insert(crate::groups::LOCAL_SLOT, c.clone());
+        assert!(old.is_none(), "opened once");
         Ok(c)
     }
 
-    /// The coordinator of the groups that hash to this shard; `None` when
-    /// its offsets log failed to open (its groups are then unavailable).
-    pub fn coordinator(&self) -> Option<&Rc<Coordinator>> {
-        self.coordinator.get()
+    /// The coordinator of slot `slot` here, if it is open.
+    pub fn coordinator(&self, slot: i32) -> Option<Rc<Coordinator>> {
+        self.coordinators.borrow().get(&slot).cloned()
     }
 
-    /// Runs `f` with the group coordinator of shard `target`. A shard
-    /// whose coordinator failed to open answers as a shard that is gone,
-    /// which group requests answer with COORDINATOR_NOT_AVAILABLE.
-    /// `None` as the target (a group another node coordinates) is
-    /// answered as a coordinator that is not here (`ShardGone`, which the
-    /// group APIs answer COORDINATOR_NOT_AVAILABLE: the client looks the
-    /// coordinator up again).
+    /// Runs `f` with the group coordinator at `home`. A coordinator that
+    /// is not open (its offsets log failed to open, or is loading, or
+    /// the lead just moved) answers as a shard that is gone, which group
+    /// requests answer with COORDINATOR_NOT_AVAILABLE. `None` as the home
+    /// (a group another node coordinates) is answered the same way: the
+    /// client looks the coordinator up again.
     pub async fn call_coordinator<R, F, Fut>(
         self: &Rc<Self>,
-        target: impl Into<Option<usize>>,
+        home: Option<crate::groups::GroupHome>,
         f: F,
     ) -> Result<R, ShardGone>
     where
@@ -203,9 +212,9 @@ impl Shard {
         F: FnOnce(Rc<Coordinator>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        let target = target.into().ok_or(ShardGone)?;
-        self.call(target, move |s| async move {
-            match s.coordinator().cloned() {
+        let home = home.ok_or(ShardGone)?;
+        self.call(home.shard, move |s| async move {
+            match s.coordinator(home.slot) {
                 Some(c) => Some(f(c).await),
                 None => None,
             }
@@ -214,12 +223,134 @@ impl Shard {
         .ok_or(ShardGone)
     }
 
-    /// The shard of this node that coordinates `group`, or `None` when
-    /// another node of the cluster does (`groups::coordinator_node`).
-    pub fn group_owner(&self, group: &str) -> Option<usize> {
-        match crate::groups::coordinator_node(group, &self.cfg) {
-            Some(n) if n != self.cfg.node_id => None,
-            _ => Some(crate::groups::coordinator_shard(group, self.shards)),
+    /// `f` of every coordinator open on shard `target`.
+    pub async fn call_coordinators<R, F>(self: &Rc<Self>, target: usize, f: F) -> Vec<R>
+    where
+        R: Send + 'static,
+        F: Fn(&Coordinator) -> R + Send + 'static,
+    {
+        self.call(target, move |s| async move {
+            s.coordinators.borrow().values().map(|c| f(c)).collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Where `group`'s coordinator is on this node, or `None` when another
+    /// node coordinates it (or none does yet): on a single broker the
+    /// shard its id hashes to; on a node of a cluster the shard holding
+    /// the group's offsets partition, when this node leads it.
+    pub fn group_owner(&self, group: &str) -> Option<crate::groups::GroupHome> {
+        use crate::groups::{GroupHome, OFFSETS_TOPIC};
+        if self.cfg.cluster.is_none() {
+            return Some(GroupHome {
+                shard: crate::groups::coordinator_shard(group, self.shards),
+                slot: crate::groups::LOCAL_SLOT,
+            });
+        }
+        let meta = self.meta();
+        let t = meta.topic(OFFSETS_TOPIC)?;
+        let slot = crate::groups::offsets_partition(group, t.owners.len());
+        match meta.route(OFFSETS_TOPIC, slot) {
+            crate::metadata::Route::Shard(shard) => Some(GroupHome { shard, slot }),
+            _ => None,
+        }
+    }
+
+    /// On a node of a cluster: a coordinator for every offsets partition
+    /// this shard leads, loaded from the partition's log at the epoch it
+    /// leads at; those it no longer leads (or leads at a newer epoch:
+    /// followers may hold commits it never saw) are closed.
+    fn sync_coordinators(self: &Rc<Self>) {
+        use crate::groups::OFFSETS_TOPIC;
+        if self.cfg.cluster.is_none() {
+            return;
+        }
+        let leads = |slot: i32| -> Option<(Rc<Partition>, i32)> {
+            let p = self.partition(OFFSETS_TOPIC, slot)?;
+            let epoch = p
+                .replication
+                .role
+                .borrow()
+                .as_ref()
+                .filter(|r| r.leader)
+                .map(|r| r.leader_epoch)?;
+            Some((p, epoch))
+        };
+        self.coordinators.borrow_mut().retain(|&slot, c| {
+            let keep = leads(slot).is_some_and(|(_, e)| Some(e) == c.offsets.epoch());
+            if !keep {
+                tracing::info!(
+                    shard = self.id,
+                    partition = slot,
+                    groups = c.list().len(),
+                    "no longer coordinating the groups of this offsets partition"
+                );
+                c.close();
+            }
+            keep
+        });
+        let meta = self.meta();
+        let Some(t) = meta.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        for slot in 0..t.owners.len() as i32 {
+            let Some((p, epoch)) = leads(slot) else {
+                continue;
+            };
+            if self.coordinators.borrow().contains_key(&slot)
+                || !self.coordinators_loading.borrow_mut().insert((slot, epoch))
+            {
+                continue;
+            }
+            let replicas = t.roles.get(slot as usize).map_or(1, |r| r.replicas.len());
+            let min_insync = usize::from(crate::metadata::min_insync(&t.configs, replicas as u16));
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let started = std::time::Instant::now();
+                let r = crate::groups::offsets::OffsetStore::load(
+                    p.clone(),
+                    epoch,
+                    min_insync,
+                    sluice_tuning::limits::OFFSETS_COMPACT_BYTES_MIN,
+                )
+                .await;
+                shard
+                    .coordinators_loading
+                    .borrow_mut()
+                    .remove(&(slot, epoch));
+                let store = match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(shard = shard.id, partition = slot, epoch, error = %e,
+                            "offsets partition failed to load: its groups are unavailable");
+                        return;
+                    }
+                };
+                // The lead may have moved on while the log was read.
+                if !store.leading() {
+                    return;
+                }
+                let offsets = store.len();
+                let c = Rc::new(Coordinator::new(store));
+                if let Some(old) = shard.coordinators.borrow_mut().insert(slot, c.clone()) {
+                    old.close();
+                }
+                tracing::info!(
+                    shard = shard.id,
+                    partition = slot,
+                    epoch,
+                    offsets,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "coordinating the groups of this offsets partition"
+                );
+                glommio::spawn_local(sluice_storage::stall::watch(
+                    "group ticks",
+                    c.run_ticks(shard.clone()),
+                ))
+                .detach();
+            })
+            .detach();
         }
     }
 
@@ -483,6 +614,7 @@ impl Shard {
             }
         }
         *self.meta.borrow_mut() = snap;
+        self.sync_coordinators();
         failed
     }
 
@@ -493,7 +625,14 @@ impl Shard {
 
     /// Closes every partition, and the offsets log, cleanly (shutdown).
     pub async fn close_all(&self) {
-        if let Some(c) = self.coordinator.get() {
+        let coordinators: Vec<Rc<Coordinator>> = self
+            .coordinators
+            .borrow_mut()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in coordinators {
+            c.close();
             if let Err(e) = c.offsets.close().await {
                 tracing::error!(shard = self.id, error = %e, "offsets log close failed");
             }
@@ -553,13 +692,14 @@ mod tests {
             let (tx, _rx) = flume::bounded::<Job>(1);
             let snap = Arc::new(crate::metadata::Snapshot::default());
             let shard = Shard::new(0, Arc::new(cfg), vec![tx], snap, 1 << 20, 256 << 20);
+            let home = shard.group_owner("g");
             let got = shard
-                .call_coordinator(0, |c| async move { c.list().len() })
+                .call_coordinator(home, |c| async move { c.list().len() })
                 .await;
             assert_eq!(got, Err(ShardGone));
             shard.open_coordinator().await.unwrap();
             let got = shard
-                .call_coordinator(0, |c| async move { c.list().len() })
+                .call_coordinator(home, |c| async move { c.list().len() })
                 .await;
             assert_eq!(got, Ok(0));
         });

@@ -94,15 +94,22 @@ pub async fn run_shard(start: ShardStart) {
     ))
     .detach();
     let mut failed = shard.apply(start.snap, &Default::default()).await;
-    let ticks = match shard.open_coordinator().await {
-        Ok(c) => Some(
+    // A node of a cluster coordinates groups from the offsets partitions
+    // it leads (`Shard::sync_coordinators`), not from a log of its own.
+    let coordinator = match start.cfg.cluster {
+        None => Some(shard.open_coordinator().await),
+        Some(_) => None,
+    };
+    let ticks = match coordinator {
+        None => None,
+        Some(Ok(c)) => Some(
             glommio::spawn_local(sluice_storage::stall::watch(
                 "group ticks",
                 c.run_ticks(shard.clone()),
             ))
             .detach(),
         ),
-        Err(e) => {
+        Some(Err(e)) => {
             failed.push((
                 crate::groups::offsets_dir(&start.cfg.data_dir, id),
                 e.to_string(),

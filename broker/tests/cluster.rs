@@ -256,6 +256,28 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         matches!(&r[2], Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
         "{r:?}"
     );
+    // The committed-offsets topic is the cluster's own: listed with a
+    // replica on every node, never created, deleted or written by clients.
+    let internal = "__sluice_offsets";
+    let ps = wait_isr(&boot(0), internal, |isr| isr.len() == 3);
+    assert_eq!(ps.len(), 12, "{ps:?}");
+    let r = futures_lite::future::block_on(admin.create_topics(
+        &[NewTopic::new(internal, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    assert!(
+        matches!(&r[0], Err((_, RDKafkaErrorCode::InvalidTopic))),
+        "{r:?}"
+    );
+    let r = futures_lite::future::block_on(admin.delete_topics(&[internal], &AdminOptions::new()))
+        .unwrap();
+    assert!(
+        matches!(&r[0], Err((_, RDKafkaErrorCode::InvalidTopic))),
+        "{r:?}"
+    );
+    let (code, _, err) = run_sluice(&["produce", internal, "--bootstrap", &boot(0)], Some("x\n"));
+    assert_ne!(code, 0, "a client's write to the offsets topic: {err}");
     // Every node answers with the same leaders, all three leading one.
     let mut leaders_seen = Vec::new();
     for i in 0..3 {

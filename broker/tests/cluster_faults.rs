@@ -25,6 +25,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 const TOPIC: &str = "faults";
+const OFFSETS_TOPIC: &str = "__sluice_offsets";
 const PARTITIONS: i32 = 3;
 
 /// What the producer was told of each message: (partition, offset) or
@@ -84,33 +85,56 @@ fn wait_layout(port: u16, not: i32, isr: usize, what: &str) -> Duration {
     panic!("{what}: not within 60 s; last {last:?}");
 }
 
+/// Three nodes under `dir` (with `extra` flags), registered and with a
+/// controller: the nodes, the `--cluster` list and a bootstrap list
+/// naming all three.
+fn three_nodes_up(dir: &std::path::Path, extra: &[&str]) -> (Vec<Node>, String, String) {
+    let (nodes, _, spec) = start_three_with(dir, extra);
+    wait_status(nodes[0].port, "three nodes and a controller", |s| {
+        reachable(s) == vec![1, 2, 3] && s["controller"].is_i64()
+    });
+    let bootstrap = running(&nodes);
+    (nodes, spec, bootstrap)
+}
+
+/// A bootstrap list of the nodes running.
+fn running(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .filter(|n| n.broker.is_some())
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates `topic` through `bootstrap`.
+fn create_topic(bootstrap: &str, topic: NewTopic<'_>) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = futures_lite::future::block_on(admin.create_topics(
+        &[topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap();
+    assert!(rt.iter().all(|r| r.is_ok()), "{rt:?}");
+}
+
 /// Three nodes under `dir` and the topic (3 partitions, 3 replicas,
 /// min.insync.replicas 2) with every follower in sync: the nodes, the
 /// `--cluster` list and a bootstrap list naming all three.
 fn three_nodes_with_topic(dir: &std::path::Path) -> (Vec<Node>, String, String) {
-    let (nodes, _, spec) = start_three(dir);
-    wait_status(nodes[0].port, "three nodes and a controller", |s| {
-        reachable(s) == vec![1, 2, 3] && s["controller"].is_i64()
-    });
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let rt = futures_lite::future::block_on(
-        admin.create_topics(
-            &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ),
-    )
-    .unwrap();
-    assert!(rt.iter().all(|r| r.is_ok()), "{rt:?}");
+    let (nodes, spec, bootstrap) = three_nodes_up(dir, &[]);
+    create_topic(
+        &bootstrap,
+        NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
+            .set("min.insync.replicas", "2"),
+    );
     wait_layout(nodes[0].port, -1, 3, "every follower in sync");
+    // The controller creates the committed-offsets topic once the nodes
+    // registered; groups commit once its followers are in sync.
+    wait_isr(&bootstrap, OFFSETS_TOPIC, |isr| isr.len() == 3);
     (nodes, spec, bootstrap)
 }
 
@@ -327,15 +351,58 @@ fn assigned(c: &BaseConsumer) -> Vec<i32> {
     ps
 }
 
+/// The node FindCoordinator names for `group`, asked at `addr`, once
+/// it names one (COORDINATOR_NOT_AVAILABLE while none leads the group's
+/// offsets partition); at most 60 s.
+fn find_coordinator(addr: &str, group: &str) -> i32 {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut k = sluice_net::client::Client::connect(addr, Duration::from_secs(10)).unwrap();
+        let (_, r): (i16, FindCoordinatorResponse) = k
+            .call(ApiKey::FindCoordinator, (1, 1), |_| {
+                FindCoordinatorRequest::default().with_key(group.to_string().into())
+            })
+            .unwrap();
+        if r.error_code == 0 {
+            return r.node_id.0;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum of `group`'s committed offsets as `sluice group describe`
+/// through `addr` gives them.
+fn committed_sum(addr: &str, group: &str) -> Result<i64, String> {
+    let (code, out, err) = common::run_sluice(
+        &["group", "describe", group, "--json", "--bootstrap", addr],
+        None,
+    );
+    if code != 0 {
+        return Err(err);
+    }
+    let d: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(d["offsets"]
+        .as_array()
+        .ok_or_else(|| format!("no offsets: {d}"))?
+        .iter()
+        .map(|o| o["committed"].as_i64().unwrap_or(0))
+        .sum())
+}
+
 /// A consumer group on a cluster: two members bootstrapped at different
 /// nodes find the same coordinator and split the partitions between
 /// them; one member, committing each message, keeps consuming through a
 /// kill -9 of a partition leader (not the coordinator) with no message
-/// twice (no reset to the earliest offset) and none missed.
+/// twice (no reset to the earliest offset) and none missed. Then the
+/// coordinator itself is killed: another node leads the group's offsets
+/// partition and coordinates the group with every committed offset, and
+/// the member carries on from them (again nothing twice, nothing missed).
 #[test]
 fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
     let dir = tempdir();
-    let (mut nodes, _, all) = three_nodes_with_topic(dir.path());
+    let (mut nodes, spec, all) = three_nodes_with_topic(dir.path());
     produce_all(&all, TOPIC, 0..300);
 
     // Two members through different nodes: one group, partitions split.
@@ -364,6 +431,7 @@ fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
     // group's coordinator is killed half-way.
     let c = group_consumer(&all, "through");
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let uncommitted: std::cell::RefCell<std::collections::BTreeSet<u64>> = Default::default();
     let mut consume = |c: &BaseConsumer, until: usize| {
         let deadline = Instant::now() + Duration::from_secs(90);
         while seen.len() < until {
@@ -388,22 +456,17 @@ fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
                 .parse()
                 .unwrap();
             *seen.entry(v).or_default() += 1;
-            c.commit_message(&m, rdkafka::consumer::CommitMode::Sync)
-                .expect("commit");
+            // A commit refused because the coordinator moved (the new one
+            // does not know the member until it joins again) leaves the
+            // message uncommitted: it may come again, nothing else may.
+            if let Err(e) = c.commit_message(&m, rdkafka::consumer::CommitMode::Sync) {
+                eprintln!("commit of {v}: {e}");
+                uncommitted.borrow_mut().insert(v);
+            }
         }
     };
     consume(&c, 150);
-    let coordinator = {
-        use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
-        let mut k = sluice_net::client::Client::connect(&boot(2), Duration::from_secs(10)).unwrap();
-        let (_, r): (i16, FindCoordinatorResponse) = k
-            .call(ApiKey::FindCoordinator, (1, 1), |_| {
-                FindCoordinatorRequest::default().with_key("through".to_string().into())
-            })
-            .unwrap();
-        assert_eq!(r.error_code, 0, "{r:?}");
-        r.node_id.0
-    };
+    let coordinator = find_coordinator(&boot(2), "through");
     let ps = layout(nodes[0].port).unwrap();
     let victim = ps
         .iter()
@@ -412,14 +475,13 @@ fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
         .expect("a leader other than the coordinator");
     let vi = nodes.iter().position(|n| n.id == victim).unwrap();
     nodes[vi].broker.take().unwrap().kill();
-    let live = nodes
-        .iter()
-        .filter(|n| n.broker.is_some())
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let live = running(&nodes);
     produce_all(&live, TOPIC, 300..600);
     consume(&c, 600);
+    assert!(
+        uncommitted.borrow().is_empty(),
+        "commits refused while the coordinator stayed: {uncommitted:?}"
+    );
     // `sluice group` through a node that does not coordinate the group
     // reaches the one that does: its committed offsets, no lag.
     let other = nodes
@@ -427,33 +489,199 @@ fn a_consumer_group_keeps_consuming_through_a_leader_kill() {
         .find(|n| n.id != coordinator && n.broker.is_some())
         .unwrap();
     let addr = format!("127.0.0.1:{}", other.port);
-    let (code, out, err) = common::run_sluice(
-        &[
-            "group",
-            "describe",
-            "through",
-            "--json",
-            "--bootstrap",
-            &addr,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
-    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let committed: i64 = d["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["committed"].as_i64().unwrap())
-        .sum();
-    assert_eq!(committed, 600, "{d}");
+    assert_eq!(committed_sum(&addr, "through"), Ok(600));
     let (code, out, err) = common::run_sluice(&["group", "list", "--bootstrap", &addr], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("through"), "{out}");
-    let twice: Vec<(&u64, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "read more than once: {twice:?}");
+
+    // The killed node back and in sync again (the metadata log needs two
+    // live nodes of three), then the coordinator killed.
+    nodes[vi].broker = Some(start(&nodes[vi], &spec));
+    wait_isr(&all, OFFSETS_TOPIC, |isr| isr.len() == 3);
+    wait_layout(nodes[vi].port, -1, 3, "the restarted node in sync");
+    let ci = nodes.iter().position(|n| n.id == coordinator).unwrap();
+    nodes[ci].broker.take().unwrap().kill();
+    let live: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.broker.is_some())
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let n = find_coordinator(&live[0], "through");
+        if n != coordinator {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the coordinator did not move");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Every committed offset is at the new coordinator.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match committed_sum(&live[1], "through") {
+            Ok(600) => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "offsets at the new coordinator {moved}: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    produce_all(&live.join(","), TOPIC, 600..700);
+    consume(&c, 700);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_sum(&live[0], "through") != Ok(700) {
+        // The last messages' commits may have been refused mid-rejoin.
+        let _ = c.poll(Duration::from_millis(100));
+        let _ = c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        assert!(Instant::now() < deadline, "700 not committed");
+    }
+    let uncommitted = uncommitted.into_inner();
+    let twice: Vec<(&u64, &usize)> = seen
+        .iter()
+        .filter(|(v, n)| **n > 1 && !uncommitted.contains(v))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "read more than once though committed: {twice:?}"
+    );
+    assert!(uncommitted.iter().all(|&v| v >= 600), "{uncommitted:?}");
     assert_eq!(
         seen.keys().copied().collect::<Vec<_>>(),
-        (0..600).collect::<Vec<_>>()
+        (0..700).collect::<Vec<_>>()
     );
+}
+
+/// A follower away while its leader's retention deleted everything it
+/// had (its whole log below the leader's log start) restarts its log at
+/// the leader's start, copies what is there and rejoins the ISR (it used
+/// to be refused OFFSET_OUT_OF_RANGE forever); a reader then finds the
+/// retained records the same at every replica that leads.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins() {
+    const SHORT: &str = "short";
+    let dir = tempdir();
+    let (mut nodes, spec, all) = three_nodes_up(dir.path(), &["--segment-bytes-min", "4096"]);
+    create_topic(
+        &all,
+        NewTopic::new(SHORT, 1, TopicReplication::Fixed(3))
+            .set("min.insync.replicas", "1")
+            .set("segment.bytes", "65536")
+            .set("retention.bytes", "262144"),
+    );
+    let ps = wait_isr(&all, SHORT, |isr| isr.len() == 3);
+    let leader = ps[0].0;
+    let fi = nodes.iter().position(|n| n.id != leader).unwrap();
+    let produce = |bootstrap: &str, values: std::ops::Range<u64>| {
+        let p: ThreadedProducer<Checker> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("acks", "1")
+            .set("linger.ms", "5")
+            .create_with_context(Checker::default())
+            .unwrap();
+        let pad = "x".repeat(1000);
+        for v in values {
+            let value = format!("m{v:08}{pad}");
+            p.send::<str, str>(
+                BaseRecord::with_opaque_to(SHORT, Box::new(v))
+                    .partition(0)
+                    .payload(value.as_str()),
+            )
+            .unwrap();
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    };
+    produce(&all, 0..200);
+    let watermarks = |bootstrap: &str| -> (i64, i64) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        c.fetch_watermarks(SHORT, 0, Duration::from_secs(10))
+            .unwrap()
+    };
+    let (_, away_at) = watermarks(&all);
+    nodes[fi].broker.take().unwrap().kill();
+    let live = running(&nodes);
+    // About 2 MB more: retention (every 10 s) takes the leader's log
+    // start past everything the follower has.
+    produce(&live, 200..2200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (low, _) = watermarks(&live);
+        if low > away_at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not pass {away_at}: log start {low}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    nodes[fi].broker = Some(start(&nodes[fi], &spec));
+    // Asked of the leader: a node that just started may answer from
+    // the metadata it had when it stopped.
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    wait_isr(&format!("127.0.0.1:{}", nodes[li].port), SHORT, |isr| {
+        isr.len() == 3
+    });
+    // Its log now starts past where it stopped: restarted, not extended.
+    let bases: Vec<i64> = std::fs::read_dir(nodes[fi].data.join(format!("{SHORT}-0")))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    assert!(
+        !bases.is_empty() && bases.iter().all(|&b| b > away_at),
+        "segments {bases:?}, stopped at {away_at}"
+    );
+    // The leader killed: the new one (either follower) serves the
+    // retained records, each at its offset.
+    nodes[li].broker.take().unwrap().kill();
+    let live = running(&nodes);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (low, high) = loop {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &live)
+            .create()
+            .unwrap();
+        if let Ok(w) = c.fetch_watermarks(SHORT, 0, Duration::from_secs(2)) {
+            if w.1 == 2200 {
+                break w;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new leader with every record");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(low > 0, "log start {low}");
+    let boot = live;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .set("group.id", "check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(SHORT, 0, Offset::Offset(low))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut next = low;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < high {
+        assert!(
+            Instant::now() < deadline,
+            "read stopped at {next} of {high}"
+        );
+        let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        assert_eq!(m.offset(), next);
+        let v = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        assert_eq!(&v[..9], format!("m{next:08}"), "offset {next}");
+        next += 1;
+    }
 }

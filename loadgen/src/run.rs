@@ -31,6 +31,9 @@ pub enum LoadgenError {
     Args(String),
     #[error("topic {0}: {1}")]
     Topic(String, String),
+    /// A partition error a retry may cure (see `retriable`).
+    #[error("topic {0}: {1}")]
+    Retriable(String, String),
     #[error("cannot start a worker: {0}")]
     Worker(String),
     #[error("cannot write {0}: {1}")]
@@ -200,14 +203,48 @@ pub fn offsets(c: &mut Client, layout: &Layout, timestamp: i64) -> Result<Vec<i6
     }
     let mut out = vec![0i64; layout.leaders.len()];
     for (leader, partitions) in by_leader {
-        if leader == c.addr() || leader.is_empty() {
-            offsets_of(c, layout, &partitions, timestamp, &mut out)?;
-        } else {
-            let mut lc = Client::connect(leader, std::time::Duration::from_secs(10))?;
-            offsets_of(&mut lc, layout, &partitions, timestamp, &mut out)?;
+        // A topic created a moment ago may not be on its leader yet (a
+        // node of a cluster applies it a little after the one that
+        // answered the creation): retriable errors are asked again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut lc = None;
+        loop {
+            let r = if leader == c.addr() || leader.is_empty() {
+                offsets_of(c, layout, &partitions, timestamp, &mut out)
+            } else {
+                let lc = match &mut lc {
+                    Some(lc) => lc,
+                    None => lc.insert(Client::connect(leader, std::time::Duration::from_secs(10))?),
+                };
+                offsets_of(lc, layout, &partitions, timestamp, &mut out)
+            };
+            match r {
+                Err(LoadgenError::Retriable(..)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(LoadgenError::Retriable(topic, why)) => {
+                    return Err(LoadgenError::Topic(topic, why))
+                }
+                r => break r?,
+            }
         }
     }
     Ok(out)
+}
+
+/// Errors of a partition a retry may cure: not yet there, or moving.
+fn retriable(code: i16) -> bool {
+    use kafka_protocol::ResponseError as E;
+    [
+        E::UnknownTopicOrPartition,
+        E::LeaderNotAvailable,
+        E::NotLeaderOrFollower,
+        E::OffsetNotAvailable,
+        E::UnknownLeaderEpoch,
+        E::RequestTimedOut,
+    ]
+    .iter()
+    .any(|e| e.code() == code)
 }
 
 fn offsets_of(
@@ -236,14 +273,16 @@ fn offsets_of(
     for t in &r.topics {
         for p in &t.partitions {
             if p.error_code != 0 {
-                return Err(LoadgenError::Topic(
-                    layout.topic.clone(),
-                    format!(
-                        "end offset of {}: {}",
-                        p.partition_index,
-                        error_name(p.error_code)
-                    ),
-                ));
+                let why = format!(
+                    "end offset of {}: {}",
+                    p.partition_index,
+                    error_name(p.error_code)
+                );
+                return Err(if retriable(p.error_code) {
+                    LoadgenError::Retriable(layout.topic.clone(), why)
+                } else {
+                    LoadgenError::Topic(layout.topic.clone(), why)
+                });
             }
             if let Some(o) = out.get_mut(p.partition_index as usize) {
                 *o = p.offset;

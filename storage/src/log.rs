@@ -1117,11 +1117,22 @@ impl PartitionLog {
     /// end. Returns the new log end offset. Truncating at or below the log
     /// start empties the log and restarts it at `offset`.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        self.cut(offset, false).await
+    }
+
+    /// Empties the log and restarts it at `offset`, wherever that is (a
+    /// follower whose whole log lies below its leader's log start: Kafka's
+    /// truncateFullyAndStartAt). Returns the new log end, `offset`.
+    pub async fn restart_at(&self, offset: i64) -> Result<i64> {
+        self.cut(offset, true).await
+    }
+
+    async fn cut(&self, offset: i64, restart: bool) -> Result<i64> {
         let _s = self.sync_lock.acquire_permit(1).await.map_err(closed)?;
         let _a = self.append_lock.acquire_permit(1).await.map_err(closed)?;
         self.check_writable()?;
         let offset = offset.max(0);
-        if offset >= self.log_end_offset() {
+        if !restart && offset >= self.log_end_offset() {
             // No batch to remove, but epochs that begin at the log end
             // hold none either (a leader recorded its epoch and appended
             // nothing): a follower cutting back to its end drops them.
@@ -1139,16 +1150,13 @@ impl PartitionLog {
         let window = cfg.read_ahead_bytes.max(cfg.read_chunk_bytes);
         let (interval, chunk) = (cfg.index_interval_bytes, cfg.read_chunk_bytes);
         let log_start = self.log_start_offset();
+        let restart = restart || offset <= log_start;
         // Later segments go first, so a crash part-way never leaves data
         // above the cut with a gap below it.
         let removed: Vec<Segment> = {
             let mut inner = self.inner.borrow_mut();
             inner.generation += 1;
-            let cut = if offset <= log_start {
-                i64::MIN
-            } else {
-                offset
-            };
+            let cut = if restart { i64::MIN } else { offset };
             let mut gone: Vec<Segment> = inner.segments.split_off(&cut).into_values().collect();
             gone.reverse();
             gone
@@ -1159,7 +1167,7 @@ impl PartitionLog {
         sync_dir(&self.dir)
             .await
             .map_err(|e| StorageError::io(&self.dir, e))?;
-        let new_active = if offset <= log_start {
+        let new_active = if restart {
             // The new segment's name is the log's start from now on: its
             // directory entry must be durable, or a power cut restarts the
             // log at offset 0. (A cut between the deletions above and this
@@ -1219,7 +1227,13 @@ impl PartitionLog {
             inner.segments.insert(new_active.base, new_active);
             inner.log_start = *inner.segments.keys().next().unwrap();
             inner.next_offset = new_end;
-            inner.durable = inner.durable.min(new_end);
+            // A restarted log is all durable: its one empty segment's
+            // directory entry was synced.
+            inner.durable = if restart {
+                new_end
+            } else {
+                inner.durable.min(new_end)
+            };
             inner.high_watermark = inner.high_watermark.min(new_end).max(inner.log_start);
             inner.tail = tail;
             inner.unwritten.clear();
@@ -1230,6 +1244,9 @@ impl PartitionLog {
             inner.generation += 1;
         }
         self.cache.remove_from(new_end);
+        if restart {
+            self.cache.remove_below(new_end);
+        }
         self.cache.set_pinned_from(new_end);
         let log_start = self.log_start_offset();
         self.change_epochs(|h| {

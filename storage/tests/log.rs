@@ -920,3 +920,52 @@ fn leader_epoch_history_follows_appends_truncation_and_reopen() {
         assert!(e.to_string().contains("leader-epoch-checkpoint"), "{e}");
     })
 }
+
+/// A follower whose whole log lies below its leader's log start empties
+/// it and restarts at the leader's start: reads there find nothing,
+/// replicated batches append from there with their epochs, and a reopen
+/// (after a crash as after a close) starts the log at the same offset.
+#[test]
+fn restart_at_empties_the_log_and_starts_it_at_the_offset() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let path = dir.path().join("p");
+        let log = open(&path, small_config(), &cache, &clock).await;
+        for _ in 0..4 {
+            log.append(build::uniform(3, 10, 0)).await.unwrap();
+        }
+        log.set_high_watermark(12);
+        assert_eq!(log.restart_at(40).await.unwrap(), 40);
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (40, 40),
+            "start and end"
+        );
+        assert_eq!(log.high_watermark(), 40);
+        assert_eq!(log.durable_offset(), 40);
+        assert!(log.read(0, 1 << 20).await.map_or(true, |b| b.is_empty()));
+        assert!(read_all(&log, 40).await.is_empty());
+        let mut copied = build::uniform(2, 10, 0).to_vec();
+        copied[0..8].copy_from_slice(&40i64.to_be_bytes());
+        copied[12..16].copy_from_slice(&3i32.to_be_bytes());
+        log.append_replica(Bytes::from(copied)).await.unwrap();
+        assert_eq!(log.log_end_offset(), 42);
+        assert_eq!(log.latest_epoch(), 3);
+        log.sync().await.unwrap();
+        log.simulate_crash().await;
+        drop(log);
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 42));
+        let got = read_all(&log, 40).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].header().base_offset, 40);
+        assert_eq!(log.end_offset_for_epoch(3), (3, 42));
+        // Restarting at an offset inside the log empties it just the same.
+        assert_eq!(log.restart_at(41).await.unwrap(), 41);
+        assert!(read_all(&log, 41).await.is_empty());
+        log.close().await.unwrap();
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (41, 41));
+        log.close().await.unwrap();
+    })
+}

@@ -273,6 +273,13 @@ pub const GROUP_SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
 /// Segment size of each shard's internal offsets log: small, so that
 /// compaction can delete whole segments soon after a checkpoint.
 pub const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Partitions of a cluster's internal offsets topic (Kafka's
+/// offsets.topic.num.partitions, 50 there): groups spread over this many
+/// coordinators. Fixed when the topic is created.
+pub const OFFSETS_TOPIC_PARTITIONS: usize = 12;
+/// Replicas of the offsets topic's partitions: this many, or every node
+/// of a smaller cluster (Kafka's offsets.topic.replication.factor).
+pub const OFFSETS_TOPIC_REPLICAS_MAX: usize = 3;
 /// Bytes appended to an offsets log before it is compacted (at least; and
 /// at least twice its last checkpoint).
 pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 64 * 1024 * 1024;

@@ -1,7 +1,9 @@
 //! FindCoordinator: a single broker coordinates every group; in a cluster
-//! each group has one coordinating node (`groups::coordinator_node`), named
-//! by every node alike. Inside the node the group's shard is found by hash
-//! and requests are forwarded. Transaction coordinators are not served.
+//! a group's coordinator is the node leading its partition of the
+//! internal offsets topic (`groups::OFFSETS_TOPIC`), named by every node
+//! alike. Inside the node the group's shard is found from that partition
+//! (or by hash on a single broker) and requests are forwarded there.
+//! Transaction coordinators are not served.
 
 use std::rc::Rc;
 
@@ -20,13 +22,24 @@ const KEY_GROUP: i8 = 0;
 
 /// The node coordinating `group`: (id, host, port), or why there is none.
 fn coordinator(shard: &Shard, group: &str) -> Result<(i32, String, i32), &'static str> {
-    let Some(n) = crate::groups::coordinator_node(group, &shard.cfg) else {
+    use crate::groups::{offsets_partition, OFFSETS_TOPIC};
+    if shard.cfg.cluster.is_none() {
         return Ok((
             shard.cfg.node_id,
             shard.cfg.advertised_host.clone(),
             i32::from(shard.cfg.advertised_port),
         ));
-    };
+    }
+    let meta = shard.meta();
+    let t = meta
+        .topic(OFFSETS_TOPIC)
+        .ok_or("the cluster's offsets topic is not created yet")?;
+    let n = t
+        .roles
+        .get(offsets_partition(group, t.owners.len()) as usize)
+        .map(|r| r.leader_id)
+        .filter(|&l| l >= 0)
+        .ok_or("the group's offsets partition has no leader")?;
     let view = shard.cluster_view().ok_or("the cluster is forming")?;
     let info = view
         .state

@@ -1,4 +1,4 @@
-//! ListGroups: every shard's groups (with members or committed offsets),
+//! ListGroups: every coordinator's groups on this node (with members or committed offsets),
 //! filtered by state (v4+) and type (v5+).
 
 use std::rc::Rc;
@@ -14,10 +14,7 @@ use crate::shard::Shard;
 pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListGroupsRequest) -> ResponseChunks {
     let mut all = Vec::new();
     for target in 0..shard.shards {
-        if let Ok(g) = shard
-            .call_coordinator(target, |c| async move { c.list() })
-            .await
-        {
+        for g in shard.call_coordinators(target, |c| c.list()).await {
             all.extend(g);
         }
     }

@@ -137,6 +137,7 @@ fn topic_entry(
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(t.uuid())
+        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
         .with_partitions(
             (0..t.owners.len() as i32)

@@ -86,6 +86,11 @@ pub async fn handle(
         let topic = t.name.0.to_string();
         for p in t.partition_data {
             let records = p.records.unwrap_or_default();
+            if let Err(r) = crate::metadata::check_not_internal(&topic) {
+                outcomes[slot] = Some(Outcome::failed(r.code, r.message));
+                slot += 1;
+                continue;
+            }
             match meta.route(&topic, p.index) {
                 Route::Unknown => {
                     outcomes[slot] = Some(Outcome::error(

@@ -157,6 +157,7 @@ pub async fn delete_topics(
 }
 
 async fn delete_topic(shard: &Shard, name: String) -> Result<TopicMeta, Refusal> {
+    metadata::check_not_internal(&name)?;
     let st = state(shard);
     let t = topic(&st, &name)?;
     let meta = TopicMeta {
@@ -188,6 +189,7 @@ async fn add_partitions(
     count: i32,
     validate_only: bool,
 ) -> Result<(), Refusal> {
+    metadata::check_not_internal(&name)?;
     let st = state(shard);
     let t = topic(&st, &name)?;
     let have = t.partitions.len() as i32;

@@ -301,6 +301,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         controlling_since: None,
         grace: tick * 2 * HEARTBEAT_TICKS as u32,
         failovers: HashMap::new(),
+        offsets_topic_proposed: None,
         may_lead: false,
         info,
     };
@@ -410,6 +411,8 @@ struct Driver<'a> {
     /// epoch), and when: one not applied (a proposal can be lost with a
     /// change of controller) is proposed again after `dead_after_ms`.
     failovers: HashMap<(String, u32, i32), Instant>,
+    /// When the controller last proposed the offsets topic.
+    offsets_topic_proposed: Option<Instant>,
     /// This start of the node, as it registers.
     info: NodeInfo,
     /// This node has caught up with the metadata log since it started,
@@ -531,6 +534,7 @@ impl Driver<'_> {
             let _ = reply.try_send(outcome);
         }
         self.fail_over();
+        self.create_offsets_topic();
         if self.file.since_compaction > JOURNAL_COMPACT_BYTES && self.state.applied > 0 {
             let image = self
                 .metalog
@@ -649,6 +653,63 @@ impl Driver<'_> {
             if self.metalog.propose(cmd.encode()).is_ok() {
                 self.failovers.insert(key, Instant::now());
             }
+        }
+    }
+}
+
+impl Driver<'_> {
+    /// On the controller: creates the internal offsets topic
+    /// (`groups::OFFSETS_TOPIC`) once the cluster is named and as many
+    /// nodes registered as its replicas need (three, or every node of a
+    /// smaller cluster), so a group's offsets are never on fewer disks.
+    /// A lost proposal is made again after a while; a second one that
+    /// meets the topic created is refused by the state, as on every node.
+    fn create_offsets_topic(&mut self) {
+        use crate::groups::OFFSETS_TOPIC;
+        use sluice_tuning::limits::{
+            OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICAS_MAX,
+        };
+        if !self.metalog.is_leader()
+            || self.state.cluster_id.is_empty()
+            || self.state.topics.contains_key(OFFSETS_TOPIC)
+            || self
+                .offsets_topic_proposed
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        let voters = self.shard.cfg.cluster.as_ref().map_or(1, |c| c.nodes.len());
+        let factor = voters.min(OFFSETS_TOPIC_REPLICAS_MAX);
+        let Some(replicas) = self.state.assign(OFFSETS_TOPIC_PARTITIONS, factor) else {
+            return; // fewer nodes registered than replicas
+        };
+        let configs = [
+            // Offsets go only by the coordinator's compaction.
+            ("retention.ms", "-1".to_string()),
+            ("retention.bytes", "-1".to_string()),
+            ("segment.bytes", OFFSETS_SEGMENT_BYTES.to_string()),
+            // A commit is one batch, as large as its request.
+            (
+                "max.message.bytes",
+                sluice_tuning::limits::BATCH_BYTES_MAX.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let cmd = Command::CreateTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            id: metadata::new_topic_id(),
+            replicas,
+            configs,
+        };
+        tracing::info!(
+            partitions = OFFSETS_TOPIC_PARTITIONS,
+            replicas = factor,
+            "creating the cluster's offsets topic"
+        );
+        if self.metalog.propose(cmd.encode()).is_ok() {
+            self.offsets_topic_proposed = Some(Instant::now());
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Replication {
     pub lead_start: Cell<i64>,
     /// This node's fetch loop for the partition, while it follows.
     pub following: RefCell<Option<Following>>,
+    /// The leader's log start as this follower last took it (see
+    /// `fetch_once`).
+    pub leader_log_start: Cell<i64>,
 }
 
 /// A running fetch loop: the leader and epoch it follows, and the flag
@@ -250,13 +253,18 @@ pub struct Answer {
 }
 
 fn refuse(topic_id: TopicId, partition: u32, code: i16) -> Answer {
+    refuse_at(topic_id, partition, code, -1)
+}
+
+/// A refusal that names the leader's log start (OFFSET_OUT_OF_RANGE).
+fn refuse_at(topic_id: TopicId, partition: u32, code: i16, log_start: i64) -> Answer {
     Answer {
         fetched: FetchedPartition {
             topic_id,
             partition,
             error: code,
             high_watermark: -1,
-            log_start: -1,
+            log_start,
             diverging: None,
             raw_len: 0,
         },
@@ -297,6 +305,17 @@ pub async fn serve_fetch(
     if p.log.latest_epoch() < role.leader_epoch {
         // This node's epoch is not in its history yet (being written).
         return refuse(tid, pi, ResponseError::UnknownLeaderEpoch.code());
+    }
+    // A follower whose whole log lies below this log's start (it was
+    // away while retention or the offsets compaction deleted what it
+    // lacks) restarts at that start: nothing it holds matters.
+    if fp.fetch_offset < p.log.log_start_offset() {
+        return refuse_at(
+            tid,
+            pi,
+            ResponseError::OffsetOutOfRange.code(),
+            p.log.log_start_offset(),
+        );
     }
     // Where the follower's log leaves this one (KIP-101/KIP-595): its
     // last epoch ends earlier here, or never led here at all. It must cut
@@ -658,6 +677,29 @@ async fn fetch_once(
     let Some(a) = reply.partitions.first() else {
         return Err("an empty answer".into());
     };
+    let leader_start = a.log_start.to_native();
+    if a.error.to_native() == ResponseError::OffsetOutOfRange.code()
+        && leader_start > p.log.log_end_offset()
+    {
+        tracing::info!(
+            partition = p.index,
+            topic = p.topic,
+            log_end = p.log.log_end_offset(),
+            leader_log_start = leader_start,
+            "the leader's log starts past this log's end: restarting the log there"
+        );
+        let _gate = p
+            .append_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| "the partition was closed".to_string())?;
+        p.log
+            .restart_at(leader_start)
+            .await
+            .map_err(|e| format!("restart at {leader_start}: {e}"))?;
+        *p.producers.borrow_mut() = crate::producers::recover(&p.log).await;
+        return Ok(true);
+    }
     if a.error.to_native() != 0 {
         tracing::debug!(
             partition = p.index,
@@ -695,6 +737,22 @@ async fn fetch_once(
     }
     // A follower's high watermark is its leader's, within its own log.
     p.log.set_high_watermark(a.high_watermark.to_native());
+    // The leader's log start moved (retention, or the offsets store's
+    // compaction, which moves it only once every in-sync replica has
+    // the checkpoint): once this log holds all the leader has committed,
+    // its whole segments below that start go too. Never before: an
+    // offsets log must keep the records a checkpoint it lacks replaces.
+    if leader_start > p.replication.leader_log_start.get()
+        && p.log.log_end_offset() >= a.high_watermark.to_native()
+    {
+        p.replication.leader_log_start.set(leader_start);
+        if leader_start > p.log.log_start_offset() {
+            p.log
+                .delete_segments_below(leader_start)
+                .await
+                .map_err(|e| format!("deleting segments below the leader's log start: {e}"))?;
+        }
+    }
     Ok(true)
 }
 

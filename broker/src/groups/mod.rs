@@ -1,8 +1,11 @@
-//! The group coordinator. Every shard coordinates the groups whose id
-//! hashes to it (`coordinator_shard`); requests for a group that land on
-//! another shard are forwarded there like partition requests. A shard's
+//! The group coordinator. On a single broker every shard coordinates the
+//! groups whose id hashes to it (`coordinator_shard`), their offsets in a
+//! log of its own; on a node of a cluster a coordinator exists for each
+//! partition of `OFFSETS_TOPIC` the node leads, on the shard holding it,
+//! for the groups that hash to that partition. Requests for a group that
+//! land on another shard are forwarded there like partition requests. A
 //! coordinator holds its groups' state machines (`group.rs`) and their
-//! committed offsets (`offsets.rs`, durable in an internal log).
+//! committed offsets (`offsets.rs`).
 
 pub mod group;
 pub mod offsets;
@@ -16,22 +19,36 @@ use kafka_protocol::ResponseError;
 use sluice_tuning::limits;
 
 use group::{Group, JoinRequest, JoinResult, State, SyncResult};
-use offsets::{Committed, OffsetKey, OffsetStore};
+use offsets::{Committed, OffsetKey, OffsetStore, StoreError};
 
 /// The shard that coordinates `group`.
 pub fn coordinator_shard(group: &str, shards: usize) -> usize {
     (crc32c::crc32c(group.as_bytes()) as usize) % shards.max(1)
 }
 
-/// The node of a cluster that coordinates `group`: one of the `--cluster`
-/// nodes, by a hash of the name (seeded apart from the shard choice), so
-/// every node names the same one and a group's committed offsets stay on
-/// one node's disk. `None` for a cluster of one. While that node is down
-/// its groups wait for it (the offsets are not replicated yet).
-pub fn coordinator_node(group: &str, cfg: &crate::config::BrokerConfig) -> Option<i32> {
-    let nodes = &cfg.cluster.as_ref()?.nodes;
-    let h = crc32c::crc32c_append(0x9e37_79b9, group.as_bytes()) as usize;
-    nodes.get(h % nodes.len().max(1)).map(|(id, _)| *id)
+/// The internal topic of a cluster's committed offsets (`offsets.rs`): a
+/// group's coordinator is the node leading its partition of it
+/// (`offsets_partition`), on the shard holding that partition. Its
+/// records are sluice's own (not Kafka's `__consumer_offsets` format),
+/// hence its own name; clients may read it, never write it.
+pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
+
+/// The partition of `OFFSETS_TOPIC` holding `group`'s offsets, of
+/// `partitions` (the topic's count as created: it never changes).
+pub fn offsets_partition(group: &str, partitions: usize) -> i32 {
+    (crc32c::crc32c_append(0x9e37_79b9, group.as_bytes()) as usize % partitions.max(1)) as i32
+}
+
+/// The coordinator slot of a single broker's shard (its own offsets log);
+/// on a node of a cluster a slot is an offsets partition.
+pub const LOCAL_SLOT: i32 = -1;
+
+/// Where a group's coordinator is on this node: a shard, and the
+/// coordinator on it (`LOCAL_SLOT`, or the group's offsets partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHome {
+    pub shard: usize,
+    pub slot: i32,
 }
 
 /// The internal offsets log of a shard, under the data directory. The name
@@ -95,6 +112,9 @@ pub struct Coordinator {
     /// partition never starts below a commit the group already accepted.
     pending_commits: RefCell<BTreeMap<String, usize>>,
     commits_stored: Rc<crate::shard::Notify>,
+    /// Set when the coordinator is dropped (its offsets partition's lead
+    /// left this node): its ticks end.
+    closed: std::cell::Cell<bool>,
 }
 
 impl Coordinator {
@@ -104,7 +124,17 @@ impl Coordinator {
             offsets,
             pending_commits: RefCell::new(BTreeMap::new()),
             commits_stored: Rc::new(crate::shard::Notify::default()),
+            closed: std::cell::Cell::new(false),
         }
+    }
+
+    /// Stops coordinating: the groups' members waiting in a join or sync
+    /// are answered (their channels close: COORDINATOR_NOT_AVAILABLE, so
+    /// they look the coordinator up again), and the ticks end.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.groups.borrow_mut().clear();
+        self.commits_stored.notify_all();
     }
 
     fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> R {
@@ -436,8 +466,12 @@ impl Coordinator {
     async fn store(&self, items: Vec<(OffsetKey, Option<Committed>)>) -> i16 {
         match self.offsets.commit(items).await {
             Ok(()) => 0,
-            Err(e) => {
+            Err(e @ StoreError::Storage(_)) => {
                 tracing::error!(error = %e, "offsets not stored");
+                e.kafka_code()
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "offsets not stored");
                 e.kafka_code()
             }
         }
@@ -449,6 +483,9 @@ impl Coordinator {
         let mut last_expiry = Instant::now();
         loop {
             glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
+            if self.closed.get() {
+                return;
+            }
             let now = Instant::now();
             {
                 let mut groups = self.groups.borrow_mut();

@@ -11,14 +11,92 @@
 //! a checkpoint and every segment wholly before it is deleted. A replay
 //! then reads at most one segment of older records, the checkpoint, and
 //! what came after it.
+//!
+//! On a node of a cluster the log is instead one partition of the
+//! replicated internal topic `__sluice_offsets` (`super::OFFSETS_TOPIC`),
+//! and the store exists only on the node leading it, at one leader epoch:
+//! loaded by replaying the partition when the lead arrives, dropped when
+//! it leaves. A commit there is answered once every in-sync replica has
+//! it on disk (acks=all), and a checkpoint's older segments are deleted
+//! only then, so a replica that becomes leader always holds a checkpoint
+//! whole or the records before it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes};
+use kafka_protocol::ResponseError;
 use sluice_storage::batch::{self, build};
 use sluice_storage::{LogConfig, PartitionLog, ShardCache, StorageError, SystemClock};
+
+use crate::shard::Partition;
+
+/// Why offsets were not stored.
+#[derive(Debug)]
+pub enum StoreError {
+    Storage(StorageError),
+    /// This node no longer leads the offsets partition (at the epoch the
+    /// store was loaded at): the group's coordinator moved.
+    NotLeader,
+    /// Fewer in-sync replicas than min.insync.replicas; nothing written.
+    NotEnoughReplicas,
+    /// Written, but not on every in-sync replica within the wait.
+    NotReplicated,
+}
+
+impl StoreError {
+    /// The group APIs' answer: a coordinator that moved is NOT_COORDINATOR
+    /// (the client looks it up again); one that cannot replicate now is
+    /// COORDINATOR_NOT_AVAILABLE (retriable), as Kafka maps them.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            StoreError::Storage(e) => e.kafka_code(),
+            StoreError::NotLeader => ResponseError::NotCoordinator.code(),
+            StoreError::NotEnoughReplicas | StoreError::NotReplicated => {
+                ResponseError::CoordinatorNotAvailable.code()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Storage(e) => write!(f, "{e}"),
+            StoreError::NotLeader => write!(f, "this node no longer leads the offsets partition"),
+            StoreError::NotEnoughReplicas => {
+                write!(
+                    f,
+                    "fewer in-sync replicas of the offsets partition than min.insync.replicas"
+                )
+            }
+            StoreError::NotReplicated => write!(
+                f,
+                "not on every in-sync replica of the offsets partition within {} s",
+                REPLICATION_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> StoreError {
+        StoreError::Storage(e)
+    }
+}
+
+/// How long a commit waits for the offsets partition's in-sync replicas.
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The offsets partition a store writes to, on the node leading it.
+struct Replicated {
+    partition: Rc<Partition>,
+    /// The leader epoch the store was loaded at: it writes only while
+    /// this node still leads at that epoch.
+    epoch: i32,
+    min_insync: usize,
+}
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +135,8 @@ fn group_ids(map: &BTreeMap<OffsetKey, Committed>) -> Vec<String> {
 
 pub struct OffsetStore {
     log: Rc<PartitionLog>,
+    /// `None`: the shard's own log (a single broker).
+    replicated: Option<Replicated>,
     offsets: std::cell::RefCell<BTreeMap<OffsetKey, Committed>>,
     /// Orders appends against checkpoints: a checkpoint must not be
     /// written between a commit's append and its map update.
@@ -158,6 +238,35 @@ impl OffsetStore {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(dir, cfg, cache, Rc::new(SystemClock)).await?;
+        let store = OffsetStore::replay(log, None, compact_bytes_min).await?;
+        store.log.set_high_watermark(store.log.log_end_offset());
+        Ok(store)
+    }
+
+    /// A store over the offsets partition `partition`, which this node
+    /// leads at `epoch`: its log replayed to its end (records above the
+    /// high watermark included: as leader, this node's log is the one
+    /// the followers will hold).
+    pub async fn load(
+        partition: Rc<Partition>,
+        epoch: i32,
+        min_insync: usize,
+        compact_bytes_min: u64,
+    ) -> Result<OffsetStore, StorageError> {
+        let log = partition.log.clone();
+        let replicated = Replicated {
+            partition,
+            epoch,
+            min_insync,
+        };
+        OffsetStore::replay(log, Some(replicated), compact_bytes_min).await
+    }
+
+    async fn replay(
+        log: Rc<PartitionLog>,
+        replicated: Option<Replicated>,
+        compact_bytes_min: u64,
+    ) -> Result<OffsetStore, StorageError> {
         let mut offsets = BTreeMap::new();
         let mut at = log.log_start_offset();
         let end = log.log_end_offset();
@@ -187,16 +296,84 @@ impl OffsetStore {
                 at = at.max(b.next_offset());
             }
         }
-        log.set_high_watermark(end);
         let replayed: u64 = log.segments().iter().map(|s| s.bytes).sum();
         Ok(OffsetStore {
             log,
+            replicated,
             offsets: std::cell::RefCell::new(offsets),
             lock: glommio::sync::Semaphore::new(1),
             appended_since_checkpoint: std::cell::Cell::new(replayed),
             checkpoint_bytes: std::cell::Cell::new(0),
             compact_bytes_min,
         })
+    }
+
+    /// The leader epoch of the offsets partition this store was loaded
+    /// at; `None` for a single broker's own log.
+    pub fn epoch(&self) -> Option<i32> {
+        self.replicated.as_ref().map(|r| r.epoch)
+    }
+
+    /// Whether the store may still write: always for its own log; for an
+    /// offsets partition while this node leads it at the store's epoch.
+    pub fn leading(&self) -> bool {
+        self.replicated.as_ref().is_none_or(|r| {
+            r.partition
+                .replication
+                .role
+                .borrow()
+                .as_ref()
+                .is_some_and(|role| role.leader && role.leader_epoch == r.epoch)
+        })
+    }
+
+    /// Appends one batch: to its own log, or as the offsets partition's
+    /// leader (checked: still leading at the store's epoch, enough in-sync
+    /// replicas), moving the partition's high watermark as a produce does.
+    async fn append_batch(&self, batch: Bytes) -> Result<sluice_storage::AppendInfo, StoreError> {
+        let Some(r) = &self.replicated else {
+            let info = self.log.append(batch).await?;
+            self.log.set_high_watermark(info.last_offset + 1);
+            return Ok(info);
+        };
+        if !self.leading() {
+            return Err(StoreError::NotLeader);
+        }
+        let in_sync = r
+            .partition
+            .replication
+            .role
+            .borrow()
+            .as_ref()
+            .map_or(0, |role| role.isr.len());
+        if in_sync < r.min_insync {
+            return Err(StoreError::NotEnoughReplicas);
+        }
+        let p = &r.partition;
+        let _gate = p
+            .append_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StoreError::NotLeader)?;
+        let info = p.log.append(batch).await?;
+        crate::cluster::replica::update_high_watermark(p);
+        p.appended.notify_all();
+        Ok(info)
+    }
+
+    /// Waits until `last` is durable: on this disk, and for an offsets
+    /// partition on every in-sync replica's.
+    async fn wait_stored(&self, last: i64) -> Result<(), StoreError> {
+        self.log.wait_durable(last).await?;
+        let Some(r) = &self.replicated else {
+            return Ok(());
+        };
+        use crate::cluster::replica::{wait_high_watermark, Replicated as Outcome};
+        match wait_high_watermark(&r.partition, last, r.epoch, REPLICATION_WAIT).await {
+            Outcome::Yes => Ok(()),
+            Outcome::TimedOut => Err(StoreError::NotReplicated),
+            Outcome::LeaderChanged => Err(StoreError::NotLeader),
+        }
     }
 
     /// Bytes the log holds (what a replay would read).
@@ -210,7 +387,7 @@ impl OffsetStore {
         &self,
         items: &[(OffsetKey, Option<Committed>)],
         batch_records: usize,
-    ) -> Result<i64, StorageError> {
+    ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut last = -1;
         for chunk in items.chunks(batch_records.max(1)) {
@@ -233,8 +410,7 @@ impl OffsetStore {
                 .collect();
             let batch: Bytes = build::batch(&records);
             let len = batch.len() as u64;
-            let info = self.log.append(batch).await?;
-            self.log.set_high_watermark(info.last_offset + 1);
+            let info = self.append_batch(batch).await?;
             self.appended_since_checkpoint
                 .set(self.appended_since_checkpoint.get() + len);
             last = info.last_offset;
@@ -245,7 +421,7 @@ impl OffsetStore {
     /// Rewrites the current offsets as a checkpoint and deletes the
     /// segments wholly before it, when enough has been appended since the
     /// last one. Returns whether it compacted.
-    pub async fn maybe_compact(&self) -> Result<bool, StorageError> {
+    pub async fn maybe_compact(&self) -> Result<bool, StoreError> {
         let due = self.compact_bytes_min.max(2 * self.checkpoint_bytes.get());
         if self.appended_since_checkpoint.get() < due {
             return Ok(false);
@@ -256,6 +432,9 @@ impl OffsetStore {
                 .acquire_permit(1)
                 .await
                 .map_err(|_| StorageError::Closed)?;
+            if !self.leading() {
+                return Ok(false);
+            }
             let start = self.log.log_end_offset();
             let items: Vec<(OffsetKey, Option<Committed>)> = self
                 .offsets
@@ -271,8 +450,10 @@ impl OffsetStore {
                 .set(self.appended_since_checkpoint.get());
             (start, last)
         };
+        // Replicated: every in-sync replica holds the whole checkpoint
+        // before the records it replaces go (see the module's note).
         if last >= 0 {
-            self.log.wait_durable(last).await?;
+            self.wait_stored(last).await?;
         }
         let out = self.log.delete_segments_below(start).await?;
         tracing::info!(log = %self.log.dir().display(), offsets = self.offsets.borrow().len(),
@@ -287,7 +468,7 @@ impl OffsetStore {
     pub async fn commit(
         &self,
         items: Vec<(OffsetKey, Option<Committed>)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
         }
@@ -313,7 +494,7 @@ impl OffsetStore {
             }
             last
         };
-        self.log.wait_durable(last).await
+        self.wait_stored(last).await
     }
 
     /// Offsets to expire: those of topics that no longer exist, and those
@@ -371,8 +552,13 @@ impl OffsetStore {
         group_ids(&self.offsets.borrow())
     }
 
+    /// Closes its own log; an offsets partition's log is the partition's
+    /// to close.
     pub async fn close(&self) -> Result<(), StorageError> {
-        self.log.close().await
+        match self.replicated {
+            None => self.log.close().await,
+            Some(_) => Ok(()),
+        }
     }
 }
 

@@ -25,26 +25,37 @@ pub fn cluster_spec(nodes: &[(i32, u16)]) -> String {
 }
 
 pub fn start(n: &Node, spec: &str) -> Broker {
-    Broker::start_on(
-        &n.data,
-        1,
-        n.port,
-        &[
-            "--node-id",
-            &n.id.to_string(),
-            "--cluster",
-            spec,
-            "--election-timeout-ms",
-            "300",
-            "--idle-poll-us",
-            "0",
-        ],
-    )
+    start_with(n, spec, &[])
+}
+
+/// `start` with more flags.
+pub fn start_with(n: &Node, spec: &str, extra: &[&str]) -> Broker {
+    let id = n.id.to_string();
+    let mut args = vec![
+        "--node-id",
+        &id,
+        "--cluster",
+        spec,
+        "--election-timeout-ms",
+        "300",
+        "--idle-poll-us",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Broker::start_on(&n.data, 1, n.port, &args)
 }
 
 /// Nodes 1, 2 and 3 started with data directories under `dir`: the
 /// nodes, their node-to-node ports and the `--cluster` list.
 pub fn start_three(dir: &std::path::Path) -> (Vec<Node>, Vec<(i32, u16)>, String) {
+    start_three_with(dir, &[])
+}
+
+/// `start_three` with more flags for every node.
+pub fn start_three_with(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Vec<Node>, Vec<(i32, u16)>, String) {
     let ids = [1, 2, 3];
     let repl: Vec<(i32, u16)> = ids.iter().map(|&i| (i, super::free_port())).collect();
     let spec = cluster_spec(&repl);
@@ -58,7 +69,7 @@ pub fn start_three(dir: &std::path::Path) -> (Vec<Node>, Vec<(i32, u16)>, String
         })
         .collect();
     for n in &mut nodes {
-        n.broker = Some(start(n, &spec));
+        n.broker = Some(start_with(n, &spec, extra));
     }
     (nodes, repl, spec)
 }

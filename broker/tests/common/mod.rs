@@ -70,11 +70,22 @@ pub fn run_sluice(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
 
 /// A port nobody listens on right now, on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Never the same port twice in one test process: the kernel may hand
+    // a released port out again, and two brokers (or a broker's Kafka and
+    // node-to-node ports) given the same one met each other's protocol.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A broker process that is killed if the test ends without stopping it,
