@@ -127,6 +127,8 @@ pub struct Shard {
     /// Group coordinators by slot (`groups::GroupHome`): a single
     /// broker's one, or one per offsets partition this shard leads.
     coordinators: RefCell<HashMap<i32, Rc<Coordinator>>>,
+    /// Replica fetchers by leader node (`cluster::replica::Fetcher`).
+    pub fetchers: RefCell<HashMap<i32, Rc<crate::cluster::replica::Fetcher>>>,
     /// Offsets partitions being loaded, with the epoch they load at.
     coordinators_loading: RefCell<HashSet<(i32, i32)>>,
     pub stats: Cell<ShardStats>,
@@ -162,6 +164,7 @@ impl Shard {
             controller,
             coordinators: RefCell::new(HashMap::new()),
             coordinators_loading: RefCell::new(HashSet::new()),
+            fetchers: RefCell::new(HashMap::new()),
             stats: Cell::new(ShardStats::default()),
             apply_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),

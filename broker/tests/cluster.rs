@@ -243,6 +243,13 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         .set("bootstrap.servers", boot(0))
         .create()
         .unwrap();
+    // The committed-offsets topic is the cluster's own: listed with a
+    // replica on every node (created once the nodes registered; waited
+    // for first, so the leaders below spread over what it leads),
+    // never created, deleted or written by clients.
+    let internal = "__sluice_offsets";
+    let ps = wait_isr(&boot(0), internal, |isr| isr.len() == 3);
+    assert_eq!(ps.len(), 12, "{ps:?}");
     let topics = [
         NewTopic::new("orders", 3, TopicReplication::Fixed(3)),
         NewTopic::new("solo", 2, TopicReplication::Fixed(3)).set("min.insync.replicas", "1"),
@@ -256,11 +263,6 @@ fn topics_on_three_nodes(nodes: &[Node]) {
         matches!(&r[2], Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
         "{r:?}"
     );
-    // The committed-offsets topic is the cluster's own: listed with a
-    // replica on every node, never created, deleted or written by clients.
-    let internal = "__sluice_offsets";
-    let ps = wait_isr(&boot(0), internal, |isr| isr.len() == 3);
-    assert_eq!(ps.len(), 12, "{ps:?}");
     let r = futures_lite::future::block_on(admin.create_topics(
         &[NewTopic::new(internal, 1, TopicReplication::Fixed(1))],
         &AdminOptions::new(),

@@ -986,12 +986,19 @@ async fn inbound(
     }
 }
 
-/// Answers a follower's fetch: each partition on the shard that holds it.
+/// Answers a follower's fetch: the partitions grouped by the shard that
+/// holds them, each shard's group answered there, all at once. A fetch
+/// with nothing new anywhere waits (up to its `max_wait_ms`) for an
+/// append to any of its partitions; the first shard to answer with news
+/// ends the others' waits, so the answer carries whatever is there.
 async fn answer_fetch(
     shard: &Rc<Shard>,
     from: NodeId,
     req: ReplicaFetch,
 ) -> Result<Outgoing, String> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
     if req.partitions.len() > limits::REPLICA_FETCH_PARTITIONS_MAX {
         return Err(format!("a fetch of {} partitions", req.partitions.len()));
     }
@@ -999,25 +1006,66 @@ async fn answer_fetch(
         req.max_wait_ms.min(limits::REPLICA_FETCH_WAIT_MS_MAX),
     ));
     let meta = shard.meta();
-    let mut fetched = Vec::with_capacity(req.partitions.len());
-    let mut raw = Vec::new();
-    for fp in req.partitions {
+    let mut by_owner: BTreeMap<usize, Vec<super::replica::FetchItem>> = BTreeMap::new();
+    for (i, fp) in req.partitions.iter().enumerate() {
         let topic = meta
             .topic_by_id(uuid::Uuid::from_bytes(fp.topic_id))
             .map(|t| t.name.clone());
         let owner = topic
             .as_ref()
             .and_then(|t| meta.owner(t, fp.partition as i32));
-        let answer = match (topic, owner) {
-            (Some(topic), Some(owner)) => shard
-                .call(owner, move |s| async move {
-                    super::replica::serve_fetch(&s, from, &topic, fp, wait).await
-                })
-                .await
-                .ok(),
-            _ => None,
-        };
-        let a = answer.unwrap_or_else(|| super::replica::Answer {
+        if let (Some(topic), Some(owner)) = (topic, owner) {
+            by_owner.entry(owner).or_default().push((i, topic, *fp));
+        }
+    }
+    type Call = Pin<Box<dyn Future<Output = Vec<(usize, super::replica::Answer)>>>>;
+    let (cancel_tx, cancel_rx) = flume::bounded::<()>(1);
+    let mut cancel = Some(cancel_tx);
+    let mut calls: Vec<Option<Call>> = by_owner
+        .into_iter()
+        .map(|(owner, items)| {
+            let (shard, cancel) = (shard.clone(), cancel_rx.clone());
+            let call: Call = Box::pin(async move {
+                shard
+                    .call(owner, move |s| async move {
+                        super::replica::serve_fetches(&s, from, items, wait, cancel).await
+                    })
+                    .await
+                    .unwrap_or_default()
+            });
+            Some(call)
+        })
+        .collect();
+    drop(cancel_rx);
+    let mut answers: Vec<Option<super::replica::Answer>> =
+        (0..req.partitions.len()).map(|_| None).collect();
+    futures_lite::future::poll_fn(|cx| {
+        for slot in calls.iter_mut() {
+            let Some(call) = slot else { continue };
+            if let Poll::Ready(got) = call.as_mut().poll(cx) {
+                *slot = None;
+                if got.iter().any(|(_, a)| {
+                    a.fetched.error != 0 || a.fetched.diverging.is_some() || a.fetched.raw_len > 0
+                }) {
+                    // The others stop waiting and answer what they have.
+                    cancel.take();
+                }
+                for (i, a) in got {
+                    answers[i] = Some(a);
+                }
+            }
+        }
+        if calls.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    let mut fetched = Vec::with_capacity(answers.len());
+    let mut raw = Vec::new();
+    for (a, fp) in answers.into_iter().zip(&req.partitions) {
+        let a = a.unwrap_or_else(|| super::replica::Answer {
             fetched: sluice_net::cluster::FetchedPartition {
                 topic_id: fp.topic_id,
                 partition: fp.partition,
@@ -1215,7 +1263,11 @@ mod tests {
         assert_eq!(d.route("u", 0), Route::Unknown);
         assert_eq!(d.owner("t", 1), None);
         assert_eq!(t.roles[0].replicas, vec![1, 2]);
-        assert_eq!(t.roles[0].isr, vec![1]);
+        assert_eq!(
+            t.roles[0].isr,
+            vec![1, 2],
+            "a new partition's replicas in sync"
+        );
         assert_eq!(t.roles[2].leader_id, 3);
         // Placement is kept from one derivation to the next, even when the
         // balance would choose otherwise.

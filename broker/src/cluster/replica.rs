@@ -7,11 +7,11 @@
 //! and asks the controller to add a follower that caught up to the ISR
 //! and to drop one that fell behind for `REPLICA_LAG_MAX`.
 //!
-//! Leader side: `serve_fetch` answers one follower's fetch on the shard
-//! that owns each partition, waiting (up to the fetch's `max_wait_ms`) for
-//! data when the follower is caught up. Follower side: `follow` runs one
-//! loop per followed partition on its owner shard, over one connection
-//! per (shard, leader node).
+//! Leader side: `serve_fetches` answers the partitions of a follower's
+//! fetch that one shard holds, waiting (up to the fetch's `max_wait_ms`)
+//! for an append to any of them when none has news. Follower side: each
+//! shard runs one `Fetcher` per leader node, fetching every partition it
+//! follows from that node in one request per round, over one connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -272,17 +272,76 @@ fn refuse_at(topic_id: TopicId, partition: u32, code: i16, log_start: i64) -> An
     }
 }
 
+/// One partition of a follower's fetch on the shard that holds it: its
+/// place in the request, its topic, and what the follower asked.
+pub type FetchItem = (usize, String, FetchPartition);
+
+/// Whether an answer tells the follower anything beyond "nothing new".
+fn has_news(a: &Answer) -> bool {
+    a.fetched.error != 0 || a.fetched.diverging.is_some() || a.fetched.raw_len > 0
+}
+
+/// Answers the partitions of follower `from`'s fetch that this shard
+/// holds. When none has anything new it waits (up to `wait`) for an
+/// append to any of them, or until `cancel` closes (another shard
+/// answered with news for the same fetch), and answers them all again.
+pub async fn serve_fetches(
+    shard: &Rc<Shard>,
+    from: NodeId,
+    items: Vec<FetchItem>,
+    wait: Duration,
+    cancel: flume::Receiver<()>,
+) -> Vec<(usize, Answer)> {
+    // Generations first: an append while the first answers are read
+    // ends the wait at once.
+    let watched: Vec<(Rc<Notify>, u64)> = items
+        .iter()
+        .filter_map(|(_, t, fp)| shard.partition(t, fp.partition as i32))
+        .map(|p| (p.appended.clone(), p.appended.generation()))
+        .collect();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, t, fp) in &items {
+        out.push((*i, serve_fetch(shard, from, t, *fp).await));
+    }
+    if wait.is_zero() || out.iter().any(|(_, a)| has_news(a)) {
+        return out;
+    }
+    let mut changes: Vec<_> = watched
+        .iter()
+        .map(|(n, seen)| Box::pin(n.changed(*seen)))
+        .collect();
+    let any_append = futures_lite::future::poll_fn(|cx| {
+        for c in changes.iter_mut() {
+            if std::future::Future::poll(c.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    });
+    futures_lite::future::or(
+        any_append,
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(wait).await;
+            },
+            async {
+                let _ = cancel.recv_async().await;
+            },
+        ),
+    )
+    .await;
+    out.clear();
+    for (i, t, fp) in &items {
+        out.push((*i, serve_fetch(shard, from, t, *fp).await));
+    }
+    out
+}
+
 /// Answers one partition of follower `from`'s fetch, on the shard that
 /// holds it: records the follower's progress, moves the high watermark,
 /// proposes the follower into the ISR once it caught up, and reads from
-/// its offset (waiting up to `wait` when there is nothing yet).
-pub async fn serve_fetch(
-    shard: &Rc<Shard>,
-    from: NodeId,
-    topic: &str,
-    fp: FetchPartition,
-    wait: Duration,
-) -> Answer {
+/// its offset (`serve_fetches` waits when nothing is new).
+async fn serve_fetch(shard: &Rc<Shard>, from: NodeId, topic: &str, fp: FetchPartition) -> Answer {
     let (tid, pi) = (fp.topic_id, fp.partition);
     let Some(p) = shard.partition(topic, pi as i32) else {
         return refuse(tid, pi, ResponseError::NotLeaderOrFollower.code());
@@ -368,14 +427,6 @@ pub async fn serve_fetch(
         let mut isr = role.isr.clone();
         isr.push(from);
         propose_isr(shard, &p, topic, &role, isr);
-    }
-    // Nothing new: wait for an append, up to `wait`.
-    if fp.fetch_offset == p.log.log_end_offset() && !wait.is_zero() {
-        let seen = p.appended.generation();
-        futures_lite::future::or(p.appended.changed(seen), async {
-            glommio::timer::sleep(wait).await;
-        })
-        .await;
     }
     let mut raw = Vec::new();
     if fp.fetch_offset < p.log.log_end_offset() {
@@ -567,120 +618,242 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
     if let Some((leader, epoch)) = want {
         let stop = Rc::new(Cell::new(false));
         *following = Some((leader, epoch, stop.clone()));
-        glommio::spawn_local(sluice_storage::stall::watch(
-            "replica fetch",
-            follow(shard.clone(), p.clone(), topic_id, leader, epoch, stop),
-        ))
-        .detach();
+        follow(
+            shard,
+            leader,
+            Followed {
+                p: p.clone(),
+                topic_id,
+                epoch,
+                stop,
+                retry_at: None,
+            },
+        );
     }
 }
 
-/// Bytes a follower asks for per fetch.
+/// A partition a shard follows: its leader epoch, the flag that ends the
+/// following, and when a refused partition is asked about again.
+struct Followed {
+    p: Rc<Partition>,
+    topic_id: TopicId,
+    epoch: i32,
+    stop: Rc<Cell<bool>>,
+    retry_at: Option<Instant>,
+}
+
+/// The partitions one shard follows from one leader node, fetched
+/// together, over one connection, in one `ReplicaFetch` per round (Kafka's
+/// replica fetcher): the fetches are the partitions' heartbeats too.
+#[derive(Default)]
+pub struct Fetcher {
+    partitions: RefCell<HashMap<(TopicId, u32), Followed>>,
+}
+
+/// Adds a partition to this shard's fetcher for `leader`, starting the
+/// fetcher when there is none.
+fn follow(shard: &Rc<Shard>, leader: NodeId, f: Followed) {
+    let key = (f.topic_id, f.p.index as u32);
+    let fetcher = shard.fetchers.borrow().get(&leader).cloned();
+    if let Some(fetcher) = fetcher {
+        fetcher.partitions.borrow_mut().insert(key, f);
+        return;
+    }
+    // The partition first: a task may start running at its spawn.
+    let fetcher = Rc::new(Fetcher::default());
+    fetcher.partitions.borrow_mut().insert(key, f);
+    shard.fetchers.borrow_mut().insert(leader, fetcher.clone());
+    glommio::spawn_local(sluice_storage::stall::watch(
+        "replica fetch",
+        run_fetcher(shard.clone(), leader, fetcher),
+    ))
+    .detach();
+}
+
+/// Bytes a follower asks for per partition per fetch.
 const FETCH_BYTES_MAX: u32 = 8 << 20;
 /// How long the leader may hold a fetch with nothing to send.
 const FETCH_WAIT_MS: u32 = 500;
 
-/// A follower's fetch loop for one partition: fetch from the log end,
-/// append what comes as it is, sync, report the fsynced end in the next
-/// fetch. Reconnects after any failure; ends when `stop` is set.
-async fn follow(
-    shard: Rc<Shard>,
-    p: Rc<Partition>,
-    topic_id: TopicId,
-    leader: NodeId,
-    epoch: i32,
-    stop: Rc<Cell<bool>>,
-) {
+/// A fetcher's loop: fetch every followed partition from its log end,
+/// append what comes as it is, sync, report the fsynced ends in the next
+/// fetch. Partitions are processed at once, each on a task of its own
+/// (their syncs overlap). Reconnects after a failure of the connection;
+/// a partition the leader refused is asked about again after a pause;
+/// ends when it follows nothing.
+async fn run_fetcher(shard: Rc<Shard>, leader: NodeId, fetcher: Rc<Fetcher>) {
     let me = shard.cfg.node_id;
     let mut backoff = Duration::from_millis(50);
     let mut correlation = 0u64;
-    while !stop.get() {
-        let addr = shard
-            .cluster_view()
-            .and_then(|v| v.state.nodes.get(&leader).map(|n| n.replication.clone()));
-        let Some(addr) = addr else {
-            glommio::timer::sleep(backoff).await;
+    let mut stream: Option<glommio::net::TcpStream> = None;
+    loop {
+        fetcher.partitions.borrow_mut().retain(|_, f| !f.stop.get());
+        if fetcher.partitions.borrow().is_empty() {
+            let mut fetchers = shard.fetchers.borrow_mut();
+            if fetchers
+                .get(&leader)
+                .is_some_and(|f| Rc::ptr_eq(f, &fetcher))
+            {
+                fetchers.remove(&leader);
+            }
+            return;
+        }
+        let Some(conn) = stream.as_mut() else {
+            let addr = shard
+                .cluster_view()
+                .and_then(|v| v.state.nodes.get(&leader).map(|n| n.replication.clone()));
+            let connected = match addr {
+                Some(addr) => super::node::connect_node(leader, &addr, &shard)
+                    .await
+                    .map_err(|why| {
+                        tracing::debug!(
+                            leader,
+                            addr,
+                            reason = why,
+                            "replica fetch: leader not reachable"
+                        )
+                    }),
+                None => Err(()),
+            };
+            match connected {
+                Ok(s) => {
+                    stream = Some(s);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(()) => {
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
             continue;
         };
-        let mut stream = match super::node::connect_node(leader, &addr, &shard).await {
-            Ok(s) => s,
+        let now = Instant::now();
+        let asked: Vec<(Rc<Partition>, FetchPartition)> = fetcher
+            .partitions
+            .borrow()
+            .values()
+            .filter(|f| f.retry_at.is_none_or(|at| at <= now))
+            .map(|f| {
+                let p = &f.p;
+                (
+                    p.clone(),
+                    FetchPartition {
+                        topic_id: f.topic_id,
+                        partition: p.index as u32,
+                        current_leader_epoch: f.epoch,
+                        fetch_offset: p.log.log_end_offset(),
+                        durable_end: p.log.durable_offset(),
+                        last_fetched_epoch: p.log.latest_epoch(),
+                        max_bytes: FETCH_BYTES_MAX,
+                    },
+                )
+            })
+            .collect();
+        if asked.is_empty() {
+            // Every partition refused a moment ago.
+            glommio::timer::sleep(REFUSED_PAUSE).await;
+            continue;
+        }
+        correlation += 1;
+        let req = sluice_net::cluster::ReplicaFetch {
+            replica: me as u32,
+            correlation,
+            max_wait_ms: FETCH_WAIT_MS,
+            partitions: asked.iter().map(|(_, fp)| *fp).collect(),
+        };
+        let answers = match fetch_round(conn, &req).await {
+            Ok(a) => a,
             Err(why) => {
                 tracing::debug!(
                     leader,
-                    addr,
+                    partitions = asked.len(),
                     reason = why,
-                    "replica fetch: leader not reachable"
+                    "replica fetch failed"
                 );
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                stream = None;
                 continue;
             }
         };
-        backoff = Duration::from_millis(50);
-        while !stop.get() {
-            correlation += 1;
-            let req = sluice_net::cluster::ReplicaFetch {
-                replica: me as u32,
-                correlation,
-                max_wait_ms: FETCH_WAIT_MS,
-                partitions: vec![FetchPartition {
-                    topic_id,
-                    partition: p.index as u32,
-                    current_leader_epoch: epoch,
-                    fetch_offset: p.log.log_end_offset(),
-                    durable_end: p.log.durable_offset(),
-                    last_fetched_epoch: p.log.latest_epoch(),
-                    max_bytes: FETCH_BYTES_MAX,
-                }],
-            };
-            match fetch_once(&mut stream, &req, &p).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Refused (not the leader, an epoch not yet applied
-                    // here): wait for the metadata to move on.
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
+        // Each partition's answer on a task of its own.
+        let mut tasks = Vec::with_capacity(answers.len());
+        for ((p, fp), (a, raw)) in asked.into_iter().zip(answers) {
+            tasks.push((
+                (fp.topic_id, fp.partition),
+                glommio::spawn_local(apply_answer(p, a, raw)),
+            ));
+        }
+        for (key, task) in tasks {
+            let progress = match task.await {
+                Ok(progress) => progress,
                 Err(why) => {
                     tracing::debug!(
                         leader,
-                        partition = p.index,
-                        topic = p.topic,
+                        partition = key.1,
                         reason = why,
-                        "replica fetch failed"
+                        "replica fetch: answer not applied"
                     );
-                    break;
+                    false
                 }
+            };
+            if let Some(f) = fetcher.partitions.borrow_mut().get_mut(&key) {
+                f.retry_at = (!progress).then(|| Instant::now() + REFUSED_PAUSE);
             }
         }
     }
 }
 
-/// One fetch round trip: appends what came and syncs. `Ok(false)` when
-/// the leader refused the partition.
-async fn fetch_once(
+/// How long a partition the leader refused (not the leader, an epoch not
+/// yet applied here) waits before it is asked about again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
+
+/// One fetch round trip: each partition's answer and its batches, in
+/// the order asked.
+async fn fetch_round(
     stream: &mut glommio::net::TcpStream,
     req: &sluice_net::cluster::ReplicaFetch,
-    p: &Partition,
-) -> Result<bool, String> {
+) -> Result<Vec<(FetchedPartition, Bytes)>, String> {
     let f = sluice_net::cluster::encode(req, vec![]).map_err(|e| e.to_string())?;
     sluice_net::cluster::write_frame(stream, &f)
         .await
         .map_err(|e| e.to_string())?;
     let wait = Duration::from_millis(u64::from(req.max_wait_ms)) + Duration::from_secs(10);
     let frame = super::node::next_frame(stream, wait, "no answer in time").await?;
-    let reply = frame
-        .view::<sluice_net::cluster::ReplicaFetchReply>()
-        .map_err(|e| e.to_string())?;
-    if reply.correlation.to_native() != req.correlation {
+    let reply: sluice_net::cluster::ReplicaFetchReply =
+        frame.decode().map_err(|e| e.to_string())?;
+    if reply.correlation != req.correlation {
         return Err("an answer to another fetch".into());
     }
-    let Some(a) = reply.partitions.first() else {
-        return Err("an empty answer".into());
-    };
-    let leader_start = a.log_start.to_native();
-    if a.error.to_native() == ResponseError::OffsetOutOfRange.code()
-        && leader_start > p.log.log_end_offset()
+    if reply.partitions.len() != req.partitions.len()
+        || reply
+            .partitions
+            .iter()
+            .zip(&req.partitions)
+            .any(|(a, q)| (a.topic_id, a.partition) != (q.topic_id, q.partition))
     {
+        return Err("an answer for other partitions".into());
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(reply.partitions.len());
+    for a in reply.partitions {
+        let n = a.raw_len as usize;
+        let raw = frame
+            .raw
+            .get(at..at + n)
+            .map(|_| frame.raw.slice(at..at + n))
+            .ok_or("an answer shorter than its partitions' batches")?;
+        at += n;
+        out.push((a, raw));
+    }
+    Ok(out)
+}
+
+/// Applies one partition's answer: appends what came and syncs, cuts a
+/// diverging log back, restarts a log the leader's start passed, takes
+/// the leader's high watermark and log start. `Ok(false)` when the
+/// leader refused the partition (or there was no progress to make).
+async fn apply_answer(p: Rc<Partition>, a: FetchedPartition, raw: Bytes) -> Result<bool, String> {
+    let leader_start = a.log_start;
+    if a.error == ResponseError::OffsetOutOfRange.code() && leader_start > p.log.log_end_offset() {
         tracing::info!(
             partition = p.index,
             topic = p.topic,
@@ -700,25 +873,20 @@ async fn fetch_once(
         *p.producers.borrow_mut() = crate::producers::recover(&p.log).await;
         return Ok(true);
     }
-    if a.error.to_native() != 0 {
+    if a.error != 0 {
         tracing::debug!(
             partition = p.index,
             topic = p.topic,
-            error = a.error.to_native(),
+            error = a.error,
             "replica fetch refused"
         );
         return Ok(false);
     }
-    if let Some(d) = a.diverging.as_ref() {
-        let d = Diverging {
-            epoch: d.epoch.to_native(),
-            end_offset: d.end_offset.to_native(),
-        };
+    if let Some(d) = a.diverging {
         // No progress (a history the leader cannot place, and nothing
         // above the high watermark to cut): wait as for a refusal.
-        return truncate_diverged(p, d).await;
+        return truncate_diverged(&p, d).await;
     }
-    let raw = frame.raw.slice(..a.raw_len.to_native() as usize);
     if !raw.is_empty() {
         for b in sluice_storage::batch::split_batches(&raw).map_err(|e| e.to_string())? {
             let info = p
@@ -736,14 +904,14 @@ async fn fetch_once(
         p.log.sync().await.map_err(|e| e.to_string())?;
     }
     // A follower's high watermark is its leader's, within its own log.
-    p.log.set_high_watermark(a.high_watermark.to_native());
+    p.log.set_high_watermark(a.high_watermark);
     // The leader's log start moved (retention, or the offsets store's
     // compaction, which moves it only once every in-sync replica has
     // the checkpoint): once this log holds all the leader has committed,
     // its whole segments below that start go too. Never before: an
     // offsets log must keep the records a checkpoint it lacks replaces.
     if leader_start > p.replication.leader_log_start.get()
-        && p.log.log_end_offset() >= a.high_watermark.to_native()
+        && p.log.log_end_offset() >= a.high_watermark
     {
         p.replication.leader_log_start.set(leader_start);
         if leader_start > p.log.log_start_offset() {

@@ -367,11 +367,15 @@ impl ClusterState {
                 if let Some(n) = r.iter().find(|n| !self.nodes.contains_key(n)) {
                     return Err(Refused::Invalid(format!("node {n} is not registered")));
                 }
-                // Followers join the ISR once they have caught up with
-                // the leader.
+                // Every replica of a new partition holds its whole
+                // (empty) log, so all start in sync (as Kafka creates
+                // them): acks=all works from the first produce, and a
+                // follower counts toward the high watermark with what it
+                // reported (nothing until its first fetch), so nothing is
+                // exposed that it lacks.
                 Ok(PartitionState {
                     replicas: r.clone(),
-                    isr: vec![r[0]],
+                    isr: r.clone(),
                     leader: r[0],
                     leader_epoch: 0,
                     partition_epoch: 0,
@@ -646,6 +650,13 @@ mod tests {
                     partition_epoch: 0,
                     leader: 2,
                     isr: vec![2, 1],
+                },
+                Command::ChangePartition {
+                    topic: "t".into(),
+                    partition: 2,
+                    partition_epoch: 0,
+                    leader: 3,
+                    isr: vec![3],
                 },
                 Command::ChangePartition {
                     topic: "t".into(),

@@ -139,7 +139,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
-            .env("SLUICE_LOG", "info")
+            .env(
+                "SLUICE_LOG",
+                std::env::var("TEST_SLUICE_LOG").unwrap_or("info".into()),
+            )
             // Brokers of tests run side by side: each shard sets up 128 MiB
             // rather than its share of the machine. A test may set more.
             .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string())
