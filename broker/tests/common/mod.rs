@@ -139,6 +139,8 @@ impl Broker {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
+            // TEST_SLUICE_LOG=debug (or a filter) shows more of a failing
+            // test's brokers.
             .env(
                 "SLUICE_LOG",
                 std::env::var("TEST_SLUICE_LOG").unwrap_or("info".into()),
