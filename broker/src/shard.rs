@@ -543,7 +543,18 @@ impl Shard {
                 stop.set(true);
             }
             let dir = p.log.dir().to_path_buf();
-            if snap.topic(&topic).is_none() || fresh.contains(&(topic.clone(), index)) {
+            // On a node of a cluster a partition also goes from here when
+            // a reassignment moved its replica away, or its topic was
+            // deleted and made again (a new id): its data goes too.
+            let moved_away = self.cfg.cluster.is_some()
+                && snap.topic(&topic).is_some_and(|t| {
+                    Some(&t.id) != old_meta.topic(&topic).map(|o| &o.id)
+                        || t.owners
+                            .get(index as usize)
+                            .is_none_or(|&o| o == crate::metadata::NOT_HOSTED)
+                });
+            if snap.topic(&topic).is_none() || fresh.contains(&(topic.clone(), index)) || moved_away
+            {
                 remove_dir(dir).await;
             }
         }

@@ -685,3 +685,156 @@ fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins() {
         next += 1;
     }
 }
+
+/// A partition moved off its only node to the two others while an
+/// idempotent acks=all producer keeps writing (`sluice cluster reassign
+/// --wait`): the new replicas copy the log, the move completes with the
+/// lead on one of them, the old node drops its copy, and with the old
+/// node killed every acknowledged message is read back from the new
+/// replicas exactly once, in order.
+#[test]
+fn a_partition_moves_to_other_nodes_while_a_producer_writes() {
+    const MOVING: &str = "moving";
+    let dir = tempdir();
+    let (mut nodes, _, all) = three_nodes_up(dir.path(), &[]);
+    create_topic(&all, NewTopic::new(MOVING, 1, TopicReplication::Fixed(1)));
+    let from = wait_isr(&all, MOVING, |isr| isr.len() == 1)[0].0;
+    let to: Vec<i32> = nodes.iter().map(|n| n.id).filter(|&n| n != from).collect();
+    let pad = "x".repeat(1000);
+    let producer = |bootstrap: &str| -> ThreadedProducer<Checker> {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(Checker::default())
+            .unwrap()
+    };
+    let send = |p: &ThreadedProducer<Checker>, v: u64| {
+        let value = format!("m{v:08}{pad}");
+        p.send::<str, str>(
+            BaseRecord::with_opaque_to(MOVING, Box::new(v))
+                .partition(0)
+                .payload(value.as_str()),
+        )
+        .unwrap();
+    };
+    // About 20 MB to copy, then writes while it moves.
+    let p = producer(&all);
+    for v in 0..20_000 {
+        send(&p, v);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let writing = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for v in 20_000..23_000 {
+                send(&p, v);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            p.flush(Duration::from_secs(90)).unwrap();
+        });
+        let replicas = to
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (code, out, err) = common::run_sluice(
+            &[
+                "cluster",
+                "reassign",
+                MOVING,
+                "--partition",
+                "0",
+                "--replicas",
+                &replicas,
+                "--wait",
+                "--wait-secs",
+                "120",
+                "--bootstrap",
+                &all,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("done in"), "{out}");
+        writer.join().unwrap();
+        out
+    });
+    eprintln!("{writing}");
+    let got = p.context().0.lock().unwrap().clone();
+    assert_eq!(got.len(), 23_000);
+    assert!(
+        got.values().all(|o| o.is_ok()),
+        "every message acknowledged"
+    );
+    // The new replicas hold it, in sync, one of them leading.
+    let fi = nodes.iter().position(|n| n.id == from).unwrap();
+    let ps = wait_isr(
+        &format!("127.0.0.1:{}", nodes[(fi + 1) % 3].port),
+        MOVING,
+        |isr| {
+            let mut isr = isr.to_vec();
+            isr.sort();
+            isr == to
+        },
+    );
+    assert!(to.contains(&ps[0].0), "leader {}", ps[0].0);
+    // Nothing under way any more; a cancel of nothing is refused.
+    let (code, out, _) = common::run_sluice(
+        &["cluster", "reassignments", "--json", "--bootstrap", &all],
+        None,
+    );
+    assert_eq!((code, out.trim()), (0, "[]"));
+    let (code, _, err) = common::run_sluice(
+        &[
+            "cluster",
+            "reassign",
+            MOVING,
+            "--partition",
+            "0",
+            "--cancel",
+            "--bootstrap",
+            &all,
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no reassignment"), "{err}");
+    // The old node dropped its copy.
+    let old_dir = nodes[fi].data.join(format!("{MOVING}-0"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while old_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still there",
+            old_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Killed, the old node serves nothing; the new replicas serve all.
+    drop(p);
+    nodes[fi].broker.take().unwrap().kill();
+    let live = running(&nodes);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &live)
+        .set("group.id", "check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(MOVING, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while next < 23_000 {
+        assert!(Instant::now() < deadline, "read stopped at {next}");
+        let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let v = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        assert_eq!(&v[..9], format!("m{next:08}"), "offset {}", m.offset());
+        assert_eq!(got[&next], Ok((0, m.offset())));
+        next += 1;
+    }
+}

@@ -20,6 +20,7 @@ use crate::metadata::Refusal;
 use crate::shard::{LocalFuture, Shard};
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -38,6 +39,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -77,6 +79,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The served version range of `api_key`, if it is served at all.
@@ -193,6 +197,12 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
             Reply::Now(incremental_alter_configs::handle(shard, ctx, r).await)
         }
         RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shard, ctx, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            Reply::Now(alter_partition_reassignments::handle(shard, ctx, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Reply::Now(list_partition_reassignments::handle(shard, ctx, r))
+        }
         // `decode_request` only yields the APIs listed in SUPPORTED.
         _ => unreachable!("no handler for a served API: {:?}", ctx.api_key),
     }

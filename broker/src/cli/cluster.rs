@@ -3,6 +3,11 @@
 //! controller last heard from it, and the partitions that lack in-sync
 //! replicas or a leader. Works against any node: the controller is found
 //! with DescribeCluster and asked with DescribeQuorum.
+//!
+//! `sluice cluster reassign` moves a partition's replicas to other nodes
+//! (AlterPartitionReassignments; `--cancel` ends a move under way,
+//! `--wait` waits until it completes), `sluice cluster reassignments`
+//! lists the moves under way (ListPartitionReassignments).
 
 use std::time::Duration;
 
@@ -24,6 +29,29 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 3000)]
         unreachable_after_ms: i64,
     },
+    /// Moves a partition's replicas to the nodes given (the first one the
+    /// preferred leader), copying its log to the new ones while producers
+    /// keep writing, then switching.
+    Reassign {
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Node ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<i32>,
+        /// Ends the move under way instead (the replicas before it stay).
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+        /// Waits until the move completes, and says how long it took.
+        #[arg(long)]
+        wait: bool,
+        /// The longest `--wait` waits, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+    /// The reassignments under way: replicas, and those being added and
+    /// removed.
+    Reassignments,
 }
 
 struct Node {
@@ -35,9 +63,167 @@ struct Node {
 }
 
 pub fn run(cmd: ClusterCommand, common: &Common) -> Result<String> {
-    let ClusterCommand::Status {
-        unreachable_after_ms,
-    } = cmd;
+    match cmd {
+        ClusterCommand::Status {
+            unreachable_after_ms,
+        } => status(unreachable_after_ms, common),
+        ClusterCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            wait,
+            wait_secs,
+        } => {
+            let target = (!cancel).then_some(replicas);
+            reassign(&topic, partition, target, wait.then_some(wait_secs), common)
+        }
+        ClusterCommand::Reassignments => {
+            let mut c = connect(common)?;
+            let moves = reassignments(&mut c)?;
+            if common.json {
+                let moves: Vec<_> = moves
+                    .iter()
+                    .map(|m| {
+                        json!({"topic": m.0, "partition": m.1, "replicas": m.2,
+                            "adding": m.3, "removing": m.4})
+                    })
+                    .collect();
+                return Ok(serde_json::to_string(&moves).unwrap() + "\n");
+            }
+            let list = |v: &[i32]| {
+                v.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let rows: Vec<Vec<String>> = moves
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.0.clone(),
+                        m.1.to_string(),
+                        list(&m.2),
+                        list(&m.3),
+                        list(&m.4),
+                    ]
+                })
+                .collect();
+            Ok(table(
+                &["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"],
+                &rows,
+            ))
+        }
+    }
+}
+
+/// (topic, partition, replicas, adding, removing) of each move under way.
+type Move = (String, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+fn reassignments(c: &mut Client) -> Result<Vec<Move>> {
+    let (_, r): (i16, ListPartitionReassignmentsResponse) =
+        c.call(ApiKey::ListPartitionReassignments, (0, 0), |_| {
+            ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000)
+        })?;
+    check(
+        r.error_code,
+        "list reassignments",
+        r.error_message.as_deref(),
+    )?;
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    Ok(r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect())
+}
+
+fn reassign(
+    topic: &str,
+    partition: i32,
+    target: Option<Vec<i32>>,
+    wait_secs: Option<u64>,
+    common: &Common,
+) -> Result<String> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let mut c = connect(common)?;
+    let started = std::time::Instant::now();
+    let (_, r): (i16, AlterPartitionReassignmentsResponse) =
+        c.call(ApiKey::AlterPartitionReassignments, (0, 0), |_| {
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![ReassignableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![ReassignablePartition::default()
+                        .with_partition_index(partition)
+                        .with_replicas(
+                            target
+                                .as_ref()
+                                .map(|t| t.iter().map(|&n| BrokerId(n)).collect()),
+                        )])])
+        })?;
+    check(r.error_code, "reassign", r.error_message.as_deref())?;
+    for t in &r.responses {
+        for p in &t.partitions {
+            check(
+                p.error_code,
+                &format!("reassign {topic}-{partition}"),
+                p.error_message.as_deref(),
+            )?;
+        }
+    }
+    let what = match &target {
+        Some(t) => format!(
+            "{topic}-{partition} moving to nodes {}",
+            t.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => format!("{topic}-{partition}: move cancelled"),
+    };
+    let Some(wait_secs) = wait_secs else {
+        return Ok(format!("{what}\n"));
+    };
+    let deadline = started + Duration::from_secs(wait_secs);
+    loop {
+        let under_way = reassignments(&mut c)?
+            .iter()
+            .any(|m| m.0 == topic && m.1 == partition);
+        if !under_way {
+            let secs = started.elapsed().as_secs_f64();
+            if common.json {
+                return Ok(serde_json::to_string(&json!({
+                    "topic": topic, "partition": partition, "replicas": target,
+                    "seconds": secs,
+                }))
+                .unwrap()
+                    + "\n");
+            }
+            return Ok(format!("{what}: done in {secs:.2} s\n"));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::Refused(format!(
+                "{what}: not done within {wait_secs} s (still under way; \
+                 `sluice cluster reassignments` shows it)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(unreachable_after_ms: i64, common: &Common) -> Result<String> {
     let mut c = connect(common)?;
     let (_, dc): (i16, DescribeClusterResponse) = c.call(ApiKey::DescribeCluster, (0, 1), |v| {
         let r = DescribeClusterRequest::default();

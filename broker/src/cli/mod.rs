@@ -24,7 +24,8 @@ pub use topic::TopicCommand;
 /// Options every CLI command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
-    /// A broker to talk to.
+    /// A broker to talk to (or several, comma-separated: the first
+    /// that answers).
     #[arg(
         long,
         global = true,
@@ -74,8 +75,25 @@ pub fn group_run(cmd: GroupCommand, common: &Common) -> Result<String> {
     group::run(cmd, common)
 }
 
+/// A connection to the first of the `--bootstrap` addresses
+/// (comma-separated, as Kafka's tools take them) that answers.
 pub fn connect(c: &Common) -> Result<Client> {
-    Ok(Client::connect(&c.bootstrap, Duration::from_secs(10))?)
+    let mut last = None;
+    for addr in c
+        .bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Client::connect(addr, Duration::from_secs(10)) {
+            Ok(client) => return Ok(client),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e.into()),
+        None => Err(CliError::Refused("no --bootstrap address".into())),
+    }
 }
 
 /// Connections to each partition's leader, for produce and fetch: the

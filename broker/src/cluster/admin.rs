@@ -235,6 +235,77 @@ async fn alter_config(
     propose(shard, Command::SetConfigs { name, configs }).await
 }
 
+/// One partition's reassignment as AlterPartitionReassignments asks it:
+/// (topic, partition, target replicas or `None` to cancel).
+pub type ReassignRequest = (String, i32, Option<Vec<i32>>);
+
+/// AlterPartitionReassignments on a node of a cluster: each partition's
+/// move is checked against the applied state (the target's nodes
+/// registered, distinct; a cancel needs a move under way) and proposed;
+/// answered once applied. The copy then runs as replication does, and
+/// the controller completes the move once every new replica is in sync.
+pub async fn reassign(shard: &Rc<Shard>, items: Vec<ReassignRequest>) -> Vec<Result<(), Refusal>> {
+    let mut out = Vec::with_capacity(items.len());
+    for (topic_name, partition, replicas) in items {
+        out.push(reassign_one(shard, topic_name, partition, replicas).await);
+    }
+    out
+}
+
+async fn reassign_one(
+    shard: &Shard,
+    name: String,
+    partition: i32,
+    replicas: Option<Vec<i32>>,
+) -> Result<(), Refusal> {
+    forming(shard)?;
+    metadata::check_not_internal(&name)?;
+    let st = state(shard);
+    let t = topic(&st, &name)?;
+    let p = usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get(i))
+        .ok_or_else(|| {
+            Refusal::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("no partition {name}-{partition}"),
+            )
+        })?;
+    match &replicas {
+        None if p.reassigning.is_none() => {
+            return Err(Refusal::new(
+                ResponseError::NoReassignmentInProgress,
+                format!("no reassignment of {name}-{partition} is under way"),
+            ))
+        }
+        None => {}
+        Some(r) => {
+            let mut seen = std::collections::BTreeSet::new();
+            if r.is_empty() || !r.iter().all(|n| seen.insert(*n)) {
+                return Err(Refusal::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("replicas {r:?}: a non-empty set of distinct nodes"),
+                ));
+            }
+            if let Some(n) = r.iter().find(|n| !st.nodes.contains_key(n)) {
+                return Err(Refusal::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("node {n} is not a registered node of the cluster"),
+                ));
+            }
+        }
+    }
+    propose(
+        shard,
+        Command::Reassign {
+            topic: name,
+            partition: partition as u32,
+            replicas,
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -302,6 +302,8 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
         grace: tick * 2 * HEARTBEAT_TICKS as u32,
         failovers: HashMap::new(),
         offsets_topic_proposed: None,
+        last_judged: None,
+        completions: HashMap::new(),
         may_lead: false,
         info,
     };
@@ -411,8 +413,13 @@ struct Driver<'a> {
     /// epoch), and when: one not applied (a proposal can be lost with a
     /// change of controller) is proposed again after `dead_after_ms`.
     failovers: HashMap<(String, u32, i32), Instant>,
+    /// When the controller last judged which nodes are alive.
+    last_judged: Option<Instant>,
     /// When the controller last proposed the offsets topic.
     offsets_topic_proposed: Option<Instant>,
+    /// Reassignment completions proposed, by (topic, partition, partition
+    /// epoch), and when (proposed again after a while if not applied).
+    completions: HashMap<(String, u32, i32), Instant>,
     /// This start of the node, as it registers.
     info: NodeInfo,
     /// This node has caught up with the metadata log since it started,
@@ -535,6 +542,7 @@ impl Driver<'_> {
         }
         self.fail_over();
         self.create_offsets_topic();
+        self.complete_reassignments();
         if self.file.since_compaction > JOURNAL_COMPACT_BYTES && self.state.applied > 0 {
             let image = self
                 .metalog
@@ -595,6 +603,14 @@ impl Driver<'_> {
         if !self.metalog.is_leader() {
             self.controlling_since = None;
             return;
+        }
+        // A driver that was held up (a step that waited for the shards to
+        // open many partitions) has not read what the others sent
+        // meanwhile: they get the grace again rather than be taken for
+        // dead.
+        let checked = self.last_judged.replace(Instant::now());
+        if checked.is_some_and(|t| t.elapsed() > Duration::from_millis(self.dead_after_ms / 2)) {
+            self.controlling_since = Some(Instant::now());
         }
         // Live voters answer a new leader's first heartbeats within a few
         // milliseconds; two heartbeat intervals is their grace.
@@ -658,6 +674,43 @@ impl Driver<'_> {
 }
 
 impl Driver<'_> {
+    /// On the controller: completes each reassignment whose target
+    /// replicas are all in sync (`ClusterState::completions`).
+    fn complete_reassignments(&mut self) {
+        if !self.metalog.is_leader() {
+            return;
+        }
+        let again = Duration::from_millis(self.dead_after_ms);
+        for cmd in self.state.completions() {
+            let Command::CompleteReassignment {
+                topic,
+                partition,
+                partition_epoch,
+            } = &cmd
+            else {
+                continue;
+            };
+            let key = (topic.clone(), *partition, *partition_epoch);
+            if self
+                .completions
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < again)
+            {
+                continue;
+            }
+            tracing::info!(
+                topic,
+                partition,
+                "reassignment: every new replica in sync, completing it"
+            );
+            if self.metalog.propose(cmd.encode()).is_ok() {
+                self.completions.insert(key, Instant::now());
+            }
+        }
+        self.completions
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+    }
+
     /// On the controller: creates the internal offsets topic
     /// (`groups::OFFSETS_TOPIC`) once the cluster is named and as many
     /// nodes registered as its replicas need (three, or every node of a

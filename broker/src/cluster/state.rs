@@ -48,6 +48,68 @@ pub struct PartitionState {
     /// Bumped by every change at all; a change names the epoch it was
     /// made against (as Kafka's AlterPartition does).
     pub partition_epoch: i32,
+    /// A reassignment under way (KIP-455): `replicas` holds the old and
+    /// the new replicas until every new one is in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassigning: Option<Reassignment>,
+}
+
+/// Where a partition's replicas are moving: the target set (its first the
+/// preferred leader) and the set before the move (what a cancel restores).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub target: Vec<NodeId>,
+    pub original: Vec<NodeId>,
+}
+
+impl PartitionState {
+    /// Replicas being added by the reassignment under way.
+    pub fn adding(&self) -> Vec<NodeId> {
+        self.reassigning.as_ref().map_or(Vec::new(), |r| {
+            r.target
+                .iter()
+                .copied()
+                .filter(|n| !r.original.contains(n))
+                .collect()
+        })
+    }
+
+    /// Replicas being removed by the reassignment under way.
+    pub fn removing(&self) -> Vec<NodeId> {
+        self.reassigning.as_ref().map_or(Vec::new(), |r| {
+            r.original
+                .iter()
+                .copied()
+                .filter(|n| !r.target.contains(n))
+                .collect()
+        })
+    }
+
+    /// Makes `set` the replicas: the ISR keeps its members in it, and a
+    /// leader outside it hands the lead to the first of `set` in sync (a
+    /// new leader epoch). Refused when none of `set` is in sync.
+    fn settle(&mut self, set: Vec<NodeId>) -> Result<(), String> {
+        let isr: Vec<NodeId> = set
+            .iter()
+            .copied()
+            .filter(|n| self.isr.contains(n))
+            .collect();
+        let Some(&first) = isr.first() else {
+            return Err(format!(
+                "no replica of {set:?} is in sync (ISR {:?})",
+                self.isr
+            ));
+        };
+        if !set.contains(&self.leader) {
+            self.leader = first;
+            self.leader_epoch += 1;
+        }
+        self.replicas = set;
+        self.isr = isr;
+        self.reassigning = None;
+        self.partition_epoch += 1;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +159,22 @@ pub enum Command {
     SetConfigs {
         name: String,
         configs: BTreeMap<String, String>,
+    },
+    /// Starts moving a partition to `replicas` (its first the preferred
+    /// leader), or with `None` cancels the move under way: the new
+    /// replicas are added at once and copy the log; the controller
+    /// completes the move once all are in sync.
+    Reassign {
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<NodeId>>,
+    },
+    /// Ends a partition's reassignment (proposed by the controller when
+    /// every target replica is in sync): the target becomes the replicas.
+    CompleteReassignment {
+        topic: String,
+        partition: u32,
+        partition_epoch: i32,
     },
     /// A new leader and ISR for a partition, made against
     /// `partition_epoch`. A new leader (or none) bumps the leader epoch;
@@ -176,6 +254,8 @@ pub enum Refused {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("no reassignment of {0}-{1} is under way")]
+    NoReassignment(String, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,12 +427,124 @@ impl ClusterState {
                 p.partition_epoch += 1;
                 Ok(())
             }
+            Command::Reassign {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let registered: Vec<NodeId> = self.nodes.keys().copied().collect();
+                let p = self.partition_mut(&topic, partition)?;
+                match replicas {
+                    None => {
+                        let Some(r) = p.reassigning.clone() else {
+                            return Err(Refused::NoReassignment(topic, partition));
+                        };
+                        p.settle(r.original).map_err(Refused::Invalid)
+                    }
+                    Some(target) => {
+                        if target.is_empty() || distinct(&target) != target.len() {
+                            return Err(Refused::Invalid(format!("replica set {target:?}")));
+                        }
+                        if let Some(n) = target.iter().find(|n| !registered.contains(n)) {
+                            return Err(Refused::Invalid(format!("node {n} is not registered")));
+                        }
+                        let original = p
+                            .reassigning
+                            .as_ref()
+                            .map_or(p.replicas.clone(), |r| r.original.clone());
+                        // The old replicas first (the lead stays where it
+                        // is until the move ends), then the new ones.
+                        let mut replicas = p.replicas.clone();
+                        replicas.retain(|n| original.contains(n) || target.contains(n));
+                        for &n in &target {
+                            if !replicas.contains(&n) {
+                                replicas.push(n);
+                            }
+                        }
+                        let mut isr = p.isr.clone();
+                        isr.retain(|n| replicas.contains(n));
+                        if isr.is_empty() {
+                            return Err(Refused::Invalid(format!(
+                                "no replica in sync (ISR {:?})",
+                                p.isr
+                            )));
+                        }
+                        p.replicas = replicas;
+                        p.isr = isr;
+                        if target == original {
+                            p.reassigning = None;
+                        } else {
+                            p.reassigning = Some(Reassignment { target, original });
+                        }
+                        p.partition_epoch += 1;
+                        Ok(())
+                    }
+                }
+            }
+            Command::CompleteReassignment {
+                topic,
+                partition,
+                partition_epoch,
+            } => {
+                let p = self.partition_mut(&topic, partition)?;
+                if p.partition_epoch != partition_epoch {
+                    return Err(Refused::StaleEpoch {
+                        topic,
+                        partition,
+                        now: p.partition_epoch,
+                        against: partition_epoch,
+                    });
+                }
+                let Some(r) = p.reassigning.clone() else {
+                    return Err(Refused::NoReassignment(topic, partition));
+                };
+                if let Some(n) = r.target.iter().find(|n| !p.isr.contains(n)) {
+                    return Err(Refused::Invalid(format!(
+                        "replica {n} of the target {:?} is not in sync",
+                        r.target
+                    )));
+                }
+                p.settle(r.target).map_err(Refused::Invalid)
+            }
             Command::ReserveProducerIds { below } => {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(below);
                 Ok(())
             }
             Command::AllocateProducerIds { .. } => unreachable!("applied in `apply`"),
         }
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionState, Refused> {
+        self.topics
+            .get_mut(topic)
+            .ok_or_else(|| Refused::NoTopic(topic.to_string()))?
+            .partitions
+            .get_mut(partition as usize)
+            .ok_or_else(|| Refused::NoPartition(topic.to_string(), partition))
+    }
+
+    /// On the controller: the reassignments whose target replicas are
+    /// all in sync, as the commands that complete them.
+    pub fn completions(&self) -> Vec<Command> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Some(r) = &p.reassigning {
+                    if r.target.iter().all(|n| p.isr.contains(n)) {
+                        out.push(Command::CompleteReassignment {
+                            topic: t.name.clone(),
+                            partition: i as u32,
+                            partition_epoch: p.partition_epoch,
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Partitions for `replicas`, each led by its first replica, after
@@ -379,6 +571,7 @@ impl ClusterState {
                     leader: r[0],
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    reassigning: None,
                 })
             })
             .collect()
@@ -473,7 +666,13 @@ impl ClusterState {
         let mut leaderless = Vec::new();
         for t in self.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
-                if p.isr.len() < p.replicas.len() {
+                // Replicas being added by a reassignment copy the log
+                // first; they do not make a partition under-replicated.
+                let adding = p.adding();
+                if p.replicas
+                    .iter()
+                    .any(|n| !p.isr.contains(n) && !adding.contains(n))
+                {
                     under.push((t.name.clone(), i as u32));
                 }
                 if p.leader == -1 {
@@ -521,6 +720,22 @@ mod tests {
                     .map(|_| ())
             })
             .collect()
+    }
+
+    /// `three()` with topic "t" (id "x") of these replica sets.
+    fn three_with_topic(replicas: Vec<Vec<NodeId>>) -> ClusterState {
+        let mut s = three();
+        let r = apply_all(
+            &mut s,
+            &[Command::CreateTopic {
+                name: "t".into(),
+                id: "x".into(),
+                replicas,
+                configs: BTreeMap::new(),
+            }],
+        );
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        s
     }
 
     fn three() -> ClusterState {
@@ -623,6 +838,73 @@ mod tests {
         assert!(h.leaderless.is_empty());
     }
 
+    /// A reassignment adds the new replicas at once (the lead stays), is
+    /// completed only with every target replica in sync, then leaves the
+    /// target as the replicas with the lead on one of them (a new leader
+    /// epoch when it moved); a cancel restores the replicas before it.
+    #[test]
+    fn a_reassignment_adds_then_settles_or_is_cancelled() {
+        let mut s = three_with_topic(vec![vec![1], vec![1, 2]]);
+        let reassign = |p: u32, r: Option<Vec<NodeId>>| Command::Reassign {
+            topic: "t".into(),
+            partition: p,
+            replicas: r,
+        };
+        let r = apply_all(&mut s, &[reassign(0, Some(vec![2, 3]))]);
+        assert!(r[0].is_ok(), "{r:?}");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+        assert_eq!((p.leader, p.leader_epoch), (1, 0));
+        assert_eq!(p.isr, vec![1]);
+        assert_eq!((p.adding(), p.removing()), (vec![2, 3], vec![1]));
+        assert!(
+            s.health().under_replicated.is_empty(),
+            "adding replicas copy first"
+        );
+        // Not complete before both new replicas are in sync.
+        assert!(s.completions().is_empty());
+        let early = Command::CompleteReassignment {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: p.partition_epoch,
+        };
+        assert!(apply_all(&mut s, &[early])[0].is_err());
+        let join = Command::ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: p.partition_epoch,
+            leader: 1,
+            isr: vec![1, 3, 2],
+        };
+        assert!(apply_all(&mut s, &[join])[0].is_ok());
+        let done = s.completions();
+        assert_eq!(done.len(), 1);
+        assert!(apply_all(&mut s, &done)[0].is_ok());
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!(p.replicas, vec![2, 3]);
+        assert_eq!(p.isr, vec![2, 3]);
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+        assert!(p.reassigning.is_none());
+        assert!(s.completions().is_empty());
+        // A cancel restores the replicas; unknown nodes and cancels of
+        // nothing are refused.
+        assert!(apply_all(&mut s, &[reassign(1, Some(vec![1, 3]))])[0].is_ok());
+        assert_eq!(s.topics["t"].partitions[1].replicas, vec![1, 2, 3]);
+        assert!(apply_all(&mut s, &[reassign(1, None)])[0].is_ok());
+        let p = s.topics["t"].partitions[1].clone();
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2], vec![1, 2])
+        );
+        assert!(p.reassigning.is_none());
+        assert!(matches!(
+            apply_all(&mut s, &[reassign(1, None)])[0],
+            Err(Refused::NoReassignment(..))
+        ));
+        assert!(apply_all(&mut s, &[reassign(1, Some(vec![1, 9]))])[0].is_err());
+        assert!(apply_all(&mut s, &[reassign(1, Some(vec![1, 1]))])[0].is_err());
+    }
+
     #[test]
     fn dead_nodes_lose_their_leadership_to_live_in_sync_replicas() {
         let mut s = three();
@@ -711,17 +993,7 @@ mod tests {
 
     #[test]
     fn a_restarted_leader_leads_in_a_new_epoch() {
-        let mut s = three();
-        let r = apply_all(
-            &mut s,
-            &[Command::CreateTopic {
-                name: "t".into(),
-                id: "x".into(),
-                replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
-                configs: BTreeMap::new(),
-            }],
-        );
-        assert!(r.iter().all(|r| r.is_ok()));
+        let mut s = three_with_topic(vec![vec![1, 2, 3], vec![2, 3, 1]]);
         let again = |incarnation| {
             Command::RegisterNode(NodeInfo {
                 id: 1,
