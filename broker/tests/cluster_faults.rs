@@ -697,7 +697,20 @@ fn a_partition_moves_to_other_nodes_while_a_producer_writes() {
     const MOVING: &str = "moving";
     let dir = tempdir();
     let (mut nodes, _, all) = three_nodes_up(dir.path(), &[]);
-    create_topic(&all, NewTopic::new(MOVING, 1, TopicReplication::Fixed(1)));
+    // One replica (`sluice topic create --replication-factor`).
+    let (code, out, err) = common::run_sluice(
+        &[
+            "topic",
+            "create",
+            MOVING,
+            "--replication-factor",
+            "1",
+            "--bootstrap",
+            &all,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
     let from = wait_isr(&all, MOVING, |isr| isr.len() == 1)[0].0;
     let to: Vec<i32> = nodes.iter().map(|n| n.id).filter(|&n| n != from).collect();
     let pad = "x".repeat(1000);

@@ -17,6 +17,10 @@ pub enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas of each partition on a cluster; default the broker's
+        /// (min(3, nodes), or --default-replication-factor).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// A topic config, key=value (repeatable).
         #[arg(long = "config", value_parser = key_value)]
         configs: Vec<(String, String)>,
@@ -229,6 +233,7 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             configs,
         } => {
             let (_, r): (i16, CreateTopicsResponse) =
@@ -238,7 +243,7 @@ pub fn run(cmd: TopicCommand, common: &Common) -> Result<String> {
                         .with_topics(vec![create_topics_request::CreatableTopic::default()
                             .with_name(topic_name(&name))
                             .with_num_partitions(partitions)
-                            .with_replication_factor(-1)
+                            .with_replication_factor(replication_factor)
                             .with_configs(
                                 configs
                                     .iter()
