@@ -34,7 +34,7 @@ for round in $(seq 1 "$ROUNDS"); do
     "$B" topic create copy --partitions 1 --replication-factor 1 --bootstrap "$boot" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  "$B" loadgen --bootstrap "$boot" --topic copy --partitions 1 --producers 1 --consumers 0 \
+  "$B" loadgen --bootstrap 127.0.0.1:29201 --topic copy --partitions 1 --producers 1 --consumers 0 \
     --message-bytes 1000 --batch-bytes 1048576 --acks 1 --messages "$MESSAGES" >"$W/lg.out" 2>&1 \
     || { echo "fill failed: $(tail -1 "$W/lg.out")"; continue; }
   leader=$("$B" topic describe copy --json --bootstrap "$boot" | python3 -c "import json,sys;print(json.load(sys.stdin)['partitions'][0]['leader'])")

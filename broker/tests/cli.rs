@@ -245,7 +245,7 @@ fn produce_consume_and_group_commands() {
 
 // Nothing listening: a clear error and a non-zero exit.
 /// A single broker is a cluster of one: its own controller, reachable,
-/// nothing under-replicated.
+/// nothing under-replicated; a reassignment refused.
 #[test]
 fn cluster_status_of_a_single_broker() {
     let data = tempdir();
@@ -261,6 +261,28 @@ fn cluster_status_of_a_single_broker() {
     let table = ok(&b, &["cluster", "status"], None);
     assert!(table.contains("controller node 4"), "{table}");
     assert!(table.contains("NODE  ADDRESS"), "{table}");
+    // A single broker has nowhere to move replicas: refused, and no
+    // move is ever under way.
+    ok(&b, &["topic", "create", "t"], None);
+    let (code, _, err) = sluice(
+        &b,
+        &[
+            "cluster",
+            "reassign",
+            "t",
+            "--partition",
+            "0",
+            "--replicas",
+            "4",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("single broker"), "{err}");
+    assert_eq!(
+        json(&b, &["cluster", "reassignments"]),
+        serde_json::json!([])
+    );
 }
 
 #[test]

@@ -844,6 +844,20 @@ fn every_served_api_at_every_version() {
                 ApiKey::OffsetForLeaderEpoch => {
                     RequestKind::OffsetForLeaderEpoch(offset_for_leader_epoch("vers", 0, -1, 0))
                 }
+                ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+                    AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                        alter_partition_reassignments_request::ReassignableTopic::default()
+                            .with_name(name("vers"))
+                            .with_partitions(vec![
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_partition_index(0)
+                                    .with_replicas(Some(vec![BrokerId(1)])),
+                            ]),
+                    ]),
+                ),
+                ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+                    ListPartitionReassignmentsRequest::default(),
+                ),
                 other => panic!("no request template for {other:?}: add one"),
             };
             let mut enc = bytes::BytesMut::new();
