@@ -939,6 +939,11 @@ async fn accept_loop(
                 tracing::warn!(peer = ?stream.peer_addr().ok(), max, "node link refused: too many");
             }
             Ok(stream) => {
+                // A fetch answer is written as its header and then its
+                // batches: with Nagle's algorithm the batches waited for
+                // the header's ACK, which the follower delays (up to 40
+                // ms on Linux), on every answer.
+                let _ = stream.set_nodelay(true);
                 let (name, voters, inbox) = (name.clone(), voters.clone(), inbox.clone());
                 let closed = closed.clone();
                 let open = open.clone();
