@@ -1102,9 +1102,7 @@ async fn answer_fetch(
             let Some(call) = slot else { continue };
             if let Poll::Ready(got) = call.as_mut().poll(cx) {
                 *slot = None;
-                if got.iter().any(|(_, a)| {
-                    a.fetched.error != 0 || a.fetched.diverging.is_some() || a.fetched.raw_len > 0
-                }) {
+                if got.iter().any(|(_, a)| super::replica::has_news(a)) {
                     // The others stop waiting and answer what they have.
                     cancel.take();
                 }

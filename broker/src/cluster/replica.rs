@@ -66,7 +66,7 @@ pub struct Replication {
     /// This node's fetch loop for the partition, while it follows.
     pub following: RefCell<Option<Following>>,
     /// The leader's log start as this follower last took it (see
-    /// `fetch_once`).
+    /// `apply_answer`).
     pub leader_log_start: Cell<i64>,
 }
 
@@ -277,7 +277,7 @@ fn refuse_at(topic_id: TopicId, partition: u32, code: i16, log_start: i64) -> An
 pub type FetchItem = (usize, String, FetchPartition);
 
 /// Whether an answer tells the follower anything beyond "nothing new".
-fn has_news(a: &Answer) -> bool {
+pub fn has_news(a: &Answer) -> bool {
     a.fetched.error != 0 || a.fetched.diverging.is_some() || a.fetched.raw_len > 0
 }
 

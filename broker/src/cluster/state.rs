@@ -62,27 +62,27 @@ pub struct Reassignment {
     pub original: Vec<NodeId>,
 }
 
+/// The nodes of `from` that `other` lacks, in `from`'s order.
+fn not_in(from: &[NodeId], other: &[NodeId]) -> Vec<NodeId> {
+    from.iter()
+        .copied()
+        .filter(|n| !other.contains(n))
+        .collect()
+}
+
 impl PartitionState {
     /// Replicas being added by the reassignment under way.
     pub fn adding(&self) -> Vec<NodeId> {
-        self.reassigning.as_ref().map_or(Vec::new(), |r| {
-            r.target
-                .iter()
-                .copied()
-                .filter(|n| !r.original.contains(n))
-                .collect()
-        })
+        self.reassigning
+            .as_ref()
+            .map_or(Vec::new(), |r| not_in(&r.target, &r.original))
     }
 
     /// Replicas being removed by the reassignment under way.
     pub fn removing(&self) -> Vec<NodeId> {
-        self.reassigning.as_ref().map_or(Vec::new(), |r| {
-            r.original
-                .iter()
-                .copied()
-                .filter(|n| !r.target.contains(n))
-                .collect()
-        })
+        self.reassigning
+            .as_ref()
+            .map_or(Vec::new(), |r| not_in(&r.original, &r.target))
     }
 
     /// Makes `set` the replicas: the ISR keeps its members in it, and a
