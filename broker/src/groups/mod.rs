@@ -477,35 +477,51 @@ impl Coordinator {
         }
     }
 
-    /// Session and rebalance timeouts every `GROUP_TICK_MS`; offsets log
-    /// compaction when due; offsets expiry every `OFFSETS_EXPIRY_CHECK_MS`.
+    /// Session and rebalance timeouts every `GROUP_TICK_MS`; beside them,
+    /// offsets log compaction when due and offsets expiry every
+    /// `OFFSETS_EXPIRY_CHECK_MS`. Both of those store records, and on a
+    /// cluster a store waits for the in-sync replicas (up to the commit
+    /// timeout): they run apart from the timeouts, so a slow follower
+    /// never holds up a session expiry or a rebalance.
     pub async fn run_ticks(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
-        let mut last_expiry = Instant::now();
+        futures_lite::future::zip(self.clone().run_timeouts(), self.run_upkeep(shard)).await;
+    }
+
+    async fn run_timeouts(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
             if self.closed.get() {
                 return;
             }
             let now = Instant::now();
-            {
-                let mut groups = self.groups.borrow_mut();
-                for g in groups.values_mut() {
-                    if g.tick(now) {
-                        tracing::info!(
-                            group = g.id,
-                            state = g.state.name(),
-                            generation = g.generation,
-                            members = g.members.len(),
-                            "group membership changed by a timeout"
-                        );
-                    }
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                if g.tick(now) {
+                    tracing::info!(
+                        group = g.id,
+                        state = g.state.name(),
+                        generation = g.generation,
+                        members = g.members.len(),
+                        "group membership changed by a timeout"
+                    );
                 }
-                // Groups with no members and no offsets are forgotten.
-                groups.retain(|id, g| !g.is_idle() || self.offsets.has_group(id));
+            }
+            // Groups with no members and no offsets are forgotten.
+            groups.retain(|id, g| !g.is_idle() || self.offsets.has_group(id));
+        }
+    }
+
+    async fn run_upkeep(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
+        let mut last_expiry = Instant::now();
+        loop {
+            glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
+            if self.closed.get() {
+                return;
             }
             if let Err(e) = self.offsets.maybe_compact().await {
                 tracing::error!(shard = shard.id, error = %e, "offsets log compaction failed");
             }
+            let now = Instant::now();
             if now.duration_since(last_expiry)
                 >= Duration::from_millis(limits::OFFSETS_EXPIRY_CHECK_MS)
             {
