@@ -1152,17 +1152,32 @@ impl PartitionLog {
         let log_start = self.log_start_offset();
         let restart = restart || offset <= log_start;
         // Later segments go first, so a crash part-way never leaves data
-        // above the cut with a gap below it.
-        let removed: Vec<Segment> = {
+        // above the cut with a gap below it. The map is never left empty
+        // while this awaits (readers take its last segment as the active
+        // one): on a restart the segments stay in it, their files unlinked
+        // but open, until the new segment replaces them all at once below;
+        // on a cut, the segment holding the cut stays.
+        let doomed: Vec<Segment> = {
             let mut inner = self.inner.borrow_mut();
             inner.generation += 1;
-            let cut = if restart { i64::MIN } else { offset };
-            let mut gone: Vec<Segment> = inner.segments.split_off(&cut).into_values().collect();
-            gone.reverse();
-            gone
+            if restart {
+                Vec::new()
+            } else {
+                inner.segments.split_off(&offset).into_values().collect()
+            }
         };
-        for seg in &removed {
-            delete_segment_files(seg).await?;
+        let doomed_files: Vec<[PathBuf; 3]> = if restart {
+            self.inner
+                .borrow()
+                .segments
+                .values()
+                .map(segment_files)
+                .collect()
+        } else {
+            doomed.iter().map(segment_files).collect()
+        };
+        for files in doomed_files.iter().rev() {
+            delete_files(files).await?;
         }
         sync_dir(&self.dir)
             .await
@@ -1215,7 +1230,7 @@ impl PartitionLog {
                 .await
                 .map_err(|e| self.poison(&path, e))?;
             file.fdatasync().await.map_err(|e| self.poison(&path, e))?;
-            self.inner.borrow_mut().segments.remove(&base);
+            // Replaced by the recovered one below (same base).
             Segment::recover_active(&self.dir, base, interval, window, chunk)
                 .await?
                 .0
@@ -1224,6 +1239,9 @@ impl PartitionLog {
         let new_end = new_active.next_offset;
         {
             let mut inner = self.inner.borrow_mut();
+            if restart {
+                inner.segments.clear();
+            }
             inner.segments.insert(new_active.base, new_active);
             inner.log_start = *inner.segments.keys().next().unwrap();
             inner.next_offset = new_end;
@@ -1302,11 +1320,23 @@ impl PartitionLog {
     }
 }
 
-async fn delete_segment_files(seg: &Segment) -> Result<()> {
-    for p in [&seg.log_path, &seg.index_path, &seg.time_index_path] {
+fn segment_files(seg: &Segment) -> [PathBuf; 3] {
+    [
+        seg.log_path.clone(),
+        seg.index_path.clone(),
+        seg.time_index_path.clone(),
+    ]
+}
+
+async fn delete_files(files: &[PathBuf; 3]) -> Result<()> {
+    for p in files {
         remove_file(p).await.map_err(|e| StorageError::io(p, e))?;
     }
     Ok(())
+}
+
+async fn delete_segment_files(seg: &Segment) -> Result<()> {
+    delete_files(&segment_files(seg)).await
 }
 
 /// Why a disk read found nothing to serve.

@@ -969,3 +969,62 @@ fn restart_at_empties_the_log_and_starts_it_at_the_offset() {
         log.close().await.unwrap();
     })
 }
+
+/// Readers run while a cut or a restart awaits its file deletions and
+/// syncs: the log always has segments to answer from (a follower's
+/// heartbeat and lag checks read its ends while it truncates), and the
+/// ends they see are the old ones or the new ones, never anything else.
+#[test]
+fn readers_during_a_cut_or_a_restart_never_find_the_log_without_segments() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let path = dir.path().join("p");
+        // Large segments: the log is one segment, the case that emptied.
+        let log = Rc::new(open(&path, LogConfig::default(), &cache, &clock).await);
+        let fill = |n: usize| {
+            let log = log.clone();
+            async move {
+                for _ in 0..n {
+                    log.append(build::uniform(3, 10, 0)).await.unwrap();
+                }
+                log.sync().await.unwrap();
+            }
+        };
+        fill(4).await;
+        assert_eq!(log.segments().len(), 1);
+        // (before, cut, restart, after): a cut inside the one segment, a
+        // restart, a cut of the restarted log's one segment, a cut to the
+        // log start (which restarts it).
+        for (refill, cut, restart, want) in [
+            (0, 6, false, (0, 6)),
+            (0, 2, true, (2, 2)),
+            (2, 5, false, (2, 5)),
+            (1, 2, false, (2, 2)),
+        ] {
+            fill(refill).await;
+            let done = Rc::new(std::cell::Cell::new(false));
+            let (l, d) = (log.clone(), done.clone());
+            let before = (log.log_start_offset(), log.log_end_offset());
+            let reader = glommio::spawn_local(async move {
+                let mut seen = 0u32;
+                while !d.get() {
+                    let ends = (l.log_start_offset(), l.log_end_offset());
+                    assert!(ends == before || ends == want, "ends {ends:?}");
+                    seen += 1;
+                    futures_lite::future::yield_now().await;
+                }
+                seen
+            });
+            let end = if restart {
+                log.restart_at(cut).await.unwrap()
+            } else {
+                log.truncate_to(cut).await.unwrap()
+            };
+            done.set(true);
+            assert!(reader.await > 1, "the reader ran during the cut");
+            assert_eq!(end, want.1);
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), want);
+            assert_eq!(log.segments().len(), 1);
+        }
+    })
+}
