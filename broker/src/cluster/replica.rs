@@ -779,14 +779,14 @@ async fn run_fetcher(shard: Rc<Shard>, leader: NodeId, fetcher: Rc<Fetcher>) {
         for ((p, fp), (a, raw)) in asked.into_iter().zip(answers) {
             tasks.push((
                 (fp.topic_id, fp.partition),
-                glommio::spawn_local(apply_answer(p, a, raw)),
+                glommio::spawn_local(apply_answer(p, a, raw, fp.current_leader_epoch)),
             ));
         }
         for (key, task) in tasks {
             let progress = match task.await {
                 Ok(progress) => progress,
                 Err(why) => {
-                    tracing::debug!(
+                    tracing::warn!(
                         leader,
                         partition = key.1,
                         reason = why,
@@ -851,7 +851,12 @@ async fn fetch_round(
 /// diverging log back, restarts a log the leader's start passed, takes
 /// the leader's high watermark and log start. `Ok(false)` when the
 /// leader refused the partition (or there was no progress to make).
-async fn apply_answer(p: Rc<Partition>, a: FetchedPartition, raw: Bytes) -> Result<bool, String> {
+async fn apply_answer(
+    p: Rc<Partition>,
+    a: FetchedPartition,
+    raw: Bytes,
+    leader_epoch: i32,
+) -> Result<bool, String> {
     let leader_start = a.log_start;
     if a.error == ResponseError::OffsetOutOfRange.code() && leader_start > p.log.log_end_offset() {
         tracing::info!(
@@ -889,6 +894,17 @@ async fn apply_answer(p: Rc<Partition>, a: FetchedPartition, raw: Bytes) -> Resu
     }
     if !raw.is_empty() {
         for b in sluice_storage::batch::split_batches(&raw).map_err(|e| e.to_string())? {
+            // The frame's CRC covered the batch's leader epoch; a leader
+            // never sends one from an epoch after its own.
+            if let Some(h) = sluice_storage::BatchHeader::parse(&b) {
+                if h.partition_leader_epoch > leader_epoch {
+                    return Err(format!(
+                        "a replicated batch at offset {} from leader epoch {}, past the leader's {leader_epoch}",
+                        h.base_offset, h.partition_leader_epoch
+                    ));
+                }
+            }
+            // Its own CRC is checked here, before anything is written.
             let info = p
                 .log
                 .append_replica(b.clone())
