@@ -627,6 +627,7 @@ pub fn set_role(shard: &Rc<Shard>, p: &Rc<Partition>, topic_id: TopicId, role: O
                 epoch,
                 stop,
                 retry_at: None,
+                failing: None,
             },
         );
     }
@@ -640,6 +641,9 @@ struct Followed {
     epoch: i32,
     stop: Rc<Cell<bool>>,
     retry_at: Option<Instant>,
+    /// Why the last answer was not applied, while it keeps failing the
+    /// same way: a warning is logged once per new reason, not per round.
+    failing: Option<String>,
 }
 
 /// The partitions one shard follows from one leader node, fetched
@@ -783,21 +787,31 @@ async fn run_fetcher(shard: Rc<Shard>, leader: NodeId, fetcher: Rc<Fetcher>) {
             ));
         }
         for (key, task) in tasks {
-            let progress = match task.await {
-                Ok(progress) => progress,
+            let outcome = task.await;
+            let mut partitions = fetcher.partitions.borrow_mut();
+            let Some(f) = partitions.get_mut(&key) else {
+                continue;
+            };
+            let progress = match outcome {
+                Ok(progress) => {
+                    f.failing = None;
+                    progress
+                }
                 Err(why) => {
-                    tracing::warn!(
-                        leader,
-                        partition = key.1,
-                        reason = why,
-                        "replica fetch: answer not applied"
-                    );
+                    if f.failing.as_ref() != Some(&why) {
+                        tracing::warn!(
+                            leader,
+                            topic = f.p.topic,
+                            partition = key.1,
+                            reason = why,
+                            "replica fetch: answer not applied (retried; logged again when the reason changes)"
+                        );
+                        f.failing = Some(why);
+                    }
                     false
                 }
             };
-            if let Some(f) = fetcher.partitions.borrow_mut().get_mut(&key) {
-                f.retry_at = (!progress).then(|| Instant::now() + REFUSED_PAUSE);
-            }
+            f.retry_at = (!progress).then(|| Instant::now() + REFUSED_PAUSE);
         }
     }
 }
