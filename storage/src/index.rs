@@ -100,7 +100,9 @@ impl TimeIndex {
         for e in b.chunks_exact(TIME_ENTRY_BYTES) {
             let ts = i64::from_be_bytes(e[0..8].try_into().unwrap());
             let rel = u32::from_be_bytes(e[8..12].try_into().unwrap());
-            let ordered = entries.last().is_none_or(|&(t, r)| ts > t && rel > r);
+            // Timestamps never go back; a segment's seal entry may repeat
+            // the last one (its last batches within one millisecond).
+            let ordered = entries.last().is_none_or(|&(t, r)| ts >= t && rel > r);
             if !ordered || rel == 0 || rel > i32::MAX as u32 {
                 break;
             }

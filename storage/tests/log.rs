@@ -980,7 +980,7 @@ fn readers_during_a_cut_or_a_restart_never_find_the_log_without_segments() {
         let (dir, clock, cache) = fixture(1000, 1 << 20);
         let path = dir.path().join("p");
         // Large segments: the log is one segment, the case that emptied.
-        let log = Rc::new(open(&path, LogConfig::default(), &cache, &clock).await);
+        let log = open(&path, LogConfig::default(), &cache, &clock).await;
         let fill = |n: usize| {
             let log = log.clone();
             async move {
@@ -1026,5 +1026,36 @@ fn readers_during_a_cut_or_a_restart_never_find_the_log_without_segments() {
             assert_eq!((log.log_start_offset(), log.log_end_offset()), want);
             assert_eq!(log.segments().len(), 1);
         }
+    })
+}
+
+/// A sealed segment whose last batches share the timestamp of the last
+/// time index entry (a producer's batches within one millisecond) keeps
+/// its seal mark: a clean reopen reads no sealed segment again.
+#[test]
+fn segments_sealed_at_a_repeated_timestamp_reopen_without_a_scan() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let path = dir.path().join("p");
+        let log = open(&path, small_config(), &cache, &clock).await;
+        for i in 0..200 {
+            // Timestamps move every 10 batches: each segment ends on a
+            // run of equal ones.
+            log.append(build::uniform(3, 100, 1_000 + i / 10))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        let log = open(&path, small_config(), &cache, &clock).await;
+        let r = log.open_report().clone();
+        assert!(r.segments > 3, "{r:?}");
+        assert_eq!(r.rebuilt_indexes, 0, "{r:?}");
+        let sealed: u64 = log.segments().iter().rev().skip(1).map(|s| s.bytes).sum();
+        assert!(
+            r.scanned_bytes < sealed,
+            "{r:?}: sealed segments were scanned"
+        );
+        assert_eq!(log.log_end_offset(), 600);
+        log.close().await.unwrap();
     })
 }
