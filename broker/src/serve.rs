@@ -74,11 +74,57 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
         let mut sig: libc::c_int = 0;
         // SAFETY: waits for one of the signals blocked above.
         unsafe { libc::sigwait(&set, &mut sig) };
-        tracing::info!(signal = sig, "shutting down");
+        tracing::info!(
+            signal = sig,
+            bound_secs = limits::SHUTDOWN_SECS_MAX,
+            "shutting down: stopping the listeners, finishing requests, syncing every partition \
+             (a second signal exits at once)"
+        );
+        watch_the_stop(set);
     }
     broker.stop()?;
     println!("sluice: stopped cleanly");
     Ok(())
+}
+
+/// While the broker stops: a second SIGINT or SIGTERM exits at once
+/// (status 128 + the signal, as the signal's default would), and so does
+/// a stop still running after `SHUTDOWN_SECS_MAX` (status 1). Either way
+/// the next start recovers the logs by reading their tails.
+fn watch_the_stop(set: libc::sigset_t) {
+    let spawned = std::thread::Builder::new()
+        .name("sluice-stop".into())
+        .spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(limits::SHUTDOWN_SECS_MAX);
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                let bound = libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                };
+                // SAFETY: waits for the signals this thread inherited
+                // blocked; `bound` outlives the call.
+                let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &bound) };
+                if sig > 0 {
+                    eprintln!(
+                        "sluice: signal {sig} during the stop: exiting at once, without a clean stop"
+                    );
+                    // SAFETY: ends the process without unwinding other threads.
+                    unsafe { libc::_exit(128 + sig) };
+                }
+                if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            eprintln!(
+                "sluice: the stop took longer than {} s: exiting without finishing it",
+                limits::SHUTDOWN_SECS_MAX
+            );
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) };
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no watch on the stop: a second signal will wait for it");
+    }
 }
 
 /// A broker running in this process: one executor thread per shard,
@@ -324,7 +370,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     drop(ready_tx);
     drop(listening_tx);
     let mut failed = 0;
-    let mut total = (0usize, 0u64, 0u64);
+    let mut total = (0usize, 0u64, 0u64, 0usize);
     let (mut heap_bytes, mut heap_ms) = (0usize, 0u128);
     for r in ready_rx.iter().take(shards) {
         heap_bytes = heap_bytes.max(r.heap_bytes);
@@ -336,6 +382,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         total.0 += r.partitions;
         total.1 += r.scanned_bytes;
         total.2 += r.truncated_bytes;
+        total.3 += r.clean;
     }
     // Every shard is set up: now all of them listen.
     for l in &listens {
@@ -349,13 +396,15 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     }
     let line = format!(
         "sluice: serving {} partition(s) of {} topic(s) on {shards} shard(s) at {listen} from {} \
-         (recovered in {} ms, {} bytes scanned, {} bytes of torn tail cut; per shard {} MiB of \
+         (recovered in {} ms, {} of them closed cleanly, {} bytes scanned, {} bytes of torn tail \
+         cut; per shard {} MiB of \
          memory set up in {} ms, of it a {} MiB cache, {} MiB request memory, {} KiB I/O \
          memory)",
         total.0,
         snap.topics.len(),
         data_dir.display(),
         started.elapsed().as_millis(),
+        total.3,
         total.1,
         total.2,
         heap_bytes >> 20,

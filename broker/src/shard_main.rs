@@ -20,6 +20,8 @@ pub struct ShardReady {
     pub partitions: usize,
     pub scanned_bytes: u64,
     pub truncated_bytes: u64,
+    /// Partitions whose logs a clean stop closed (opened without a scan).
+    pub clean: usize,
     pub failed: Vec<(PathBuf, String)>,
     /// The shard's heap, resident, and how long faulting it in took.
     pub heap_bytes: usize,
@@ -129,6 +131,7 @@ pub async fn run_shard(start: ShardStart) {
             .iter()
             .map(|p| p.log.open_report().truncated_bytes)
             .sum(),
+        clean: owned.iter().filter(|p| p.log.open_report().clean).count(),
         failed,
         heap_bytes,
         heap_setup,

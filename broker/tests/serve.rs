@@ -100,16 +100,39 @@ fn serve_recovers_the_data_dir_and_stops_on_sigterm() {
     );
     b.stop();
 
-    // A clean restart finds the cut tail gone and nothing to repair.
+    // Both were written and closed cleanly, but the torn one no longer
+    // matches its mark: it was read, the other was not.
+    let first = b
+        .seen
+        .iter()
+        .find(|l| l.contains("sluice: serving"))
+        .unwrap();
+    assert!(first.contains("1 of them closed cleanly"), "{first}");
+
+    // A clean restart finds the cut tail gone and nothing to repair, and
+    // reads no log tail: the stop left each log a clean-shutdown mark.
     let mut b = spawn_serve(data.path());
     assert!(b.wait_for("bytes of torn tail cut"), "{:#?}", b.seen);
+    let line = b.seen.last().unwrap().clone();
+    assert!(line.contains(" 0 bytes of torn tail cut"), "{line}");
     assert!(
-        b.seen.last().unwrap().contains(" 0 bytes of torn tail cut"),
-        "{:#?}",
-        b.seen
+        line.contains("2 of them closed cleanly, 0 bytes scanned"),
+        "{line}"
     );
     b.signal(libc::SIGINT);
     assert!(b.child.wait().unwrap().success());
+
+    // After kill -9 there is no mark (the open removed it): the tails
+    // are read again.
+    let mut b = spawn_serve(data.path());
+    assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+    b.kill();
+    let mut b = spawn_serve(data.path());
+    assert!(b.wait_for("bytes of torn tail cut"), "{:#?}", b.seen);
+    let line = b.seen.last().unwrap().clone();
+    assert!(line.contains("0 of them closed cleanly"), "{line}");
+    assert!(!line.contains(" 0 bytes scanned"), "{line}");
+    b.stop();
 }
 
 #[test]

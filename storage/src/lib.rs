@@ -35,6 +35,8 @@ pub use batch::{Batch, BatchHeader};
 pub use cache::{CacheStats, ShardCache};
 pub use config::{Clock, LogConfig, ManualClock, SystemClock, TimestampType};
 pub use error::{kafka_code, Result, StorageError};
-pub use log::{AppendInfo, OpenReport, PartitionLog, RetentionOutcome, SegmentInfo};
+pub use log::{
+    AppendInfo, OpenReport, PartitionLog, RetentionOutcome, SegmentInfo, CLEAN_SHUTDOWN_FILE,
+};
 pub use probe::LogStats;
 pub use segment::RecoveryReport;

@@ -25,7 +25,8 @@ use crate::config::{Clock, LogConfig, TimestampType};
 use crate::epochs::EpochHistory;
 use crate::error::{Result, StorageError};
 use crate::file::{
-    align_down, create_dir_all, list_dir, parse_segment_name, remove_file, sync_dir, DirectFile,
+    align_down, create_dir_all, list_dir, parse_segment_name, read_small_file, remove_file,
+    sync_dir, write_small_file, DirectFile,
 };
 use crate::notify::Notify;
 use crate::probe::{LogProbe, LogStats};
@@ -61,7 +62,12 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
     /// Segments whose indexes had to be rebuilt.
     pub rebuilt_indexes: usize,
+    /// The log was closed cleanly and opened from its mark: no batch read.
+    pub clean: bool,
 }
+
+/// The file a clean close leaves in a log's directory (see `close`).
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -227,9 +233,37 @@ impl PartitionLog {
             add(&r);
             segments.insert(seg.base, seg);
         }
+        // A clean close left a mark: the last segment opens from it and
+        // its indexes, reading no batch. The mark goes before anything
+        // can be appended (a crash later must not find it).
+        let mark_path = dir.join(CLEAN_SHUTDOWN_FILE);
+        let mark = match read_small_file(&mark_path).await {
+            Ok(Some(b)) => {
+                remove_file(&mark_path)
+                    .await
+                    .map_err(|e| StorageError::io(&mark_path, e))?;
+                sync_dir(&dir)
+                    .await
+                    .map_err(|e| StorageError::io(&dir, e))?;
+                crate::segment::CleanMark::decode(&b)
+            }
+            _ => None,
+        };
         if let Some(&last) = bases.last() {
-            let (seg, r) = Segment::recover_active(&dir, last, interval, window, chunk).await?;
-            add(&r);
+            let clean = match mark.filter(|m| m.base == last) {
+                Some(m) => Segment::open_clean(&dir, &m, interval).await?,
+                None => None,
+            };
+            report.clean = clean.is_some();
+            let seg = match clean {
+                Some(seg) => seg,
+                None => {
+                    let (seg, r) =
+                        Segment::recover_active(&dir, last, interval, window, chunk).await?;
+                    add(&r);
+                    seg
+                }
+            };
             segments.insert(seg.base, seg);
         } else {
             let seg = Segment::create(&dir, 0, interval).await?;
@@ -1304,8 +1338,22 @@ impl PartitionLog {
             inner.durable = inner.next_offset;
         }
         let _i = self.index_lock.acquire_permit(1).await.map_err(closed)?;
-        let delta = self.inner.borrow_mut().active_mut().take_index_delta();
-        delta.write(true).await
+        let (delta, mark) = {
+            let mut inner = self.inner.borrow_mut();
+            let a = inner.active_mut();
+            (a.take_index_delta(), a.clean_mark())
+        };
+        delta.write(true).await?;
+        // Everything is on disk: the next open may trust the mark instead
+        // of reading the tail.
+        let mark = mark.encode();
+        let path = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        write_small_file(&path, &mark, 0, mark.len(), true)
+            .await
+            .map_err(|e| StorageError::io(&path, e))?;
+        sync_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io(&self.dir, e))
     }
 }
 

@@ -24,6 +24,67 @@ pub struct RecoveryReport {
     pub rebuilt_index: bool,
 }
 
+/// A segment's log file and its size.
+async fn open_segment_file(dir: &Path, base: i64, writable: bool) -> Result<(DirectFile, u64)> {
+    let (log_path, ..) = segment_paths(dir, base);
+    let file = DirectFile::open(&log_path, writable)
+        .await
+        .map_err(|e| StorageError::io(&log_path, e))?;
+    let size = file
+        .size()
+        .await
+        .map_err(|e| StorageError::io(&log_path, e))?;
+    Ok((file, size))
+}
+
+/// A cleanly closed log's active segment, as its clean-shutdown file
+/// holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanMark {
+    pub base: i64,
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    pub bytes_since_index: u64,
+}
+
+const CLEAN_MAGIC: &[u8; 4] = b"SLCM";
+const CLEAN_BYTES: usize = 4 + 5 * 8 + 4;
+
+impl CleanMark {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(CLEAN_BYTES);
+        b.extend_from_slice(CLEAN_MAGIC);
+        b.extend_from_slice(&self.base.to_be_bytes());
+        b.extend_from_slice(&self.size.to_be_bytes());
+        b.extend_from_slice(&self.next_offset.to_be_bytes());
+        b.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        b.extend_from_slice(&self.bytes_since_index.to_be_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// `None` for anything but a whole, CRC-valid mark.
+    pub fn decode(b: &[u8]) -> Option<CleanMark> {
+        if b.len() != CLEAN_BYTES || &b[..4] != CLEAN_MAGIC {
+            return None;
+        }
+        let (body, crc) = b.split_at(CLEAN_BYTES - 4);
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let at = |i: usize| -> [u8; 8] { body[4 + 8 * i..12 + 8 * i].try_into().unwrap() };
+        Some(CleanMark {
+            base: i64::from_be_bytes(at(0)),
+            size: u64::from_be_bytes(at(1)),
+            next_offset: i64::from_be_bytes(at(2)),
+            max_timestamp: i64::from_be_bytes(at(3)),
+            bytes_since_index: u64::from_be_bytes(at(4)),
+        })
+    }
+}
+
 pub(crate) struct Segment {
     pub base: i64,
     pub log_path: PathBuf,
@@ -402,6 +463,50 @@ impl Segment {
         }
     }
 
+    /// What a clean close leaves for the next open of this (active)
+    /// segment: its size, next offset, max timestamp and the bytes since
+    /// its last index entry, with its indexes complete on disk.
+    pub fn clean_mark(&self) -> CleanMark {
+        CleanMark {
+            base: self.base,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            bytes_since_index: self.bytes_since_index,
+        }
+    }
+
+    /// Opens the last segment of a log that was closed cleanly (`mark`
+    /// read back from its clean-shutdown file): its indexes and the mark
+    /// say everything a scan would, so no batch is read. `None` when the
+    /// file does not match the mark or the indexes do not agree (the
+    /// caller then recovers the segment by scanning it).
+    pub async fn open_clean(
+        dir: &Path,
+        mark: &CleanMark,
+        interval: u32,
+    ) -> Result<Option<Segment>> {
+        let (file, size) = open_segment_file(dir, mark.base, true).await?;
+        let mut seg = Segment::empty(dir, mark.base, file, interval);
+        if size != mark.size || mark.next_offset < mark.base {
+            return Ok(None);
+        }
+        let (mut index, mut time) = load_indexes(&seg, size).await;
+        let last_rel = index.entries.last().map_or(0, |&(r, _)| i64::from(r));
+        if !reconcile(&mut index, &mut time) || mark.base + last_rel > mark.next_offset {
+            return Ok(None);
+        }
+        seg.persisted = (index.entries.len(), time.entries.len());
+        seg.index = index;
+        seg.time_index = time;
+        seg.size = size;
+        seg.written = size;
+        seg.next_offset = mark.next_offset;
+        seg.max_timestamp = mark.max_timestamp;
+        seg.bytes_since_index = mark.bytes_since_index;
+        Ok(Some(seg))
+    }
+
     /// Opens a segment that has a successor starting at `next_base`. Reads
     /// only its indexes unless they are missing or incomplete, in which case
     /// it scans the segment once to rebuild them.
@@ -413,14 +518,7 @@ impl Segment {
         window: usize,
         chunk: usize,
     ) -> Result<(Segment, RecoveryReport)> {
-        let (log_path, ..) = segment_paths(dir, base);
-        let file = DirectFile::open(&log_path, false)
-            .await
-            .map_err(|e| StorageError::io(&log_path, e))?;
-        let size = file
-            .size()
-            .await
-            .map_err(|e| StorageError::io(&log_path, e))?;
+        let (file, size) = open_segment_file(dir, base, false).await?;
         let mut seg = Segment::empty(dir, base, file, interval);
         seg.size = size;
         seg.written = size;
@@ -496,14 +594,7 @@ impl Segment {
         window: usize,
         chunk: usize,
     ) -> Result<(Segment, RecoveryReport)> {
-        let (log_path, ..) = segment_paths(dir, base);
-        let file = DirectFile::open(&log_path, true)
-            .await
-            .map_err(|e| StorageError::io(&log_path, e))?;
-        let file_size = file
-            .size()
-            .await
-            .map_err(|e| StorageError::io(&log_path, e))?;
+        let (file, file_size) = open_segment_file(dir, base, true).await?;
         let mut seg = Segment::empty(dir, base, file, interval);
         let (mut index, mut time) = load_indexes(&seg, file_size).await;
         let mut report = RecoveryReport {

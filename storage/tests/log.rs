@@ -1059,3 +1059,65 @@ fn segments_sealed_at_a_repeated_timestamp_reopen_without_a_scan() {
         log.close().await.unwrap();
     })
 }
+
+/// A clean close leaves a mark the next open trusts instead of reading
+/// the tail; the open removes it, so a crash after that open is
+/// recovered by a scan again; a mark that does not match the segment
+/// (or does not decode) is ignored.
+#[test]
+fn a_clean_close_reopens_without_reading_the_tail() {
+    run(|| async {
+        let (dir, clock, cache) = fixture(1000, 1 << 20);
+        let path = dir.path().join("p");
+        let mark = path.join(sluice_storage::CLEAN_SHUTDOWN_FILE);
+        let log = open(&path, small_config(), &cache, &clock).await;
+        for i in 0..50 {
+            log.append(build::uniform(3, 100, 1_000 + i)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        assert!(mark.exists());
+        let log = open(&path, small_config(), &cache, &clock).await;
+        let r = log.open_report().clone();
+        assert!(r.clean, "{r:?}");
+        assert_eq!(r.scanned_bytes, 0, "{r:?}");
+        assert!(!mark.exists(), "the mark outlived the open");
+        assert_eq!(log.log_end_offset(), 150);
+        assert_eq!(read_all(&log, 0).await.len(), 50);
+        assert_eq!(log.offset_for_timestamp(1_049).await.unwrap(), Some(147));
+        // Appends go on from the mark's end, and a crash now is recovered
+        // by a scan (no mark).
+        log.append(build::uniform(3, 100, 2_000)).await.unwrap();
+        log.sync().await.unwrap();
+        log.simulate_crash().await;
+        drop(log);
+        let log = open(&path, small_config(), &cache, &clock).await;
+        let r = log.open_report().clone();
+        assert!(!r.clean && r.scanned_bytes > 0, "{r:?}");
+        assert_eq!(log.log_end_offset(), 153);
+        assert_eq!(read_all(&log, 0).await.len(), 51);
+        log.close().await.unwrap();
+        // A mark that does not decode, then one for another size.
+        let good = std::fs::read(&mark).unwrap();
+        let mut bad = good.clone();
+        bad[10] ^= 1;
+        std::fs::write(&mark, &bad).unwrap();
+        let log = open(&path, small_config(), &cache, &clock).await;
+        assert!(!log.open_report().clean);
+        assert_eq!(log.log_end_offset(), 153);
+        log.close().await.unwrap();
+        let active = log.segments().last().unwrap().base_offset;
+        let seg = path.join(format!("{active:020}.log"));
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len + 4096)
+            .unwrap();
+        let log = open(&path, small_config(), &cache, &clock).await;
+        let r = log.open_report().clone();
+        assert!(!r.clean && r.scanned_bytes > 0, "{r:?}");
+        assert_eq!(log.log_end_offset(), 153);
+        log.close().await.unwrap();
+    })
+}

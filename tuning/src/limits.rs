@@ -337,3 +337,7 @@ pub const REPLICA_FETCH_PARTITIONS_MAX: usize = 10_000;
 
 /// The longest a leader holds a replica fetch with nothing to send.
 pub const REPLICA_FETCH_WAIT_MS_MAX: u32 = 5_000;
+
+/// The longest a stop (SIGINT or SIGTERM) may take before the process
+/// exits without finishing it.
+pub const SHUTDOWN_SECS_MAX: u64 = 60;
