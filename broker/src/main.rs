@@ -21,7 +21,7 @@ static ALLOC: sluice_net::guard::GuardedAlloc<
 #[derive(Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SLUICE_GIT_COMMIT"), ")"),
     about = "A Kafka-compatible, thread-per-core streaming broker"
 )]
 struct Cli {

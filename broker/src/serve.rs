@@ -65,6 +65,11 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
     // Signals are taken by this thread alone (sigwait below); shard threads
     // inherit the blocked mask and never see them.
     let set = blocked_signals();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("SLUICE_GIT_COMMIT"),
+        "sluice starting"
+    );
     // A panic on any thread stops the process (see `failstop`).
     crate::failstop::install();
     // SAFETY: changes this thread's signal mask only.

@@ -419,3 +419,18 @@ fn iotune_writes_properties_that_serve_reads() {
         "{err}"
     );
 }
+
+/// `sluice --version` names the version and the commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let (code, out, err) = run_sluice(&["--version"], None);
+    assert_eq!(code, 0, "{err}");
+    let want = format!("sluice {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(out.starts_with(&want), "{out}");
+    let commit = out[want.len()..].trim_end().trim_end_matches(')');
+    let hex = commit.trim_end_matches("-modified");
+    assert!(
+        hex == "unknown" || (hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{out}"
+    );
+}
