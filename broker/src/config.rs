@@ -160,6 +160,11 @@ struct FileConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "environment variable {0} is not a sluice setting (a misspelt one would be ignored); \
+         `sluice serve --help` lists each flag's SLUICE_* variable"
+    )]
+    UnknownVariable(String),
     #[error("config file {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error("config file {0}: {1}")]
@@ -300,6 +305,7 @@ impl BrokerConfig {
 
     /// Flags and environment over the file over the defaults.
     pub fn resolve(args: ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        check_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
         let file = match &args.config {
             Some(p) => {
                 let text =
@@ -454,8 +460,70 @@ fn hostname() -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// `SLUICE_*` variables that are not serve's flags but are read elsewhere:
+/// the log filter, the fault injection of the failure tests, the CLI's
+/// bootstrap, and the project's test, benchmark and build tooling (whose
+/// variables reach brokers it starts).
+const OTHER_VARIABLES: &[&str] = &[
+    "SLUICE_LOG",
+    "SLUICE_BOOTSTRAP",
+    "SLUICE_BIN",
+    "SLUICE_GIT_COMMIT",
+];
+const OTHER_PREFIXES: &[&str] = &[
+    "SLUICE_FAULT_",
+    "SLUICE_TEST_",
+    "SLUICE_FUZZ_",
+    "SLUICE_SIM_",
+    "SLUICE_MODEL_",
+    "SLUICE_BENCH_",
+    "SLUICE_SUITE_",
+    "SLUICE_PEER_",
+    "SLUICE_FAILOVER_",
+];
+
+/// Refuses a `SLUICE_*` variable that names no setting: a misspelt one
+/// would otherwise be ignored without a word.
+fn check_variables(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    let cmd = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let flags: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .filter_map(|e| e.to_str().map(str::to_string))
+        .collect();
+    for name in names.filter(|n| n.starts_with("SLUICE_")) {
+        let known = flags.contains(&name)
+            || OTHER_VARIABLES.contains(&name.as_str())
+            || OTHER_PREFIXES.iter().any(|p| name.starts_with(p));
+        if !known {
+            return Err(ConfigError::UnknownVariable(name));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_sluice_variables_are_refused_by_name() {
+        let ok = [
+            "SLUICE_LISTEN",
+            "SLUICE_DATA_DIR",
+            "SLUICE_CLUSTER",
+            "SLUICE_LOG",
+            "SLUICE_FUZZ_SEED",
+            "PATH",
+        ];
+        assert!(check_variables(ok.iter().map(|s| s.to_string())).is_ok());
+        for bad in ["SLUICE_LISTENER", "SLUICE_DATADIR", "SLUICE_"] {
+            let names = ok.iter().chain([&bad]).map(|s| s.to_string());
+            match check_variables(names) {
+                Err(ConfigError::UnknownVariable(n)) => assert_eq!(n, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
     use super::*;
 
     /// A file fills what flags leave unset; flags win where both are set.

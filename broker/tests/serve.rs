@@ -165,6 +165,18 @@ fn serve_refuses_bad_arguments() {
     c.stderr.take().unwrap().read_to_string(&mut out).unwrap();
     assert_eq!(c.wait().unwrap().code(), Some(2));
     assert!(out.contains("--cores 0"), "{out}");
+
+    // A misspelt SLUICE_* variable is named, not ignored.
+    let data = tempdir();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .env("SLUICE_LISTENER", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("SLUICE_LISTENER"), "{err}");
 }
 
 /// Each thread of process `pid`: its name and the CPUs it may run on.
