@@ -103,6 +103,12 @@ pub struct ServeArgs {
     /// tie). Default 500.
     #[arg(long, env = "SLUICE_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Address of the admin endpoint (`GET /metrics`, `GET /health`), or
+    /// `off`. Default 127.0.0.1:9644; a port of 0 picks a free one (the
+    /// log names it). An address in use leaves the broker serving
+    /// without it, with a warning.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 }
 
 /// See `ServeArgs::io_worker_priority`.
@@ -156,6 +162,8 @@ struct FileConfig {
     election_timeout_ms: Option<u64>,
     #[serde(alias = "default_replication_factor")]
     default_replication_factor: Option<u16>,
+    #[serde(alias = "admin_listen")]
+    admin_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +177,8 @@ pub enum ConfigError {
     Read(PathBuf, std::io::Error),
     #[error("config file {0}: {1}")]
     Parse(PathBuf, String),
+    #[error("--admin-listen {0:?}: expected IP:PORT or off")]
+    AdminListen(String),
     #[error("--advertised-listener {0:?}: expected HOST:PORT")]
     Advertised(String),
     #[error("--default-partitions {0}: must be between 1 and {1}")]
@@ -274,6 +284,8 @@ pub struct BrokerConfig {
     pub partitions_per_shard_max: usize,
     /// `None`: a cluster of one.
     pub cluster: Option<ClusterConfig>,
+    /// The admin endpoint's address; `None`: not served.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl BrokerConfig {
@@ -300,6 +312,10 @@ impl BrokerConfig {
             stall_threshold_ms: limits::STALL_THRESHOLD_MS_DEFAULT,
             partitions_per_shard_max: limits::PARTITIONS_PER_SHARD_MAX_DEFAULT,
             cluster: None,
+            admin_listen: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                limits::ADMIN_PORT_DEFAULT,
+            )),
         }
     }
 
@@ -404,6 +420,12 @@ impl BrokerConfig {
         let (lo, hi) = limits::ELECTION_TIMEOUT_MS_RANGE;
         if !(lo..=hi).contains(&election_timeout_ms) {
             return Err(ConfigError::ElectionTimeout(election_timeout_ms, lo, hi));
+        }
+        if let Some(a) = args.admin_listen.or(file.admin_listen) {
+            cfg.admin_listen = match a.as_str() {
+                "off" => None,
+                _ => Some(a.parse().map_err(|_| ConfigError::AdminListen(a.clone()))?),
+            };
         }
         if let Some(spec) = args.cluster.or(file.cluster) {
             let nodes = ClusterConfig::parse(&spec, cfg.node_id)

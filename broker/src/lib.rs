@@ -4,6 +4,7 @@
 //! Architecture invariant: the broker reaches segment files only through
 //! `sluice_storage::PartitionLog`.
 
+pub mod admin_http;
 pub mod apis;
 pub mod cli;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod failstop;
 pub mod groups;
 pub mod memory;
 pub mod metadata;
+pub mod metrics;
 pub mod producers;
 pub mod serve;
 pub mod shard;

@@ -50,6 +50,10 @@ pub struct Partition {
     pub append_gate: glommio::sync::Semaphore,
     /// On a node of a cluster: role, followers, high watermark waits.
     pub replication: crate::cluster::replica::Replication,
+    /// Record bytes and records produced to it (leader appends), for
+    /// `/metrics`; this shard's alone, summed at scrape time.
+    pub bytes_in: Cell<u64>,
+    pub records_in: Cell<u64>,
 }
 
 impl Partition {
@@ -192,6 +196,16 @@ impl Shard {
             .insert(crate::groups::LOCAL_SLOT, c.clone());
         assert!(old.is_none(), "opened once");
         Ok(c)
+    }
+
+    /// The batch cache's counters.
+    pub fn cache_stats(&self) -> sluice_storage::CacheStats {
+        self.cache.stats()
+    }
+
+    /// The batch cache's budget.
+    pub fn cache_budget(&self) -> usize {
+        self.cache.budget_bytes()
     }
 
     /// The coordinator of slot `slot` here, if it is open.
@@ -605,6 +619,8 @@ impl Shard {
                                 producers: RefCell::new(producers),
                                 append_gate: glommio::sync::Semaphore::new(1),
                                 replication: Default::default(),
+                                bytes_in: Cell::new(0),
+                                records_in: Cell::new(0),
                             }),
                         );
                     }

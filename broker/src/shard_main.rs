@@ -162,6 +162,22 @@ pub async fn run_shard(start: ShardStart) {
     } else {
         None
     };
+    // Shard 0 serves the admin endpoint (metrics, health).
+    let admin = match (start.cfg.admin_listen, id) {
+        (Some(addr), 0) => match crate::admin_http::bind(addr) {
+            Ok(l) => {
+                let at = l.local_addr().map_or(addr, |a| a);
+                tracing::info!("admin endpoint at http://{at} (/metrics, /health)");
+                Some(glommio::spawn_local(crate::admin_http::serve(shard.clone(), l)).detach())
+            }
+            Err(e) => {
+                tracing::warn!(address = %addr, error = %e,
+                    "admin endpoint not served (--admin-listen): the broker serves without it");
+                None
+            }
+        },
+        _ => None,
+    };
     // Shard 0 of a node of a cluster runs the metadata log.
     let cluster = match (&start.cfg.cluster, id) {
         (Some(c), 0) => {
@@ -201,6 +217,9 @@ pub async fn run_shard(start: ShardStart) {
         a.cancel();
     }
     housekeeping.cancel();
+    if let Some(a) = admin {
+        a.cancel();
+    }
     if let Some(c) = cluster {
         c.cancel();
     }

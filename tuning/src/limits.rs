@@ -341,3 +341,6 @@ pub const REPLICA_FETCH_WAIT_MS_MAX: u32 = 5_000;
 /// The longest a stop (SIGINT or SIGTERM) may take before the process
 /// exits without finishing it.
 pub const SHUTDOWN_SECS_MAX: u64 = 60;
+
+/// The admin endpoint's default port (`--admin-listen`), as Redpanda's.
+pub const ADMIN_PORT_DEFAULT: u16 = 9644;

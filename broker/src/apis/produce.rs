@@ -389,6 +389,7 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
     };
     let mut first: Option<Outcome> = None;
     for ((b, h), check) in batches.into_iter().zip(headers).zip(plan) {
+        let batch_bytes = b.len() as u64;
         let o = match check {
             SeqCheck::Refuse(_) => unreachable!("refusals end the plan"),
             SeqCheck::Duplicate(d) => Outcome {
@@ -400,6 +401,9 @@ async fn append_partition(p: &crate::shard::Partition, records: Bytes) -> Outcom
             },
             SeqCheck::Append => match p.log.append(b).await {
                 Ok(info) => {
+                    p.bytes_in.set(p.bytes_in.get() + batch_bytes);
+                    p.records_in
+                        .set(p.records_in.get() + (info.last_offset - info.base_offset + 1) as u64);
                     p.producers
                         .borrow_mut()
                         .record(&h, info.base_offset, info.log_append_time_ms);

@@ -148,6 +148,8 @@ impl Broker {
             // Brokers of tests run side by side: each shard sets up 128 MiB
             // rather than its share of the machine. A test may set more.
             .env("SLUICE_SHARD_MEMORY_BYTES", (128u64 << 20).to_string())
+            // Each its own admin port (the log names it), not 9644.
+            .env("SLUICE_ADMIN_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied());
         cmd
     }

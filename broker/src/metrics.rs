@@ -1,0 +1,282 @@
+//! `/metrics`: each shard's counters and gauges, read on that shard
+//! (`collect`) when a scrape comes and summed or labelled by shard here
+//! (`render`, the Prometheus text format). Nothing is kept for the
+//! scrape on the hot path: the counters are the ones the shard keeps
+//! anyway (partition logs, cache, request memory, heap, stalls), plus a
+//! byte and record count per partition bumped on each leader append.
+
+use std::fmt::Write;
+
+use crate::shard::Shard;
+
+/// One partition's figures on the shard that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetrics {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start: i64,
+    pub log_end: i64,
+    pub high_watermark: i64,
+    pub log_bytes: u64,
+    pub bytes_in: u64,
+    pub records_in: u64,
+}
+
+/// One shard's figures, taken on the shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMetrics {
+    pub shard: usize,
+    pub partitions: Vec<PartitionMetrics>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_used_bytes: u64,
+    pub cache_budget_bytes: u64,
+    pub request_memory_used_bytes: u64,
+    pub request_memory_budget_bytes: u64,
+    pub request_memory_waits: u64,
+    pub heap_bytes: u64,
+    pub heap_in_use_bytes: u64,
+    pub stalls: u64,
+}
+
+/// Reads this shard's figures (runs on the shard).
+pub fn collect(shard: &Shard) -> ShardMetrics {
+    let mut partitions: Vec<PartitionMetrics> = shard
+        .owned()
+        .iter()
+        .map(|p| PartitionMetrics {
+            topic: p.topic.clone(),
+            partition: p.index,
+            log_start: p.log.log_start_offset(),
+            log_end: p.log.log_end_offset(),
+            high_watermark: p.log.high_watermark(),
+            log_bytes: p.log.segments().iter().map(|s| s.bytes).sum(),
+            bytes_in: p.bytes_in.get(),
+            records_in: p.records_in.get(),
+        })
+        .collect();
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let cache = shard.cache_stats();
+    let heap = sluice_storage::shard_heap::stats(shard.id);
+    ShardMetrics {
+        shard: shard.id,
+        partitions,
+        cache_hits: cache.hits,
+        cache_misses: cache.misses,
+        cache_used_bytes: cache.used_bytes as u64,
+        cache_budget_bytes: shard.cache_budget() as u64,
+        request_memory_used_bytes: shard.request_memory.used() as u64,
+        request_memory_budget_bytes: shard.request_memory.budget() as u64,
+        request_memory_waits: shard.request_memory.waits(),
+        heap_bytes: heap.bytes as u64,
+        heap_in_use_bytes: heap.in_use as u64,
+        stalls: sluice_storage::stall::count(),
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per row.
+fn family<T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = T>,
+    sample: impl Fn(&T) -> (String, u64),
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for r in rows {
+        let (labels, v) = sample(&r);
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// A metric family read off one row type: name, type, help, value.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// The Prometheus text exposition of every shard's figures.
+pub fn render(shards: &[ShardMetrics]) -> String {
+    let mut out = String::new();
+    let parts: Vec<(usize, &PartitionMetrics)> = shards
+        .iter()
+        .flat_map(|s| s.partitions.iter().map(move |p| (s.shard, p)))
+        .collect();
+    let pl = |s: &usize, p: &PartitionMetrics| {
+        format!(
+            "topic=\"{}\",partition=\"{}\",shard=\"{s}\"",
+            label(&p.topic),
+            p.partition
+        )
+    };
+    type P<'a> = (usize, &'a PartitionMetrics);
+    let per_partition: [Family<PartitionMetrics>; 6] = [
+        (
+            "sluice_partition_bytes_in_total",
+            "counter",
+            "Record batch bytes appended to the partition as its leader, since this broker started.",
+            |p| p.bytes_in,
+        ),
+        (
+            "sluice_partition_records_in_total",
+            "counter",
+            "Records appended to the partition as its leader, since this broker started.",
+            |p| p.records_in,
+        ),
+        (
+            "sluice_partition_log_end_offset",
+            "gauge",
+            "The offset the partition's next record gets.",
+            |p| p.log_end.max(0) as u64,
+        ),
+        (
+            "sluice_partition_log_start_offset",
+            "gauge",
+            "The partition's first offset held.",
+            |p| p.log_start.max(0) as u64,
+        ),
+        (
+            "sluice_partition_high_watermark",
+            "gauge",
+            "The partition's high watermark: consumers read below it.",
+            |p| p.high_watermark.max(0) as u64,
+        ),
+        (
+            "sluice_partition_log_bytes",
+            "gauge",
+            "Bytes of the partition's segments on disk.",
+            |p| p.log_bytes,
+        ),
+    ];
+    for (name, kind, help, f) in per_partition {
+        family(
+            &mut out,
+            name,
+            kind,
+            help,
+            parts.iter(),
+            |(s, p): &&P<'_>| (pl(s, p), f(p)),
+        );
+    }
+    let per_shard: [Family<ShardMetrics>; 10] = [
+        (
+            "sluice_cache_hits_total",
+            "counter",
+            "Reads served from the shard's batch cache.",
+            |s| s.cache_hits,
+        ),
+        (
+            "sluice_cache_misses_total",
+            "counter",
+            "Reads the shard's batch cache could not serve (read from disk).",
+            |s| s.cache_misses,
+        ),
+        (
+            "sluice_cache_bytes",
+            "gauge",
+            "Bytes held by the shard's batch cache.",
+            |s| s.cache_used_bytes,
+        ),
+        (
+            "sluice_cache_budget_bytes",
+            "gauge",
+            "The shard's batch cache budget.",
+            |s| s.cache_budget_bytes,
+        ),
+        (
+            "sluice_request_memory_bytes",
+            "gauge",
+            "Bytes of requests the shard's connections hold.",
+            |s| s.request_memory_used_bytes,
+        ),
+        (
+            "sluice_request_memory_budget_bytes",
+            "gauge",
+            "The shard's request memory budget.",
+            |s| s.request_memory_budget_bytes,
+        ),
+        (
+            "sluice_request_memory_waits_total",
+            "counter",
+            "Requests that waited for request memory.",
+            |s| s.request_memory_waits,
+        ),
+        (
+            "sluice_shard_heap_bytes",
+            "gauge",
+            "The shard's heap (resident, set up at start).",
+            |s| s.heap_bytes,
+        ),
+        (
+            "sluice_shard_heap_in_use_bytes",
+            "gauge",
+            "Bytes of the shard's heap in use.",
+            |s| s.heap_in_use_bytes,
+        ),
+        (
+            "sluice_stalls_total",
+            "counter",
+            "Tasks that ran past the stall threshold without yielding.",
+            |s| s.stalls,
+        ),
+    ];
+    for (name, kind, help, f) in per_shard {
+        family(
+            &mut out,
+            name,
+            kind,
+            help,
+            shards.iter(),
+            |s: &&ShardMetrics| (format!("shard=\"{}\"", s.shard), f(s)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_one_help_and_type_per_family_and_escaped_labels() {
+        let shard = |id: usize, topic: &str| ShardMetrics {
+            shard: id,
+            partitions: vec![PartitionMetrics {
+                topic: topic.into(),
+                partition: id as i32,
+                log_start: 0,
+                log_end: 10,
+                high_watermark: 9,
+                log_bytes: 4096,
+                bytes_in: 1000,
+                records_in: 10,
+            }],
+            cache_hits: 3,
+            ..Default::default()
+        };
+        let text = render(&[shard(0, "a"), shard(1, "q\"uote")]);
+        assert_eq!(
+            text.matches("# TYPE sluice_partition_records_in_total counter")
+                .count(),
+            1
+        );
+        assert!(text.contains(
+            "sluice_partition_records_in_total{topic=\"a\",partition=\"0\",shard=\"0\"} 10\n"
+        ));
+        assert!(text.contains(
+            "sluice_partition_high_watermark{topic=\"q\\\"uote\",partition=\"1\",shard=\"1\"} 9\n"
+        ));
+        assert!(text.contains("sluice_cache_hits_total{shard=\"1\"} 3\n"));
+        // Every sample line is NAME{LABELS} VALUE.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (head, v) = l.rsplit_once(' ').unwrap();
+            assert!(head.ends_with('}') && v.parse::<u64>().is_ok(), "{l}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The admin endpoint: `/metrics` counts what a producer sent, `/health`
+//! answers 200, anything else 404.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::{run_sluice, tempdir, Broker};
+
+/// GET `path` from the admin endpoint: (status line, body).
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample `name{labels...}` whose labels contain every
+/// one of `want`.
+fn sample(text: &str, name: &str, want: &[&str]) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| want.iter().all(|w| l.contains(w)))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_was_produced_and_health_answers() {
+    let data = tempdir();
+    let mut b = Broker::start(data.path(), 2, &[]);
+    assert!(b.wait_for("admin endpoint at http://"), "{:#?}", b.seen);
+    let line = b
+        .seen
+        .iter()
+        .find(|l| l.contains("admin endpoint at"))
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let (status, body) = get(&addr, "/health");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+
+    let msgs: String = (0..250).map(|i| format!("message-{i:04}\n")).collect();
+    for _ in 0..2 {
+        let (code, out, err) = run_sluice(
+            &["produce", "metered", "--bootstrap", &b.bootstrap()],
+            Some(&msgs),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (status, text) = get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let p0 = ["topic=\"metered\"", "partition=\"0\""];
+    assert_eq!(
+        sample(&text, "sluice_partition_records_in_total", &p0),
+        Some(500),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "sluice_partition_log_end_offset", &p0),
+        Some(500)
+    );
+    assert_eq!(
+        sample(&text, "sluice_partition_high_watermark", &p0),
+        Some(500)
+    );
+    let bytes_in = sample(&text, "sluice_partition_bytes_in_total", &p0).unwrap();
+    // 500 values of 12 bytes, in batches with their headers.
+    assert!(bytes_in > 500 * 12, "{bytes_in}");
+    let on_disk = sample(&text, "sluice_partition_log_bytes", &p0).unwrap();
+    assert_eq!(on_disk, bytes_in, "what was appended is what the log holds");
+    // One sample per shard for the shard families.
+    for shard in ["shard=\"0\"", "shard=\"1\""] {
+        assert!(sample(&text, "sluice_cache_budget_bytes", &[shard]).unwrap() > 0);
+        assert!(sample(&text, "sluice_request_memory_budget_bytes", &[shard]).unwrap() > 0);
+    }
+    assert_eq!(
+        text.matches("# TYPE sluice_stalls_total counter").count(),
+        1
+    );
+
+    let (status, _) = get(&addr, "/nothing-here");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    b.stop();
+}
