@@ -5,9 +5,59 @@
 //! anyway (partition logs, cache, request memory, heap, stalls), plus a
 //! byte and record count per partition bumped on each leader append.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::shard::Shard;
+
+/// Upper bounds of the request latency buckets, in microseconds (the
+/// last bucket, +Inf, is implied).
+pub const LATENCY_BOUNDS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A latency histogram: a count per bucket (not cumulative), the sum and
+/// the count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
+        self.buckets[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+}
+
+/// This shard's requests: a count per (API key, version) and a latency
+/// histogram per API key, from the request's decoding to its answer
+/// being ready. Kept per thread: each shard has its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    pub counts: BTreeMap<(i16, i16), u64>,
+    pub latency: BTreeMap<i16, Histogram>,
+}
+
+thread_local! {
+    static REQUESTS: RefCell<RequestStats> = RefCell::new(RequestStats::default());
+}
+
+/// Counts one answered request of this shard.
+pub fn record_request(api_key: i16, version: i16, took: Duration) {
+    REQUESTS.with_borrow_mut(|r| {
+        *r.counts.entry((api_key, version)).or_default() += 1;
+        r.latency.entry(api_key).or_default().record(took);
+    });
+}
 
 /// One partition's figures on the shard that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +87,7 @@ pub struct ShardMetrics {
     pub heap_bytes: u64,
     pub heap_in_use_bytes: u64,
     pub stalls: u64,
+    pub requests: RequestStats,
 }
 
 /// Reads this shard's figures (runs on the shard).
@@ -71,7 +122,14 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         heap_bytes: heap.bytes as u64,
         heap_in_use_bytes: heap.in_use as u64,
         stalls: sluice_storage::stall::count(),
+        requests: REQUESTS.with_borrow(|r| r.clone()),
     }
+}
+
+fn api_name(key: i16) -> String {
+    kafka_protocol::messages::ApiKey::try_from(key)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| key.to_string())
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -236,6 +294,42 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             |s: &&ShardMetrics| (format!("shard=\"{}\"", s.shard), f(s)),
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_requests_total Kafka requests answered, by API and version."
+    );
+    let _ = writeln!(out, "# TYPE sluice_requests_total counter");
+    for s in shards {
+        for (&(key, version), n) in &s.requests.counts {
+            let _ = writeln!(
+                out,
+                "sluice_requests_total{{api=\"{}\",version=\"{version}\",shard=\"{}\"}} {n}",
+                api_name(key),
+                s.shard
+            );
+        }
+    }
+    let name = "sluice_request_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a request's decoding to its answer being ready, by API."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for s in shards {
+        for (&key, h) in &s.requests.latency {
+            let labels = format!("api=\"{}\",shard=\"{}\"", api_name(key), s.shard);
+            let mut cumulative = 0;
+            for (i, n) in h.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = LATENCY_BOUNDS_US
+                    .get(i)
+                    .map_or("+Inf".to_string(), |&b| format!("{}", b as f64 / 1e6));
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        }
+    }
     out
 }
 
@@ -276,7 +370,47 @@ mod tests {
         // Every sample line is NAME{LABELS} VALUE.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let (head, v) = l.rsplit_once(' ').unwrap();
-            assert!(head.ends_with('}') && v.parse::<u64>().is_ok(), "{l}");
+            assert!(head.ends_with('}') && v.parse::<f64>().is_ok(), "{l}");
         }
+    }
+
+    #[test]
+    fn request_latency_buckets_are_cumulative_with_sum_and_count() {
+        let mut m = ShardMetrics::default();
+        let mut h = Histogram::default();
+        for us in [40, 40, 300, 2_000_000, 60_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        m.requests.latency.insert(0, h);
+        m.requests.counts.insert((0, 9), 5);
+        let text = render(&[m]);
+        let get = |needle: &str| {
+            text.lines()
+                .find(|l| l.starts_with(needle))
+                .unwrap_or_else(|| panic!("{needle}\n{text}"))
+                .rsplit_once(' ')
+                .unwrap()
+                .1
+                .to_string()
+        };
+        let b = "sluice_request_latency_seconds_bucket{api=\"Produce\",shard=\"0\",le=";
+        assert_eq!(get(&format!("{b}\"0.00005\"}}")), "2");
+        assert_eq!(get(&format!("{b}\"0.00025\"}}")), "2");
+        assert_eq!(get(&format!("{b}\"0.0005\"}}")), "3");
+        assert_eq!(get(&format!("{b}\"2.5\"}}")), "4");
+        assert_eq!(get(&format!("{b}\"10\"}}")), "4");
+        assert_eq!(get(&format!("{b}\"+Inf\"}}")), "5");
+        assert_eq!(
+            get("sluice_request_latency_seconds_count{api=\"Produce\",shard=\"0\"}"),
+            "5"
+        );
+        assert_eq!(
+            get("sluice_request_latency_seconds_sum{api=\"Produce\",shard=\"0\"}"),
+            "62.00038"
+        );
+        assert_eq!(
+            get("sluice_requests_total{api=\"Produce\",version=\"9\",shard=\"0\"}"),
+            "5"
+        );
     }
 }

@@ -86,6 +86,21 @@ fn metrics_count_what_was_produced_and_health_answers() {
         text.matches("# TYPE sluice_stalls_total counter").count(),
         1
     );
+    // Each produce run sent at least one Produce request; every counted
+    // request is in its API's latency histogram.
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("api=\"Produce\""))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
+    };
+    let produces = sum("sluice_requests_total");
+    assert!(produces >= 2, "{text}");
+    assert_eq!(sum("sluice_request_latency_seconds_count"), produces);
+    assert!(
+        text.contains("sluice_requests_total{api=\"Metadata\""),
+        "{text}"
+    );
 
     let (status, _) = get(&addr, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -157,6 +157,44 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
         correlation_id: req.header.correlation_id,
     };
     sluice_storage::stall::doing("request", req.api_key as i32);
+    let started = std::time::Instant::now();
+    let reply = handle(shard, ctx, req, frame, peer).await;
+    timed(ctx, started, reply)
+}
+
+/// Counts the request in the shard's metrics once its answer is ready.
+fn timed(ctx: Ctx, started: std::time::Instant, reply: Reply) -> Reply {
+    let done =
+        move || crate::metrics::record_request(ctx.api_key as i16, ctx.version, started.elapsed());
+    match reply {
+        Reply::Nothing => {
+            done();
+            Reply::Nothing
+        }
+        Reply::Now(a) => {
+            done();
+            Reply::Now(a)
+        }
+        Reply::Later(f) => Reply::Later(Box::pin(async move {
+            let a = f.await;
+            done();
+            a
+        })),
+        Reply::Task(f) => Reply::Task(Box::pin(async move {
+            let a = f.await;
+            done();
+            a
+        })),
+    }
+}
+
+async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: Request,
+    frame: (usize, usize),
+    peer: &str,
+) -> Reply {
     match req.body {
         RequestKind::FindCoordinator(r) => Reply::Now(find_coordinator::handle(shard, ctx, r)),
         RequestKind::JoinGroup(r) => {
