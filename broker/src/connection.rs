@@ -68,9 +68,14 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 "connection limit reached; closing a new connection"
             );
             drop(stream);
+            shard.note(|s| s.connections_refused += 1);
             continue;
         }
         open.set(open.get() + 1);
+        shard.note(|s| {
+            s.connections_accepted += 1;
+            s.connections_open += 1;
+        });
         let open = open.clone();
         let shard = shard.clone();
         glommio::spawn_local(sluice_storage::stall::watch("connection", async move {
@@ -82,6 +87,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
             open.set(open.get() - 1);
+            shard.note(|s| s.connections_open -= 1);
         }))
         .detach();
     }

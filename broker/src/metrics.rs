@@ -88,6 +88,12 @@ pub struct ShardMetrics {
     pub heap_in_use_bytes: u64,
     pub stalls: u64,
     pub requests: RequestStats,
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    pub connections_refused: u64,
+    pub fetch_bytes_read: u64,
+    /// Storage counters summed over the shard's partitions.
+    pub storage: sluice_storage::LogStats,
 }
 
 /// Reads this shard's figures (runs on the shard).
@@ -108,6 +114,19 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let cache = shard.cache_stats();
+    let stats = shard.stats.get();
+    let mut storage = sluice_storage::LogStats::default();
+    for p in shard.owned() {
+        let s = p.log.stats();
+        storage.appends += s.appends;
+        storage.appended_bytes += s.appended_bytes;
+        storage.syncs += s.syncs;
+        storage.writes += s.writes;
+        storage.written_bytes += s.written_bytes;
+        storage.disk_reads += s.disk_reads;
+        storage.disk_read_bytes += s.disk_read_bytes;
+        storage.cache_reads += s.cache_reads;
+    }
     let heap = sluice_storage::shard_heap::stats(shard.id);
     ShardMetrics {
         shard: shard.id,
@@ -123,6 +142,11 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         heap_in_use_bytes: heap.in_use as u64,
         stalls: sluice_storage::stall::count(),
         requests: REQUESTS.with_borrow(|r| r.clone()),
+        connections_accepted: stats.connections_accepted,
+        connections_open: stats.connections_open,
+        connections_refused: stats.connections_refused,
+        fetch_bytes_read: stats.fetch_bytes_read,
+        storage,
     }
 }
 
@@ -222,7 +246,73 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             |(s, p): &&P<'_>| (pl(s, p), f(p)),
         );
     }
-    let per_shard: [Family<ShardMetrics>; 10] = [
+    let per_shard: [Family<ShardMetrics>; 21] = [
+        (
+            "sluice_connections_accepted_total",
+            "counter",
+            "Client connections the shard accepted.",
+            |s| s.connections_accepted,
+        ),
+        (
+            "sluice_connections_open",
+            "gauge",
+            "Client connections open on the shard.",
+            |s| s.connections_open,
+        ),
+        (
+            "sluice_connections_refused_total",
+            "counter",
+            "Client connections closed at once: the shard held its limit.",
+            |s| s.connections_refused,
+        ),
+        (
+            "sluice_fetch_bytes_total",
+            "counter",
+            "Record bytes fetches read from the shard's logs (consumers and followers).",
+            |s| s.fetch_bytes_read,
+        ),
+        (
+            "sluice_storage_appends_total",
+            "counter",
+            "Batches appended to the shard's partition logs.",
+            |s| s.storage.appends,
+        ),
+        (
+            "sluice_storage_appended_bytes_total",
+            "counter",
+            "Bytes appended to the shard's partition logs.",
+            |s| s.storage.appended_bytes,
+        ),
+        (
+            "sluice_storage_syncs_total",
+            "counter",
+            "fdatasync calls on segment data (group commits and rolls); appends per sync is the group-commit size.",
+            |s| s.storage.syncs,
+        ),
+        (
+            "sluice_storage_writes_total",
+            "counter",
+            "Direct I/O writes of segment data.",
+            |s| s.storage.writes,
+        ),
+        (
+            "sluice_storage_written_bytes_total",
+            "counter",
+            "Bytes written to segment files.",
+            |s| s.storage.written_bytes,
+        ),
+        (
+            "sluice_storage_disk_reads_total",
+            "counter",
+            "Reads served from disk (the cache did not hold the batch).",
+            |s| s.storage.disk_reads,
+        ),
+        (
+            "sluice_storage_disk_read_bytes_total",
+            "counter",
+            "Bytes read from segment files.",
+            |s| s.storage.disk_read_bytes,
+        ),
         (
             "sluice_cache_hits_total",
             "counter",

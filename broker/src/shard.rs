@@ -108,6 +108,11 @@ pub struct ShardStats {
     pub forwarded_batches_copied: u64,
     /// Record bytes fetch reads took from the log on this shard.
     pub fetch_bytes_read: u64,
+    /// Client connections accepted, open now, and closed at once because
+    /// the shard held `CONNECTIONS_PER_SHARD_MAX`.
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    pub connections_refused: u64,
 }
 
 /// See `Shard::nodes`.

@@ -88,12 +88,13 @@ fn metrics_count_what_was_produced_and_health_answers() {
     );
     // Each produce run sent at least one Produce request; every counted
     // request is in its API's latency histogram.
-    let sum = |name: &str| -> u64 {
+    let total = |name: &str, with: &str| -> u64 {
         text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("api=\"Produce\""))
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
             .sum()
     };
+    let sum = |name: &str| total(name, "api=\"Produce\"");
     let produces = sum("sluice_requests_total");
     assert!(produces >= 2, "{text}");
     assert_eq!(sum("sluice_request_latency_seconds_count"), produces);
@@ -101,6 +102,13 @@ fn metrics_count_what_was_produced_and_health_answers() {
         text.contains("sluice_requests_total{api=\"Metadata\""),
         "{text}"
     );
+    // Summed over the shards: the storage saw the partition's appends,
+    // and each produce run was a connection.
+    assert_eq!(total("sluice_storage_appended_bytes_total", ""), bytes_in);
+    assert!(total("sluice_storage_appends_total", "") >= 2);
+    assert!(total("sluice_storage_syncs_total", "") >= 1);
+    assert!(total("sluice_connections_accepted_total", "") >= 2);
+    assert_eq!(total("sluice_connections_refused_total", ""), 0);
 
     let (status, _) = get(&addr, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
