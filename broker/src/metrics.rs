@@ -94,6 +94,9 @@ pub struct ShardMetrics {
     pub fetch_bytes_read: u64,
     /// Storage counters summed over the shard's partitions.
     pub storage: sluice_storage::LogStats,
+    /// (group, topic, partition, committed offset) of the groups this
+    /// shard coordinates.
+    pub committed: Vec<(String, String, i32, i64)>,
 }
 
 /// Reads this shard's figures (runs on the shard).
@@ -127,6 +130,14 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         storage.disk_read_bytes += s.disk_read_bytes;
         storage.cache_reads += s.cache_reads;
     }
+    let mut committed = Vec::new();
+    for c in shard.coordinators_here() {
+        for g in c.offsets.groups() {
+            for (topic, partition, at) in c.offsets.of_group(&g) {
+                committed.push((g.clone(), topic, partition, at.offset));
+            }
+        }
+    }
     let heap = sluice_storage::shard_heap::stats(shard.id);
     ShardMetrics {
         shard: shard.id,
@@ -147,6 +158,7 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         connections_refused: stats.connections_refused,
         fetch_bytes_read: stats.fetch_bytes_read,
         storage,
+        committed,
     }
 }
 
@@ -383,6 +395,30 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             shards.iter(),
             |s: &&ShardMetrics| (format!("shard=\"{}\"", s.shard), f(s)),
         );
+    }
+    // Lag: a partition's high watermark (on its owner shard) less the
+    // group's committed offset (on its coordinator's shard).
+    let high: BTreeMap<(&str, i32), i64> = parts
+        .iter()
+        .map(|(_, p)| ((p.topic.as_str(), p.partition), p.high_watermark))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_group_lag_records A group's records behind a partition's high watermark (from its committed offset)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_group_lag_records gauge");
+    for s in shards {
+        for (group, topic, partition, at) in &s.committed {
+            if let Some(hw) = high.get(&(topic.as_str(), *partition)) {
+                let _ = writeln!(
+                    out,
+                    "sluice_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {}",
+                    label(group),
+                    label(topic),
+                    (hw - at).max(0)
+                );
+            }
+        }
     }
     let _ = writeln!(
         out,

@@ -213,6 +213,11 @@ impl Shard {
         self.cache.budget_bytes()
     }
 
+    /// Every coordinator open on this shard.
+    pub fn coordinators_here(&self) -> Vec<Rc<Coordinator>> {
+        self.coordinators.borrow().values().cloned().collect()
+    }
+
     /// The coordinator of slot `slot` here, if it is open.
     pub fn coordinator(&self, slot: i32) -> Option<Rc<Coordinator>> {
         self.coordinators.borrow().get(&slot).cloned()

@@ -56,6 +56,22 @@ fn metrics_count_what_was_produced_and_health_answers() {
         );
         assert_eq!(code, 0, "{out}{err}");
     }
+    // A group that consumed and committed 120 of the 500.
+    let (code, out, err) = run_sluice(
+        &[
+            "consume",
+            "metered",
+            "--group",
+            "lagging",
+            "--commit",
+            "--count",
+            "120",
+            "--bootstrap",
+            &b.bootstrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
     let (status, text) = get(&addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let p0 = ["topic=\"metered\"", "partition=\"0\""];
@@ -109,6 +125,16 @@ fn metrics_count_what_was_produced_and_health_answers() {
     assert!(total("sluice_storage_syncs_total", "") >= 1);
     assert!(total("sluice_connections_accepted_total", "") >= 2);
     assert_eq!(total("sluice_connections_refused_total", ""), 0);
+
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_group_lag_records",
+            &["group=\"lagging\"", "topic=\"metered\"", "partition=\"0\""]
+        ),
+        Some(380),
+        "{text}"
+    );
 
     let (status, _) = get(&addr, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
