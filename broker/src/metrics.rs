@@ -539,4 +539,41 @@ mod tests {
             "5"
         );
     }
+
+    /// Every metric the Grafana dashboard in the repository queries is
+    /// one `/metrics` exposes.
+    #[test]
+    fn the_dashboard_queries_only_exposed_metrics() {
+        let dashboard = include_str!("../../tuning/deploy/grafana-dashboard.json");
+        let mut m = ShardMetrics {
+            partitions: vec![PartitionMetrics {
+                topic: "t".into(),
+                partition: 0,
+                log_start: 0,
+                log_end: 1,
+                high_watermark: 1,
+                log_bytes: 1,
+                bytes_in: 1,
+                records_in: 1,
+            }],
+            committed: vec![("g".into(), "t".into(), 0, 0)],
+            ..Default::default()
+        };
+        m.requests.counts.insert((0, 9), 1);
+        m.requests.latency.insert(0, Histogram::default());
+        let text = render(&[m]);
+        let mut used = 0;
+        for (at, _) in dashboard.match_indices("sluice_") {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("# TYPE {name} ")),
+                "the dashboard queries {name}, which /metrics does not expose"
+            );
+            used += 1;
+        }
+        assert!(used > 10, "{used}");
+    }
 }

@@ -161,7 +161,7 @@ pub fn memlock(limit: Option<u64>, shards: usize) -> Check {
         None => c.status(Status::Ok, "io_uring buffers are registered as locked memory"),
         Some(l) if l < need => c.status(
             Status::Fail,
-            "too small to register the shards' io_uring buffers; raise it in limits.conf or the unit's LimitMEMLOCK",
+            "too small to register the shards' io_uring buffers; raise it in limits.conf or the unit's LimitMEMLOCK (tuning/deploy/sluice.service sets every limit)",
         ),
         Some(l) if l < want => c.status(
             Status::Warn,
