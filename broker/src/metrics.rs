@@ -70,6 +70,15 @@ pub struct PartitionMetrics {
     pub log_bytes: u64,
     pub bytes_in: u64,
     pub records_in: u64,
+    /// On a node of a cluster that leads the partition: whether a replica
+    /// is out of its ISR. `None` elsewhere.
+    pub under_replicated: Option<bool>,
+}
+
+/// Whether a partition this node leads has a replica out of its ISR.
+pub fn under_replicated(role: &crate::metadata::Role) -> Option<bool> {
+    role.leader
+        .then(|| role.replicas.iter().any(|r| !role.isr.contains(r)))
 }
 
 /// One shard's figures, taken on the shard.
@@ -113,6 +122,12 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
             log_bytes: p.log.segments().iter().map(|s| s.bytes).sum(),
             bytes_in: p.bytes_in.get(),
             records_in: p.records_in.get(),
+            under_replicated: p
+                .replication
+                .role
+                .borrow()
+                .as_ref()
+                .and_then(under_replicated),
         })
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -258,6 +273,18 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             |(s, p): &&P<'_>| (pl(s, p), f(p)),
         );
     }
+    let led: Vec<&P<'_>> = parts
+        .iter()
+        .filter(|(_, p)| p.under_replicated.is_some())
+        .collect();
+    family(
+        &mut out,
+        "sluice_partition_under_replicated",
+        "gauge",
+        "1 when a replica of a partition this node leads is out of its ISR (replicas a reassignment adds count until they join), else 0; led partitions only.",
+        led,
+        |(s, p): &&P<'_>| (pl(s, p), u64::from(p.under_replicated == Some(true))),
+    );
     let per_shard: [Family<ShardMetrics>; 21] = [
         (
             "sluice_connections_accepted_total",
@@ -476,6 +503,7 @@ mod tests {
                 log_bytes: 4096,
                 bytes_in: 1000,
                 records_in: 10,
+                under_replicated: None,
             }],
             cache_hits: 3,
             ..Default::default()
@@ -555,6 +583,7 @@ mod tests {
                 log_bytes: 1,
                 bytes_in: 1,
                 records_in: 1,
+                under_replicated: Some(false),
             }],
             committed: vec![("g".into(), "t".into(), 0, 0)],
             ..Default::default()
@@ -575,5 +604,20 @@ mod tests {
             used += 1;
         }
         assert!(used > 10, "{used}");
+    }
+
+    #[test]
+    fn under_replicated_is_a_led_partition_with_a_replica_out_of_its_isr() {
+        let role = |leader: bool, isr: &[i32]| crate::metadata::Role {
+            leader,
+            leader_id: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        };
+        assert_eq!(under_replicated(&role(true, &[1, 2, 3])), Some(false));
+        assert_eq!(under_replicated(&role(true, &[3, 1])), Some(true));
+        assert_eq!(under_replicated(&role(false, &[1])), None);
     }
 }
