@@ -85,18 +85,22 @@ pub fn run(cfg: BrokerConfig) -> Result<(), ServeError> {
             "shutting down: stopping the listeners, finishing requests, syncing every partition \
              (a second signal exits at once)"
         );
-        watch_the_stop(set);
+        watch_the_stop(set, Instant::now());
     }
     broker.stop()?;
     println!("sluice: stopped cleanly");
     Ok(())
 }
 
-/// While the broker stops: a second SIGINT or SIGTERM exits at once
+/// Signals this soon after the first are the same request, not a second.
+const SAME_STOP_REQUEST: Duration = Duration::from_millis(250);
+
+/// While the broker stops: a second SIGINT or SIGTERM (later than
+/// `SAME_STOP_REQUEST` after the first) exits at once
 /// (status 128 + the signal, as the signal's default would), and so does
 /// a stop still running after `SHUTDOWN_SECS_MAX` (status 1). Either way
 /// the next start recovers the logs by reading their tails.
-fn watch_the_stop(set: libc::sigset_t) {
+fn watch_the_stop(set: libc::sigset_t, first: Instant) {
     let spawned = std::thread::Builder::new()
         .name("sluice-stop".into())
         .spawn(move || {
@@ -109,6 +113,12 @@ fn watch_the_stop(set: libc::sigset_t) {
                 // SAFETY: waits for the signals this thread inherited
                 // blocked; `bound` outlives the call.
                 let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &bound) };
+                // One request sent twice (a wrapper such as timeout(1)
+                // forwarding the signal its group also got) is not a
+                // second request.
+                if sig > 0 && first.elapsed() < SAME_STOP_REQUEST {
+                    continue;
+                }
                 if sig > 0 {
                     eprintln!(
                         "sluice: signal {sig} during the stop: exiting at once, without a clean stop"
