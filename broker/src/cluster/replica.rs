@@ -908,25 +908,27 @@ async fn apply_answer(
     }
     if !raw.is_empty() {
         for b in sluice_storage::batch::split_batches(&raw).map_err(|e| e.to_string())? {
+            let h = sluice_storage::BatchHeader::parse(&b);
             // The frame's CRC covered the batch's leader epoch; a leader
             // never sends one from an epoch after its own.
-            if let Some(h) = sluice_storage::BatchHeader::parse(&b) {
-                if h.partition_leader_epoch > leader_epoch {
-                    return Err(format!(
-                        "a replicated batch at offset {} from leader epoch {}, past the leader's {leader_epoch}",
-                        h.base_offset, h.partition_leader_epoch
-                    ));
-                }
+            if let Some(h) = h
+                .as_ref()
+                .filter(|h| h.partition_leader_epoch > leader_epoch)
+            {
+                return Err(format!(
+                    "a replicated batch at offset {} from leader epoch {}, past the leader's {leader_epoch}",
+                    h.base_offset, h.partition_leader_epoch
+                ));
             }
             // Its own CRC is checked here, before anything is written.
             let info = p
                 .log
-                .append_replica(b.clone())
+                .append_replica(b)
                 .await
                 .map_err(|e| format!("append of a replicated batch: {e}"))?;
             // The follower keeps the producers' state as the leader does,
             // so it can take over deduplicating their retries.
-            if let Some(h) = sluice_storage::BatchHeader::parse(&b) {
+            if let Some(h) = h {
                 p.producers.borrow_mut().record_stored(&h, info.base_offset);
             }
         }
