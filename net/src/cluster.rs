@@ -87,11 +87,28 @@ const BATCH_PREFIX_BYTES: usize = 21;
 /// The smallest batch: a v2 header with no records.
 const BATCH_HEADER_BYTES: usize = 61;
 
+/// Moves `at` (chunk, offset in it) on by `n` bytes of `chunks`, copying
+/// them into `out` when there is one (`out` is `n` bytes long).
+fn advance(chunks: &[Bytes], at: &mut (usize, usize), mut n: usize, mut out: Option<&mut [u8]>) {
+    let mut done = 0;
+    while n > 0 {
+        let c = &chunks[at.0];
+        let k = (c.len() - at.1).min(n);
+        if let Some(out) = out.as_deref_mut() {
+            out[done..done + k].copy_from_slice(&c[at.1..at.1 + k]);
+        }
+        (done, n, at.1) = (done + k, n - k, at.1 + k);
+        if at.1 == c.len() {
+            *at = (at.0 + 1, 0);
+        }
+    }
+}
+
 /// Adds every batch's first `BATCH_PREFIX_BYTES` in `chunks` (batches
 /// back to back, cut anywhere between chunks) to `crc`.
 fn crc_batch_prefixes(mut crc: u32, chunks: &[Bytes]) -> Result<u32, ClusterFrameError> {
     let total: usize = chunks.iter().map(Bytes::len).sum();
-    let (mut chunk, mut off, mut pos) = (0usize, 0usize, 0usize);
+    let (mut at, mut pos) = ((0usize, 0usize), 0usize);
     let mut prefix = [0u8; BATCH_PREFIX_BYTES];
     while pos < total {
         if total - pos < BATCH_HEADER_BYTES {
@@ -100,19 +117,8 @@ fn crc_batch_prefixes(mut crc: u32, chunks: &[Bytes]) -> Result<u32, ClusterFram
                 total - pos
             )));
         }
-        // Gather the prefix, which may span chunks.
-        let mut got = 0;
-        let (mut c, mut o) = (chunk, off);
-        while got < BATCH_PREFIX_BYTES {
-            let n = (chunks[c].len() - o).min(BATCH_PREFIX_BYTES - got);
-            prefix[got..got + n].copy_from_slice(&chunks[c][o..o + n]);
-            got += n;
-            o += n;
-            if o == chunks[c].len() {
-                c += 1;
-                o = 0;
-            }
-        }
+        // The prefix may span chunks.
+        advance(chunks, &mut at, BATCH_PREFIX_BYTES, Some(&mut prefix));
         crc = crc32c::crc32c_append(crc, &prefix);
         let len = i32::from_be_bytes(prefix[8..12].try_into().unwrap());
         let size = usize::try_from(len)
@@ -122,18 +128,9 @@ fn crc_batch_prefixes(mut crc: u32, chunks: &[Bytes]) -> Result<u32, ClusterFram
             .ok_or_else(|| {
                 ClusterFrameError::RawBatches(format!("a batch at {pos} says length {len}"))
             })?;
-        // Skip to the next batch.
+        // On to the next batch.
+        advance(chunks, &mut at, size - BATCH_PREFIX_BYTES, None);
         pos += size;
-        let mut skip = size;
-        while skip > 0 {
-            let n = (chunks[chunk].len() - off).min(skip);
-            skip -= n;
-            off += n;
-            if off == chunks[chunk].len() {
-                chunk += 1;
-                off = 0;
-            }
-        }
     }
     Ok(crc)
 }
