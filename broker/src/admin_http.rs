@@ -83,7 +83,7 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     let path = path.split('?').next().unwrap_or("");
     let (status, kind, body) = match (method, path) {
         ("GET", "/metrics") => {
-            let shards = collect_all(shard).await;
+            let shards = ask_all(shard, |s| crate::metrics::collect(&s)).await;
             (
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -91,7 +91,7 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
             )
         }
         ("GET", "/health") => {
-            let answered = collect_all(shard).await.len();
+            let answered = ask_all(shard, |_| ()).await.len();
             if answered == shard.shards {
                 ("200 OK", "text/plain", "ok\n".to_string())
             } else {
@@ -119,12 +119,17 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     stream.close().await
 }
 
-/// Every shard's figures; a shard that does not answer within a second
-/// is left out.
-async fn collect_all(shard: &Rc<Shard>) -> Vec<crate::metrics::ShardMetrics> {
+/// `f` on every shard, in shard order; a shard that does not answer
+/// within a second is left out (and named in a warning).
+async fn ask_all<R, F>(shard: &Rc<Shard>, f: F) -> Vec<R>
+where
+    R: Send + 'static,
+    F: Fn(Rc<Shard>) -> R + Clone + Send + 'static,
+{
     let mut out = Vec::with_capacity(shard.shards);
     for target in 0..shard.shards {
-        let call = shard.call(target, |s| async move { crate::metrics::collect(&s) });
+        let f = f.clone();
+        let call = shard.call(target, move |s| async move { f(s) });
         let timeout = glommio::timer::sleep(SHARD_ANSWER_TIMEOUT);
         match futures_lite::future::or(async { call.await.ok() }, async {
             timeout.await;

@@ -110,41 +110,33 @@ pub struct ShardMetrics {
 
 /// Reads this shard's figures (runs on the shard).
 pub fn collect(shard: &Shard) -> ShardMetrics {
+    let mut storage = sluice_storage::LogStats::default();
     let mut partitions: Vec<PartitionMetrics> = shard
         .owned()
         .iter()
-        .map(|p| PartitionMetrics {
-            topic: p.topic.clone(),
-            partition: p.index,
-            log_start: p.log.log_start_offset(),
-            log_end: p.log.log_end_offset(),
-            high_watermark: p.log.high_watermark(),
-            log_bytes: p.log.segments().iter().map(|s| s.bytes).sum(),
-            bytes_in: p.bytes_in.get(),
-            records_in: p.records_in.get(),
-            under_replicated: p
-                .replication
-                .role
-                .borrow()
-                .as_ref()
-                .and_then(under_replicated),
+        .map(|p| {
+            storage += p.log.stats();
+            PartitionMetrics {
+                topic: p.topic.clone(),
+                partition: p.index,
+                log_start: p.log.log_start_offset(),
+                log_end: p.log.log_end_offset(),
+                high_watermark: p.log.high_watermark(),
+                log_bytes: p.log.segments().iter().map(|s| s.bytes).sum(),
+                bytes_in: p.bytes_in.get(),
+                records_in: p.records_in.get(),
+                under_replicated: p
+                    .replication
+                    .role
+                    .borrow()
+                    .as_ref()
+                    .and_then(under_replicated),
+            }
         })
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let cache = shard.cache_stats();
     let stats = shard.stats.get();
-    let mut storage = sluice_storage::LogStats::default();
-    for p in shard.owned() {
-        let s = p.log.stats();
-        storage.appends += s.appends;
-        storage.appended_bytes += s.appended_bytes;
-        storage.syncs += s.syncs;
-        storage.writes += s.writes;
-        storage.written_bytes += s.written_bytes;
-        storage.disk_reads += s.disk_reads;
-        storage.disk_read_bytes += s.disk_read_bytes;
-        storage.cache_reads += s.cache_reads;
-    }
     let mut committed = Vec::new();
     for c in shard.coordinators_here() {
         for g in c.offsets.groups() {
@@ -429,39 +421,48 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         .iter()
         .map(|(_, p)| ((p.topic.as_str(), p.partition), p.high_watermark))
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP sluice_group_lag_records A group's records behind a partition's high watermark (from its committed offset)."
+    let lags = shards
+        .iter()
+        .flat_map(|s| &s.committed)
+        .filter_map(|(g, t, p, at)| {
+            let hw = high.get(&(t.as_str(), *p))?;
+            Some((
+                format!(
+                    "group=\"{}\",topic=\"{}\",partition=\"{p}\"",
+                    label(g),
+                    label(t)
+                ),
+                (hw - at).max(0) as u64,
+            ))
+        });
+    family(
+        &mut out,
+        "sluice_group_lag_records",
+        "gauge",
+        "A group's records behind a partition's high watermark (from its committed offset).",
+        lags,
+        |row: &(String, u64)| row.clone(),
     );
-    let _ = writeln!(out, "# TYPE sluice_group_lag_records gauge");
-    for s in shards {
-        for (group, topic, partition, at) in &s.committed {
-            if let Some(hw) = high.get(&(topic.as_str(), *partition)) {
-                let _ = writeln!(
-                    out,
-                    "sluice_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {}",
-                    label(group),
-                    label(topic),
-                    (hw - at).max(0)
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_requests_total Kafka requests answered, by API and version."
+    let requests = shards.iter().flat_map(|s| {
+        s.requests.counts.iter().map(move |(&(key, version), &n)| {
+            (
+                format!(
+                    "api=\"{}\",version=\"{version}\",shard=\"{}\"",
+                    api_name(key),
+                    s.shard
+                ),
+                n,
+            )
+        })
+    });
+    family(
+        &mut out,
+        "sluice_requests_total",
+        "counter",
+        "Kafka requests answered, by API and version.",
+        requests,
+        |row: &(String, u64)| row.clone(),
     );
-    let _ = writeln!(out, "# TYPE sluice_requests_total counter");
-    for s in shards {
-        for (&(key, version), n) in &s.requests.counts {
-            let _ = writeln!(
-                out,
-                "sluice_requests_total{{api=\"{}\",version=\"{version}\",shard=\"{}\"}} {n}",
-                api_name(key),
-                s.shard
-            );
-        }
-    }
     let name = "sluice_request_latency_seconds";
     let _ = writeln!(
         out,

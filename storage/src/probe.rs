@@ -22,6 +22,22 @@ pub struct LogStats {
     pub streamed_bytes: u64,
 }
 
+/// Sums logs' counters (a shard's partitions, for its metrics).
+impl std::ops::AddAssign for LogStats {
+    fn add_assign(&mut self, o: LogStats) {
+        self.appends += o.appends;
+        self.appended_bytes += o.appended_bytes;
+        self.syncs += o.syncs;
+        self.writes += o.writes;
+        self.written_bytes += o.written_bytes;
+        self.disk_reads += o.disk_reads;
+        self.disk_read_bytes += o.disk_read_bytes;
+        self.cache_reads += o.cache_reads;
+        self.streams_started += o.streams_started;
+        self.streamed_bytes += o.streamed_bytes;
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct LogProbe(Cell<LogStats>);
 
