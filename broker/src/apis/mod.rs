@@ -166,25 +166,20 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), pe
 fn timed(ctx: Ctx, started: std::time::Instant, reply: Reply) -> Reply {
     let done =
         move || crate::metrics::record_request(ctx.api_key as i16, ctx.version, started.elapsed());
+    let then_done = move |f: LocalFuture<ResponseChunks>| -> LocalFuture<ResponseChunks> {
+        Box::pin(async move {
+            let a = f.await;
+            done();
+            a
+        })
+    };
     match reply {
-        Reply::Nothing => {
+        Reply::Later(f) => Reply::Later(then_done(f)),
+        Reply::Task(f) => Reply::Task(then_done(f)),
+        ready => {
             done();
-            Reply::Nothing
+            ready
         }
-        Reply::Now(a) => {
-            done();
-            Reply::Now(a)
-        }
-        Reply::Later(f) => Reply::Later(Box::pin(async move {
-            let a = f.await;
-            done();
-            a
-        })),
-        Reply::Task(f) => Reply::Task(Box::pin(async move {
-            let a = f.await;
-            done();
-            a
-        })),
     }
 }
 
