@@ -35,7 +35,6 @@ use crate::shard::{LocalFuture, Notify, Shard};
 
 /// Accepts connections until `stop` is set, serving each on its own task.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
-    let open = Rc::new(Cell::new(0usize));
     let mut failures = 0u32;
     while !stop.get() {
         let stream = match listener.accept().await {
@@ -61,7 +60,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 continue;
             }
         };
-        if open.get() >= CONNECTIONS_PER_SHARD_MAX {
+        if shard.stats.get().connections_open >= CONNECTIONS_PER_SHARD_MAX as u64 {
             tracing::warn!(
                 shard = shard.id,
                 limit = CONNECTIONS_PER_SHARD_MAX,
@@ -71,12 +70,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
             shard.note(|s| s.connections_refused += 1);
             continue;
         }
-        open.set(open.get() + 1);
         shard.note(|s| {
             s.connections_accepted += 1;
             s.connections_open += 1;
         });
-        let open = open.clone();
         let shard = shard.clone();
         glommio::spawn_local(sluice_storage::stall::watch("connection", async move {
             let peer = stream
@@ -86,7 +83,6 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
             if let Err(reason) = serve(&shard, stream, &peer).await {
                 tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
-            open.set(open.get() - 1);
             shard.note(|s| s.connections_open -= 1);
         }))
         .detach();
