@@ -5,7 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use sluice_tuning::limits;
+
+use crate::security::{Listener, Protocol};
 
 /// Settings as they come from the command line or the environment: every
 /// one optional, so the file and the defaults can fill the rest.
@@ -15,13 +19,38 @@ pub struct ServeArgs {
     /// `_` or `-`); flags and SLUICE_* variables override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address every shard listens on (SO_REUSEPORT). Default 0.0.0.0:9092.
+    /// Listeners, comma-separated `[PROTOCOL://]IP:PORT`, PROTOCOL one of
+    /// PLAINTEXT (the default), SSL, SASL_PLAINTEXT, SASL_SSL, each at most
+    /// once; every shard listens on each (SO_REUSEPORT). Default
+    /// 0.0.0.0:9092.
     #[arg(long, env = "SLUICE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// HOST:PORT clients are told to connect to. Default: the listen
-    /// address, with this host's name when it listens on 0.0.0.0.
+    pub listen: Option<String>,
+    /// What clients are told to connect to: `[PROTOCOL://]HOST:PORT` per
+    /// listener, in the same order. Default: each listen address, with
+    /// this host's name when it listens on 0.0.0.0.
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
+    /// PEM certificate chain of SSL and SASL_SSL listeners.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: TLS clients must present a certificate they
+    /// signed (mutual TLS); on SSL listeners its subject is the
+    /// principal (`User:CN=...`).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Principals the ACLs do not apply to: comma-separated user names
+    /// (`admin`) or principals (`User:CN=admin`).
+    #[arg(long, env = "SLUICE_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// Milliseconds a SASL authentication lasts: the broker tells the
+    /// client (KIP-368), which re-authenticates on the same connection
+    /// before then, or the connection is closed at its next request.
+    /// Default 0: no limit.
+    #[arg(long, env = "SLUICE_SASL_SESSION_LIFETIME_MS")]
+    pub sasl_session_lifetime_ms: Option<u64>,
     /// Directory holding the topic metadata and one directory per partition.
     /// Default ./sluice-data.
     #[arg(long, env = "SLUICE_DATA_DIR")]
@@ -123,9 +152,19 @@ pub enum IoWorkerPriority {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     #[serde(alias = "advertised_listener")]
     advertised_listener: Option<String>,
+    #[serde(alias = "tls_cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    tls_key: Option<PathBuf>,
+    #[serde(alias = "tls_client_ca")]
+    tls_client_ca: Option<PathBuf>,
+    #[serde(alias = "super_users")]
+    super_users: Option<String>,
+    #[serde(alias = "sasl_session_lifetime_ms")]
+    sasl_session_lifetime_ms: Option<u64>,
     #[serde(alias = "data_dir")]
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
@@ -179,8 +218,12 @@ pub enum ConfigError {
     Parse(PathBuf, String),
     #[error("--admin-listen {0:?}: expected IP:PORT or off")]
     AdminListen(String),
-    #[error("--advertised-listener {0:?}: expected HOST:PORT")]
-    Advertised(String),
+    #[error("--listen {0:?}: {1}")]
+    Listen(String, String),
+    #[error("--advertised-listener {0:?}: {1}")]
+    Advertised(String, String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("--default-partitions {0}: must be between 1 and {1}")]
     DefaultPartitions(u32, u32),
     #[error("--node-id {0}: must not be negative")]
@@ -262,9 +305,16 @@ impl ClusterConfig {
 /// The resolved configuration the broker runs with.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub listen: SocketAddr,
-    pub advertised_host: String,
-    pub advertised_port: u16,
+    /// Client listeners, at least one; the first is the one the broker's
+    /// own tools and tests reach.
+    pub listeners: Vec<Listener>,
+    /// TLS for SSL and SASL_SSL listeners (set when there are any).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS clients present a certificate (`--tls-client-ca`).
+    pub tls_client_auth: bool,
+    /// Principals (`User:NAME`) the ACLs do not apply to.
+    pub super_users: Vec<String>,
+    pub sasl_session_lifetime_ms: u64,
     pub data_dir: PathBuf,
     pub cores: Option<usize>,
     pub node_id: i32,
@@ -293,9 +343,16 @@ impl BrokerConfig {
     pub fn with_defaults(listen: SocketAddr, data_dir: &Path) -> BrokerConfig {
         let (advertised_host, advertised_port) = default_advertised(listen);
         BrokerConfig {
-            listen,
-            advertised_host,
-            advertised_port,
+            listeners: vec![Listener {
+                protocol: Protocol::Plaintext,
+                addr: listen,
+                advertised_host,
+                advertised_port,
+            }],
+            tls: None,
+            tls_client_auth: false,
+            super_users: Vec::new(),
+            sasl_session_lifetime_ms: 0,
             data_dir: data_dir.to_path_buf(),
             cores: None,
             node_id: 0,
@@ -331,23 +388,60 @@ impl BrokerConfig {
             }
             None => FileConfig::default(),
         };
-        let listen = args
-            .listen
-            .or(file.listen)
-            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9092));
         let data_dir = args
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./sluice-data"));
-        let mut cfg = BrokerConfig::with_defaults(listen, &data_dir);
-        if let Some(a) = args.advertised_listener.or(file.advertised_listener) {
-            let (host, port) = a
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-                .filter(|(h, _)| !h.is_empty())
-                .ok_or_else(|| ConfigError::Advertised(a.clone()))?;
-            cfg.advertised_host = host.to_string();
-            cfg.advertised_port = port;
+        let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9092);
+        let mut cfg = BrokerConfig::with_defaults(default_listen, &data_dir);
+        if let Some(l) = args.listen.or(file.listen) {
+            cfg.listeners = listeners(&l, args.advertised_listener.or(file.advertised_listener))?;
+        } else if let Some(a) = args.advertised_listener.or(file.advertised_listener) {
+            cfg.listeners = listeners(&default_listen.to_string(), Some(a))?;
+        }
+        cfg.super_users = args
+            .super_users
+            .or(file.super_users)
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| match u.starts_with("User:") {
+                        true => u.to_string(),
+                        false => format!("User:{u}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        cfg.sasl_session_lifetime_ms = args
+            .sasl_session_lifetime_ms
+            .or(file.sasl_session_lifetime_ms)
+            .unwrap_or(0);
+        let (cert, key) = (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        );
+        let client_ca = args.tls_client_ca.or(file.tls_client_ca);
+        let wants_tls = cfg.listeners.iter().any(|l| l.protocol.tls());
+        match (cert, key) {
+            (Some(cert), Some(key)) if wants_tls => {
+                cfg.tls = Some(
+                    crate::security::tls::server_config(&cert, &key, client_ca.as_deref())
+                        .map_err(ConfigError::Tls)?,
+                );
+                cfg.tls_client_auth = client_ca.is_some();
+            }
+            (None, None) if !wants_tls => {}
+            (_, _) if !wants_tls => {
+                return Err(ConfigError::Tls(
+                    "--tls-cert and --tls-key are set but no listener is SSL or SASL_SSL".into(),
+                ))
+            }
+            _ => {
+                return Err(ConfigError::Tls(
+                    "an SSL or SASL_SSL listener needs --tls-cert and --tls-key".into(),
+                ))
+            }
         }
         cfg.cores = args.cores.or(file.cores);
         cfg.node_id = args.node_id.or(file.node_id).unwrap_or(0);
@@ -458,6 +552,49 @@ impl BrokerConfig {
     }
 }
 
+/// The listeners of `--listen` with what `--advertised-listener` says of
+/// each (the same protocols in the same order), or the defaults.
+fn listeners(listen: &str, advertised: Option<String>) -> Result<Vec<Listener>, ConfigError> {
+    use crate::security::listener::{host_port, parse_list};
+    let bad = |why: String| ConfigError::Listen(listen.to_string(), why);
+    let mut out = Vec::new();
+    for (protocol, addr) in parse_list(listen).map_err(bad)? {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| bad(format!("{addr:?} is not IP:PORT")))?;
+        let (advertised_host, advertised_port) = default_advertised(addr);
+        out.push(Listener {
+            protocol,
+            addr,
+            advertised_host,
+            advertised_port,
+        });
+    }
+    if let Some(a) = advertised {
+        let bad = |why: String| ConfigError::Advertised(a.clone(), why);
+        let given = parse_list(&a).map_err(bad)?;
+        if given.len() != out.len() {
+            return Err(bad(format!(
+                "{} entries for {} listener(s) of --listen",
+                given.len(),
+                out.len()
+            )));
+        }
+        for (l, (protocol, hp)) in out.iter_mut().zip(given) {
+            if protocol != l.protocol {
+                return Err(bad(format!(
+                    "{protocol} where --listen has {} (same order in both)",
+                    l.protocol
+                )));
+            }
+            let (h, p) = host_port(hp).ok_or_else(|| bad(format!("{hp:?} is not HOST:PORT")))?;
+            l.advertised_host = h;
+            l.advertised_port = p;
+        }
+    }
+    Ok(out)
+}
+
 /// The listen address, with a concrete host when it listens on every
 /// interface: this host's name when it resolves, else loopback.
 fn default_advertised(listen: SocketAddr) -> (String, u16) {
@@ -565,12 +702,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            cfg.listen,
-            "127.0.0.1:9999".parse::<std::net::SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            (cfg.advertised_host.as_str(), cfg.advertised_port),
-            ("127.0.0.1", 9999)
+            cfg.listeners,
+            [Listener {
+                protocol: Protocol::Plaintext,
+                addr: "127.0.0.1:9999".parse().unwrap(),
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: 9999
+            }]
         );
         assert_eq!(cfg.node_id, 3);
         assert_eq!(cfg.default_partitions, 4);
@@ -679,9 +817,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(cfg.advertised_host, "broker-1.example");
-        assert_eq!(cfg.advertised_port, 19092);
-        for bad in ["nohost", ":9092", "h:notaport"] {
+        assert_eq!(cfg.listeners[0].advertised_host, "broker-1.example");
+        assert_eq!(cfg.listeners[0].advertised_port, 19092);
+        for bad in ["nohost", ":9092", "h:notaport", "SSL://h:1"] {
             assert!(BrokerConfig::resolve(ServeArgs {
                 advertised_listener: Some(bad.into()),
                 ..Default::default()
@@ -689,7 +827,64 @@ mod tests {
             .is_err());
         }
         let cfg = BrokerConfig::resolve(ServeArgs::default()).unwrap();
-        assert_ne!(cfg.advertised_host, "0.0.0.0");
-        assert_eq!(cfg.advertised_port, 9092);
+        assert_ne!(cfg.listeners[0].advertised_host, "0.0.0.0");
+        assert_eq!(cfg.listeners[0].advertised_port, 9092);
+    }
+
+    /// Listeners with protocols, their advertised addresses in the same
+    /// order, and TLS files required exactly when a listener uses TLS.
+    #[test]
+    fn listeners_with_protocols() {
+        let cfg = BrokerConfig::resolve(ServeArgs {
+            listen: Some("127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093".into()),
+            advertised_listener: Some("PLAINTEXT://a:1,SASL_PLAINTEXT://b.example:2".into()),
+            super_users: Some("admin, User:CN=ops".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let l: Vec<_> = cfg
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.protocol,
+                    l.addr.port(),
+                    l.advertised_host.as_str(),
+                    l.advertised_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            l,
+            [
+                (Protocol::Plaintext, 9092, "a", 1),
+                (Protocol::SaslPlaintext, 9093, "b.example", 2)
+            ]
+        );
+        assert_eq!(cfg.super_users, ["User:admin", "User:CN=ops"]);
+        for (listen, advertised, why) in [
+            ("SSL://127.0.0.1:1", None, "needs --tls-cert"),
+            ("h:1", None, "not IP:PORT"),
+            ("127.0.0.1:1,127.0.0.1:2", None, "two PLAINTEXT"),
+            ("127.0.0.1:1", Some("a:1,SSL://b:2"), "2 entries for 1"),
+            ("SASL_SSL://127.0.0.1:1", Some("SSL://b:2"), "same order"),
+        ] {
+            let e = BrokerConfig::resolve(ServeArgs {
+                listen: Some(listen.into()),
+                advertised_listener: advertised.map(String::from),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{listen}: {e}");
+        }
+        let e = BrokerConfig::resolve(ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no listener is SSL"), "{e}");
     }
 }

@@ -31,10 +31,17 @@ use sluice_tuning::limits::{
 
 use crate::apis::{self, Reply};
 use crate::memory::RequestMemory;
+use crate::security::session::{Admit, Session};
 use crate::shard::{LocalFuture, Notify, Shard};
 
-/// Accepts connections until `stop` is set, serving each on its own task.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<bool>>) {
+/// Accepts connections on listener `index` (of the configuration's)
+/// until `stop` is set, serving each on its own task.
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    index: usize,
+    stop: Rc<Cell<bool>>,
+) {
     let mut failures = 0u32;
     while !stop.get() {
         let stream = match listener.accept().await {
@@ -80,7 +87,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Cell<
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(reason) = serve(&shard, stream, &peer).await {
+            if let Err(reason) = serve(&shard, stream, index, &peer).await {
                 tracing::info!(shard = shard.id, %peer, %reason, "connection closed");
             }
             shard.note(|s| s.connections_open -= 1);
@@ -132,23 +139,122 @@ struct InFlight {
     reader_closed: Rc<Notify>,
 }
 
+/// A connection's byte stream: the socket itself (read and written with
+/// `recv` and vectored `sendmsg` on its descriptor), or TLS over it.
+type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+
+enum ReadSide {
+    Plain(RawFd, futures_lite::io::ReadHalf<TcpStream>),
+    Tls(futures_lite::io::ReadHalf<TlsStream>),
+}
+
+enum WriteSide {
+    Plain(RawFd, futures_lite::io::WriteHalf<TcpStream>),
+    Tls(futures_lite::io::WriteHalf<TlsStream>),
+}
+
+impl ReadSide {
+    /// What the stream holds now, up to `want` bytes into `buf`'s spare
+    /// room, without waiting.
+    async fn recv_now(&mut self, buf: &mut BytesMut, want: usize) -> RecvNow {
+        match self {
+            ReadSide::Plain(fd, _) => recv_now(*fd, buf, want),
+            ReadSide::Tls(rd) => {
+                // Decrypted bytes come out of rustls by copy anyway: the
+                // room is zeroed, read into, and cut back.
+                let have = buf.len();
+                let want = want.min(buf.capacity() - have);
+                buf.resize(have + want, 0);
+                let r = futures_lite::future::poll_once(rd.read(&mut buf[have..])).await;
+                let (n, now) = match r {
+                    Some(Ok(0)) => (0, RecvNow::Closed),
+                    Some(Ok(n)) => (n, RecvNow::Got),
+                    Some(Err(e)) => (0, RecvNow::Failed(e)),
+                    None => (0, RecvNow::Empty),
+                };
+                buf.truncate(have + n);
+                now
+            }
+        }
+    }
+
+    /// Waits for bytes.
+    async fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ReadSide::Plain(_, rd) => rd.read(into).await,
+            ReadSide::Tls(rd) => rd.read(into).await,
+        }
+    }
+}
+
+/// How long a TLS client has to finish its handshake.
+const TLS_HANDSHAKE_SECS: u64 = 10;
+
 /// Serves one connection until the client closes it or sends something
 /// that cannot be answered; returns why it ended.
-async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), String> {
+async fn serve(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    index: usize,
+    peer: &str,
+) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let (mut rd, wr) = futures_lite::io::split(stream);
+    let protocol = shard.cfg.listeners[index].protocol;
+    if !protocol.tls() {
+        let (rd, wr) = futures_lite::io::split(stream);
+        let session = Session::new(protocol, index, None);
+        return serve_stream(
+            shard,
+            ReadSide::Plain(fd, rd),
+            WriteSide::Plain(fd, wr),
+            session,
+            peer,
+        )
+        .await;
+    }
+    let config = shard.cfg.tls.clone().ok_or("no TLS configuration")?;
+    let accept = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    let timeout = async {
+        glommio::timer::sleep(std::time::Duration::from_secs(TLS_HANDSHAKE_SECS)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {TLS_HANDSHAKE_SECS} s"),
+        ))
+    };
+    let tls = futures_lite::future::or(accept, timeout)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let principal = match tls.get_ref().1.peer_certificates() {
+        Some([cert, ..]) if shard.cfg.tls_client_auth => Some(
+            crate::security::tls::principal(cert)
+                .map_err(|e| format!("client certificate: {e}"))?,
+        ),
+        _ => None,
+    };
+    let session = Session::new(protocol, index, principal);
+    let (rd, wr) = futures_lite::io::split(tls);
+    serve_stream(shard, ReadSide::Tls(rd), WriteSide::Tls(wr), session, peer).await
+}
+
+async fn serve_stream(
+    shard: &Rc<Shard>,
+    mut rd: ReadSide,
+    wr: WriteSide,
+    session: Session,
+    peer: &str,
+) -> Result<(), String> {
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let inflight = Rc::new(InFlight::default());
     let done = inflight.clone();
     let mem = shard.request_memory.clone();
     let writer = glommio::spawn_local(sluice_storage::stall::watch("answer writer", async move {
-        let r = write_answers(fd, wr, rx, &done, &mem).await;
+        let r = write_answers(wr, rx, &done, &mem).await;
         done.writer_gone.set(true);
         done.answered.notify_all();
         r
     }));
-    let read = read_requests(shard, fd, &mut rd, &tx, &inflight, peer).await;
+    let read = read_requests(shard, &mut rd, &tx, &inflight, session, peer).await;
     // The client closed (or broke) the connection: as Kafka does, no
     // answer still waiting (a JoinGroup held for a rebalance, a long
     // Fetch) keeps it open; answers already done are still written.
@@ -166,8 +272,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) -> Result<(), S
 /// system call, one loopback or NIC delivery and one client wake-up for
 /// the lot, instead of one each.
 async fn write_answers(
-    fd: RawFd,
-    mut wr: futures_lite::io::WriteHalf<TcpStream>,
+    mut wr: WriteSide,
     rx: local_channel::LocalReceiver<Pending>,
     inflight: &InFlight,
     mem: &RequestMemory,
@@ -200,7 +305,7 @@ async fn write_answers(
         }
         let out = gather(first, &rx).await;
         held = out.held;
-        write_chunks(fd, &mut wr, out.chunks)
+        write_chunks(&mut wr, out.chunks)
             .await
             .map_err(|e| format!("write: {e}"))?;
         inflight.bytes.set(inflight.bytes.get() - out.request_bytes);
@@ -461,10 +566,10 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut, want: usize) -> RecvNow {
 
 async fn read_requests(
     shard: &Rc<Shard>,
-    fd: RawFd,
-    rd: &mut futures_lite::io::ReadHalf<TcpStream>,
+    rd: &mut ReadSide,
     tx: &local_channel::LocalSender<Pending>,
     inflight: &InFlight,
+    mut session: Session,
     peer: &str,
 ) -> Result<(), String> {
     let decoder = FrameDecoder::requests();
@@ -499,7 +604,7 @@ async fn read_requests(
                 RecvNow::Empty
             } else {
                 rb.room(room.need, room.grow).await?;
-                recv_now(fd, &mut rb.buf, room.want)
+                rd.recv_now(&mut rb.buf, room.want).await
             };
             match now {
                 RecvNow::Got => {
@@ -554,18 +659,31 @@ async fn read_requests(
         sizer.saw_frame(size);
         let copy = frame.clone();
         let pending = match decode_request(frame, apis::supported) {
-            Ok(req) => match apis::dispatch(shard, req, range, peer).await {
-                Reply::Nothing => {
-                    inflight.bytes.set(inflight.bytes.get() - taken);
-                    shard.request_memory.give(taken);
-                    continue;
+            Ok(req) => match session.admit(req.api_key, std::time::Instant::now()) {
+                Admit::Refuse(why) => return Err(why),
+                Admit::Sasl => {
+                    let (answer, close) = sasl(shard, &mut session, req).await;
+                    if tx.send(Pending::Ready(answer, taken)).await.is_err() {
+                        return Err("the writer stopped".into());
+                    }
+                    match close {
+                        Some(why) => return Err(why),
+                        None => continue,
+                    }
                 }
-                Reply::Now(a) => Pending::Ready(a, taken),
-                Reply::Later(f) => Pending::Later(f, taken),
-                Reply::Task(f) => Pending::Task(
-                    glommio::spawn_local(sluice_storage::stall::watch("request", f)).detach(),
-                    taken,
-                ),
+                Admit::Dispatch => match apis::dispatch(shard, req, range, &session, peer).await {
+                    Reply::Nothing => {
+                        inflight.bytes.set(inflight.bytes.get() - taken);
+                        shard.request_memory.give(taken);
+                        continue;
+                    }
+                    Reply::Now(a) => Pending::Ready(a, taken),
+                    Reply::Later(f) => Pending::Later(f, taken),
+                    Reply::Task(f) => Pending::Task(
+                        glommio::spawn_local(sluice_storage::stall::watch("request", f)).detach(),
+                        taken,
+                    ),
+                },
             },
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
@@ -606,10 +724,73 @@ async fn read_requests(
     }
 }
 
+/// Answers SaslHandshake or SaslAuthenticate in the session; returns the
+/// answer and, when the connection ends after it, why.
+async fn sasl(
+    shard: &Rc<Shard>,
+    session: &mut Session,
+    req: sluice_net::request::Request,
+) -> (ResponseChunks, Option<String>) {
+    use kafka_protocol::messages::RequestKind;
+    let ctx = apis::Ctx {
+        api_key: req.api_key,
+        version: req.version,
+        correlation_id: req.header.correlation_id,
+        listener: session.listener,
+    };
+    let answer = match &req.body {
+        RequestKind::SaslHandshake(r) => session.handshake(r),
+        RequestKind::SaslAuthenticate(r) => {
+            let security = shard.security();
+            let verify = |cred: crate::security::scram::Credential, mech, password: String| async move {
+                glommio::executor()
+                    .spawn_blocking(move || cred.matches(mech, &password))
+                    .await
+            };
+            session
+                .authenticate(r, &security, shard.cfg.sasl_session_lifetime_ms, verify)
+                .await
+        }
+        _ => unreachable!("admit sends only SASL requests here"),
+    };
+    (ctx.answer(answer.body), answer.close)
+}
+
+/// Bytes of answers a TLS connection encrypts at once: whole TLS records
+/// (16 KiB each) rather than one per chunk.
+const TLS_WRITE_BYTES: usize = 64 * 1024;
+
+/// Writes every chunk: on a plain socket several per system call, on TLS
+/// gathered into records.
+async fn write_chunks(wr: &mut WriteSide, chunks: Vec<Bytes>) -> std::io::Result<()> {
+    match wr {
+        WriteSide::Plain(fd, wr) => write_plain(*fd, wr, chunks).await,
+        WriteSide::Tls(wr) => {
+            let mut out = Vec::with_capacity(TLS_WRITE_BYTES);
+            for c in chunks {
+                let mut c = &c[..];
+                while !c.is_empty() {
+                    let n = c.len().min(TLS_WRITE_BYTES - out.len());
+                    out.extend_from_slice(&c[..n]);
+                    c = &c[n..];
+                    if out.len() == TLS_WRITE_BYTES {
+                        wr.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+            }
+            if !out.is_empty() {
+                wr.write_all(&out).await?;
+            }
+            wr.flush().await
+        }
+    }
+}
+
 /// Writes every chunk, several per system call. The socket is
 /// non-blocking: `sendmsg` takes what fits now; when nothing fits, the
 /// stream's own write waits for room.
-async fn write_chunks(
+async fn write_plain(
     fd: RawFd,
     wr: &mut futures_lite::io::WriteHalf<TcpStream>,
     chunks: Vec<Bytes>,

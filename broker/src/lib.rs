@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod producers;
+pub mod security;
 pub mod serve;
 pub mod shard;
 pub mod shard_main;

@@ -72,6 +72,14 @@ enum Command {
         #[command(flatten)]
         common: cli::Common,
     },
+    /// Create, list and delete SCRAM users (on a running broker, or in a
+    /// stopped one's data directory with --data-dir).
+    User {
+        #[command(subcommand)]
+        command: cli::UserCommand,
+        #[command(flatten)]
+        common: cli::Common,
+    },
     /// List, describe, delete groups and reset their offsets.
     Group {
         #[command(subcommand)]
@@ -99,6 +107,7 @@ fn main() -> ExitCode {
         Command::Produce { args, common } => Some(cli::produce_run(args, &common)),
         Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
+        Command::User { command, common } => Some(cli::user_run(command, &common)),
         Command::Cluster { command, common } => Some(cli::cluster_run(command, &common)),
         Command::Serve(a) => return serve(a),
         Command::Tune(a) => return sluice_broker::cli::tune::run(a),

@@ -159,20 +159,29 @@ pub fn load(data_dir: &Path) -> Result<Option<Snapshot>, MetaError> {
 /// Stores the metadata durably: a crash leaves either the old file or the
 /// new one, never a mix. Blocking: run it off the shard threads.
 pub fn store(data_dir: &Path, snap: &Snapshot) -> Result<(), MetaError> {
-    use std::io::Write;
-    let path = data_dir.join(META_FILE);
-    let tmp = data_dir.join(format!("{META_FILE}.tmp"));
-    let io = |e| MetaError::Io(path.clone(), e);
     let body = serde_json::to_vec_pretty(snap).expect("metadata serializes");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    replace_file(data_dir, META_FILE, &body, 0o644)
+        .map_err(|e| MetaError::Io(data_dir.join(META_FILE), e))
+}
+
+/// Replaces `dir/name` with `body` durably: written to a temporary file
+/// (created with `mode`), synced, renamed over the old one, directory
+/// synced; a crash leaves the old file or the new one. Blocking.
+pub fn replace_file(dir: &Path, name: &str, body: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Why a topic name or config was refused, as Kafka answers it.

@@ -45,6 +45,8 @@ pub enum ServeError {
     #[error("{0}")]
     Metadata(#[from] metadata::MetaError),
     #[error("{0}")]
+    Security(#[from] crate::security::store::StoreError),
+    #[error("{0}")]
     Cluster(String),
 }
 
@@ -150,6 +152,8 @@ pub struct Running {
     failed: usize,
     /// Gives io_uring workers real-time priority.
     promoter: Option<IoWorkerPromoter>,
+    /// The data directory's lock: one broker per directory.
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -208,6 +212,8 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::DataDir(cfg.data_dir.clone(), e))?;
+    // One broker per data directory; held until the process ends.
+    let lock = crate::security::store::lock_data_dir(&cfg.data_dir)?;
     // The disk's measured properties (`sluice iotune`) size the logs'
     // writes; without them, the defaults.
     let io_line =
@@ -325,7 +331,13 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         }
     };
 
-    let listen = cfg.listen;
+    let security = std::sync::Arc::new(crate::security::store::load(&cfg.data_dir)?);
+    let listen = cfg
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.protocol, l.addr))
+        .collect::<Vec<_>>()
+        .join(",");
     let data_dir = cfg.data_dir.clone();
     let cfg = std::sync::Arc::new(cfg);
     let (ready_tx, ready_rx) = flume::bounded::<ShardReady>(shards);
@@ -358,6 +370,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
             peers: peers.clone(),
             inbox,
             snap: snap.clone(),
+            security: security.clone(),
             cache_bytes_max: cache_bytes,
             request_memory_bytes: request_memory,
             heap,
@@ -406,7 +419,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     for (shard, why) in listening_rx.iter().take(shards) {
         if let Some(why) = why {
             failed += 1;
-            eprintln!("sluice: shard {shard}: {listen}: {why}");
+            eprintln!("sluice: shard {shard}: {why}");
         }
     }
     let line = format!(
@@ -436,6 +449,7 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
         handles,
         failed,
         promoter,
+        _lock: lock,
     })
 }
 

@@ -150,6 +150,11 @@ pub struct Shard {
     cluster: crate::cluster::node::ViewCell,
     /// Shard 0 of a node of a cluster: proposes metadata commands.
     cluster_handle: std::cell::OnceCell<crate::cluster::node::NodeHandle>,
+    /// Users' credentials (see `security::store`): shard 0 changes them
+    /// and sends every shard the new state.
+    security: RefCell<Arc<crate::security::store::Security>>,
+    /// Held by `security::update` on shard 0: one change at a time.
+    pub security_gate: glommio::sync::Semaphore,
 }
 
 impl Shard {
@@ -179,7 +184,18 @@ impl Shard {
             request_memory: Rc::new(crate::memory::RequestMemory::new(request_memory_bytes)),
             cluster: Default::default(),
             cluster_handle: std::cell::OnceCell::new(),
+            security: RefCell::new(Arc::default()),
+            security_gate: glommio::sync::Semaphore::new(1),
         })
+    }
+
+    /// The users and ACLs as this shard last received them.
+    pub fn security(&self) -> Arc<crate::security::store::Security> {
+        self.security.borrow().clone()
+    }
+
+    pub fn set_security(&self, s: Arc<crate::security::store::Security>) {
+        *self.security.borrow_mut() = s;
     }
 
     /// Opens this shard's group coordinator (its offsets log is replayed):
@@ -408,10 +424,12 @@ impl Shard {
         let _ = self.cluster_handle.set(h);
     }
 
-    /// The nodes clients are told of: every registered node of the
-    /// cluster and its controller (-1 while none is known), or this
-    /// broker alone as its own controller.
-    pub fn nodes(&self) -> Nodes {
+    /// The nodes clients connected to listener `listener` are told of:
+    /// every registered node of the cluster with a listener of the same
+    /// protocol, at that listener's address, and the controller (-1
+    /// while none is known); or this broker alone as its own controller.
+    pub fn nodes(&self, listener: usize) -> Nodes {
+        let protocol = self.cfg.listeners[listener].protocol;
         let own_id = self.meta().cluster_id.clone();
         match (&self.cfg.cluster, self.cluster_view()) {
             (Some(_), Some(v)) => Nodes {
@@ -426,33 +444,31 @@ impl Shard {
                     .nodes
                     .values()
                     .filter_map(|n| {
-                        let (h, p) = n.kafka.rsplit_once(':')?;
-                        Some((
-                            n.id,
-                            h.trim_matches(['[', ']']).to_string(),
-                            p.parse().ok()?,
-                        ))
+                        let (h, p) = crate::security::listener::endpoint_for(&n.kafka, protocol)?;
+                        Some((n.id, h, p))
                     })
                     .collect(),
             },
             (Some(_), None) => Nodes {
                 cluster_id: own_id,
                 controller: -1,
-                brokers: vec![self.own_endpoint()],
+                brokers: vec![self.own_endpoint(listener)],
             },
             (None, _) => Nodes {
                 cluster_id: own_id,
                 controller: self.cfg.node_id,
-                brokers: vec![self.own_endpoint()],
+                brokers: vec![self.own_endpoint(listener)],
             },
         }
     }
 
-    fn own_endpoint(&self) -> (i32, String, i32) {
+    /// This node's address on listener `listener`.
+    pub fn own_endpoint(&self, listener: usize) -> (i32, String, i32) {
+        let l = &self.cfg.listeners[listener];
         (
             self.cfg.node_id,
-            self.cfg.advertised_host.clone(),
-            i32::from(self.cfg.advertised_port),
+            l.advertised_host.clone(),
+            i32::from(l.advertised_port),
         )
     }
 

@@ -35,6 +35,8 @@ pub struct ShardStart {
     pub peers: Vec<flume::Sender<Job>>,
     pub inbox: flume::Receiver<Job>,
     pub snap: Arc<Snapshot>,
+    /// Users and ACLs as stored.
+    pub security: Arc<crate::security::store::Security>,
     pub cache_bytes_max: usize,
     pub request_memory_bytes: usize,
     /// A heap part is reserved for this shard (`shard_heap::reserve`).
@@ -90,6 +92,7 @@ pub async fn run_shard(start: ShardStart) {
         start.cache_bytes_max,
         start.request_memory_bytes,
     );
+    shard.set_security(start.security);
     let inbox = glommio::spawn_local(sluice_storage::stall::watch(
         "inbox",
         shard.clone().run_inbox(start.inbox),
@@ -141,27 +144,31 @@ pub async fn run_shard(start: ShardStart) {
     // Every shard binds the same address (SO_REUSEPORT); the kernel spreads
     // connections across them. None binds before all are ready.
     let stop = Rc::new(std::cell::Cell::new(false));
-    let acceptor = if start.listen.recv_async().await.is_ok() {
-        match glommio::net::TcpListener::bind(start.cfg.listen) {
-            Ok(l) => {
-                let _ = start.listening.send_async((id, None)).await;
-                Some(
+    let mut acceptors = Vec::new();
+    if start.listen.recv_async().await.is_ok() {
+        let mut failed = None;
+        for (index, l) in start.cfg.listeners.iter().enumerate() {
+            match glommio::net::TcpListener::bind(l.addr) {
+                Ok(listener) => acceptors.push(
                     glommio::spawn_local(sluice_storage::stall::watch(
                         "accept",
-                        crate::connection::accept_loop(shard.clone(), l, stop.clone()),
+                        crate::connection::accept_loop(
+                            shard.clone(),
+                            listener,
+                            index,
+                            stop.clone(),
+                        ),
                     ))
                     .detach(),
-                )
-            }
-            Err(e) => {
-                let why = format!("cannot listen: {e}");
-                let _ = start.listening.send_async((id, Some(why))).await;
-                None
+                ),
+                Err(e) => {
+                    failed = Some(format!("cannot listen on {}://{}: {e}", l.protocol, l.addr));
+                    break;
+                }
             }
         }
-    } else {
-        None
-    };
+        let _ = start.listening.send_async((id, failed)).await;
+    }
     // Shard 0 serves the admin endpoint (metrics, health).
     let admin = match (start.cfg.admin_listen, id) {
         (Some(addr), 0) => match crate::admin_http::bind(addr) {
@@ -213,7 +220,7 @@ pub async fn run_shard(start: ShardStart) {
     .detach();
     let _ = start.shutdown.recv_async().await;
     stop.set(true);
-    if let Some(a) = acceptor {
+    for a in acceptors {
         a.cancel();
     }
     housekeeping.cancel();

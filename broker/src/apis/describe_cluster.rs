@@ -15,7 +15,7 @@ use super::Ctx;
 use crate::shard::Shard;
 
 pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeClusterRequest) -> ResponseChunks {
-    let nodes = shard.nodes();
+    let nodes = shard.nodes(ctx.listener);
     let mut body = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(nodes.cluster_id))
         .with_controller_id(BrokerId(nodes.controller))

@@ -21,14 +21,14 @@ use crate::shard::Shard;
 const KEY_GROUP: i8 = 0;
 
 /// The node coordinating `group`: (id, host, port), or why there is none.
-fn coordinator(shard: &Shard, group: &str) -> Result<(i32, String, i32), &'static str> {
+fn coordinator(
+    shard: &Shard,
+    group: &str,
+    listener: usize,
+) -> Result<(i32, String, i32), &'static str> {
     use crate::groups::{offsets_partition, OFFSETS_TOPIC};
     if shard.cfg.cluster.is_none() {
-        return Ok((
-            shard.cfg.node_id,
-            shard.cfg.advertised_host.clone(),
-            i32::from(shard.cfg.advertised_port),
-        ));
+        return Ok(shard.own_endpoint(listener));
     }
     let meta = shard.meta();
     let t = meta
@@ -46,11 +46,9 @@ fn coordinator(shard: &Shard, group: &str) -> Result<(i32, String, i32), &'stati
         .nodes
         .get(&n)
         .ok_or("the group's coordinator has not joined the cluster yet")?;
-    let (host, port) = info
-        .kafka
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)))
-        .ok_or("the group's coordinator advertises no address")?;
+    let protocol = shard.cfg.listeners[listener].protocol;
+    let (host, port) = crate::security::listener::endpoint_for(&info.kafka, protocol)
+        .ok_or("the group's coordinator has no listener of this protocol")?;
     Ok((n, host, port))
 }
 
@@ -60,7 +58,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FindCoordinatorRequest) -> Respo
         if refused {
             return Err("only group coordinators are served");
         }
-        coordinator(shard, key)
+        coordinator(shard, key, ctx.listener)
     };
     let out = FindCoordinatorResponse::default();
     let out = if ctx.version >= 4 {

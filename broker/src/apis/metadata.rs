@@ -104,7 +104,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
             }
         }
     }
-    let nodes = shard.nodes();
+    let nodes = shard.nodes(ctx.listener);
     let body = MetadataResponse::default()
         .with_brokers(
             nodes

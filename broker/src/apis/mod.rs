@@ -17,10 +17,12 @@ use sluice_net::response::{encode_response, encode_response_chunks, ResponseChun
 use kafka_protocol::ResponseError;
 
 use crate::metadata::Refusal;
+use crate::security::session::Session;
 use crate::shard::{LocalFuture, Shard};
 
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -30,6 +32,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 pub mod describe_quorum;
+mod describe_user_scram_credentials;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -81,6 +84,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 1),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // Answered by the connection's session (`security::session`).
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The served version range of `api_key`, if it is served at all.
@@ -111,6 +119,9 @@ pub struct Ctx {
     pub api_key: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The listener the request came in on (its addresses are the ones
+    /// to tell the client).
+    pub listener: usize,
 }
 
 impl Ctx {
@@ -150,15 +161,22 @@ impl Ctx {
 
 /// Runs the handler for a decoded request. `frame` is the address range of
 /// the frame it was decoded from (to count copies of record bytes).
-pub async fn dispatch(shard: &Rc<Shard>, req: Request, frame: (usize, usize), peer: &str) -> Reply {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    req: Request,
+    frame: (usize, usize),
+    session: &Session,
+    peer: &str,
+) -> Reply {
     let ctx = Ctx {
         api_key: req.api_key,
         version: req.version,
         correlation_id: req.header.correlation_id,
+        listener: session.listener,
     };
     sluice_storage::stall::doing("request", req.api_key as i32);
     let started = std::time::Instant::now();
-    let reply = handle(shard, ctx, req, frame, peer).await;
+    let reply = handle(shard, ctx, req, frame, session, peer).await;
     timed(ctx, started, reply)
 }
 
@@ -188,6 +206,7 @@ async fn handle(
     ctx: Ctx,
     req: Request,
     frame: (usize, usize),
+    session: &Session,
     peer: &str,
 ) -> Reply {
     match req.body {
@@ -236,7 +255,14 @@ async fn handle(
         RequestKind::ListPartitionReassignments(r) => {
             Reply::Now(list_partition_reassignments::handle(shard, ctx, r))
         }
-        // `decode_request` only yields the APIs listed in SUPPORTED.
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::Now(alter_user_scram_credentials::handle(shard, ctx, r, session).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => Reply::Now(
+            describe_user_scram_credentials::handle(shard, ctx, r, session),
+        ),
+        // `decode_request` only yields the APIs listed in SUPPORTED (the
+        // connection answers the SASL ones).
         _ => unreachable!("no handler for a served API: {:?}", ctx.api_key),
     }
 }

@@ -17,6 +17,7 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
         api_key: req.api_key,
         version: req.version,
         correlation_id: req.header.correlation_id,
+        listener: 0,
     };
     let unsupported = ResponseError::UnsupportedVersion.code();
     macro_rules! top_level {
@@ -30,8 +31,6 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
         };
     }
     let body = top_level! {
-        SaslHandshake => SaslHandshakeResponse,
-        SaslAuthenticate => SaslAuthenticateResponse,
         EndTxn => EndTxnResponse,
         AddOffsetsToTxn => AddOffsetsToTxnResponse,
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,

@@ -10,6 +10,7 @@ pub mod iotune;
 mod produce;
 pub(crate) mod topic;
 pub mod tune;
+mod user;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub use consume::ConsumeArgs;
 pub use group::GroupCommand;
 pub use produce::ProduceArgs;
 pub use topic::TopicCommand;
+pub use user::UserCommand;
 
 /// Options every CLI command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +71,10 @@ pub fn consume_run(args: ConsumeArgs, common: &Common) -> Result<String> {
 
 pub fn cluster_run(cmd: ClusterCommand, common: &Common) -> Result<String> {
     cluster::run(cmd, common)
+}
+
+pub fn user_run(cmd: UserCommand, common: &Common) -> Result<String> {
+    user::run(cmd, common)
 }
 
 pub fn group_run(cmd: GroupCommand, common: &Common) -> Result<String> {

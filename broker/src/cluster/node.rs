@@ -272,10 +272,7 @@ pub async fn run(shard: Rc<Shard>, cfg: ClusterConfig) -> Result<(), String> {
     let incarnation = now_ms();
     let info = NodeInfo {
         id: me,
-        kafka: format!(
-            "{}:{}",
-            shard.cfg.advertised_host, shard.cfg.advertised_port
-        ),
+        kafka: crate::security::listener::endpoints(&shard.cfg.listeners),
         replication: cfg
             .nodes
             .iter()

@@ -1,0 +1,77 @@
+//! Who a client is and what it may do: listeners and their security
+//! protocols (`listener`), TLS (`tls`), SASL PLAIN and SCRAM
+//! (`sasl`, `scram`), each connection's authentication state
+//! (`session`), the users' credentials and the ACLs (`store`) and the
+//! authorizer that checks a request against them (`acl`).
+//!
+//! A PLAINTEXT listener works as a broker without security does: no
+//! authentication and no ACLs. Every other listener authenticates its
+//! clients (a client certificate on SSL with `--tls-client-ca`, else
+//! `User:ANONYMOUS`; SASL on SASL_*) and checks every request against the
+//! ACLs, with `--super-users` exempt.
+
+pub mod listener;
+pub mod scram;
+pub mod session;
+pub mod store;
+pub mod tls;
+
+pub use listener::{Listener, Protocol};
+
+/// The principal of a client no mechanism named (Kafka's).
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::shard::Shard;
+use store::Security;
+
+/// Changes the users and ACLs: on shard 0, one change at a time, `f`
+/// applied to a copy, the copy stored durably and then sent to every
+/// shard. `f`'s result is returned when the change is stored; an error
+/// from `f` changes nothing.
+pub async fn update<R, F>(shard: &Rc<Shard>, f: F) -> Result<R, String>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Security) -> Result<R, String> + Send + 'static,
+{
+    let work = move |s: Rc<Shard>| async move {
+        let _one_at_a_time = s.security_gate.acquire_permit(1).await;
+        let mut next = (*s.security()).clone();
+        let r = f(&mut next)?;
+        let (dir, stored) = (s.cfg.data_dir.clone(), next.clone());
+        glommio::executor()
+            .spawn_blocking(move || store::store(&dir, &stored))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "users and ACLs not stored");
+                e.to_string()
+            })?;
+        let next = Arc::new(next);
+        let mut waits = Vec::new();
+        for target in 0..s.shards {
+            let next = next.clone();
+            waits.push(s.call(target, move |t| async move { t.set_security(next) }));
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        Ok(r)
+    };
+    shard
+        .call(0, work)
+        .await
+        .unwrap_or_else(|_| Err("the broker is stopping".into()))
+}
+
+/// Whether the session may change and read users' credentials: anyone
+/// on a PLAINTEXT listener (which has no security), a super user on the
+/// others.
+pub fn may_administer(cfg: &crate::config::BrokerConfig, session: &session::Session) -> bool {
+    !session.protocol.authorizes()
+        || session
+            .principal
+            .as_ref()
+            .is_some_and(|p| cfg.super_users.contains(p))
+}

@@ -1,0 +1,337 @@
+//! Security with a real client (librdkafka through the rdkafka crate):
+//! listeners of every protocol on one broker, TLS, SASL PLAIN and
+//! SCRAM-SHA-256/512 over TLS and plaintext, users made offline and
+//! through the running broker, wrong passwords and unauthenticated
+//! requests refused, mutual TLS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::wire::Wire;
+use common::{free_port, run_sluice, tempdir, Broker};
+use kafka_protocol::messages::{ApiKey, MetadataRequest};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate,
+/// as PEM files.
+struct Certs {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Certs {
+    fn make(dir: &Path) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "sluice test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name
+                .push(DnType::OrganizationName, "sluice");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) =
+            leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+        let (client_cert, client_key) = leaf(vec![], "writer");
+        let write = |name: &str, pem: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, pem).unwrap();
+            p
+        };
+        Certs {
+            ca: write("ca.pem", &ca_cert.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
+}
+
+fn client(port: u16, settings: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("socket.timeout.ms", "10000")
+        .set("message.timeout.ms", "20000");
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// Produces `n` records to partition 0 of `topic` and reads them back.
+fn round_trip(port: u16, settings: &[(&str, &str)], topic: &str, n: usize) {
+    let producer: BaseProducer = client(port, settings).create().unwrap();
+    let sent: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
+    for s in &sent {
+        producer
+            .send(BaseRecord::<(), _>::to(topic).partition(0).payload(s))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = client(port, settings)
+        .set("group.id", format!("g-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, sent, "{settings:?}");
+}
+
+/// Whether a client with these settings can read the cluster's metadata.
+/// (A refused client waits out the timeout: librdkafka retries.)
+fn reaches(port: u16, settings: &[(&str, &str)]) -> bool {
+    fetches_metadata(port, settings, Duration::from_secs(20))
+}
+
+/// A client that should be refused: given 3 s (the broker's log or a
+/// check with the right settings shows why it was).
+fn refused(port: u16, settings: &[(&str, &str)]) -> bool {
+    !fetches_metadata(port, settings, Duration::from_secs(3))
+}
+
+fn fetches_metadata(port: u16, settings: &[(&str, &str)], wait: Duration) -> bool {
+    let producer: BaseProducer = client(port, settings).create().unwrap();
+    producer.client().fetch_metadata(None, wait).is_ok()
+}
+
+/// The harness's broker with `--listen LISTEN` in place of its own
+/// (`port` is the one the harness talks to), started.
+fn secured_broker(data: &Path, cores: usize, port: u16, listen: &str, extra: &[&str]) -> Broker {
+    let harness = Broker::command(data, cores, port, extra, &[]);
+    let mut cmd = std::process::Command::new(common::BIN);
+    let mut args = harness.get_args().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = args.next() {
+        if a == "--listen" {
+            args.next();
+            cmd.args(["--listen", listen]);
+        } else {
+            cmd.arg(a);
+        }
+    }
+    cmd.envs(harness.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let mut b = Broker::spawn_command(cmd, port);
+    assert!(b.wait_for("sluice: serving"), "{:#?}", b.seen);
+    b
+}
+
+fn sluice_ok(args: &[&str]) -> String {
+    let (code, out, err) = run_sluice(args, None);
+    assert_eq!(code, 0, "sluice {args:?}: {out}{err}");
+    out
+}
+
+// Proves one broker serves PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL
+// listeners at once, that librdkafka produces and consumes through SSL
+// and through each SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
+// over both SASL listeners, with users made offline before the start
+// and through the running broker, and that a wrong password, a deleted
+// user and a request before authentication are refused.
+#[test]
+fn every_mechanism_over_tls_and_plaintext() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let certs = Certs::make(dir.path());
+    let data_s = data.to_str().unwrap();
+    // The first user, while no broker runs.
+    sluice_ok(&[
+        "user",
+        "create",
+        "admin",
+        "--password",
+        "admin-secret",
+        "--data-dir",
+        data_s,
+    ]);
+    let stored = std::fs::read_to_string(data.join("sluice-security.json")).unwrap();
+    assert!(!stored.contains("admin-secret"), "{stored}");
+
+    let (plain, ssl, sasl, sasl_ssl) = (free_port(), free_port(), free_port(), free_port());
+    let listeners = format!(
+        "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl},\
+         SASL_PLAINTEXT://127.0.0.1:{sasl},SASL_SSL://127.0.0.1:{sasl_ssl}"
+    );
+    let tls_args = [
+        "--tls-cert",
+        certs.server_cert.to_str().unwrap(),
+        "--tls-key",
+        certs.server_key.to_str().unwrap(),
+    ];
+    let mut b = secured_broker(&data, 2, plain, &listeners, &tls_args);
+
+    // A running broker's data directory is not changed behind its back.
+    let (code, _, err) = run_sluice(
+        &[
+            "user",
+            "create",
+            "x",
+            "--password",
+            "p",
+            "--data-dir",
+            data_s,
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("in use by a running broker"), "{err}");
+
+    let boot = format!("127.0.0.1:{plain}");
+    for m in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        sluice_ok(&[
+            "user",
+            "create",
+            "alice",
+            "--password",
+            "alice-secret",
+            "--mechanism",
+            m,
+            "--bootstrap",
+            &boot,
+        ]);
+    }
+    let listed = sluice_ok(&["user", "list", "--bootstrap", &boot]);
+    for want in ["admin", "alice", "SCRAM-SHA-256", "SCRAM-SHA-512", "8192"] {
+        assert!(listed.contains(want), "{listed}");
+    }
+
+    let tls = [
+        ("ssl.ca.location", certs.ca.to_str().unwrap()),
+        ("ssl.endpoint.identification.algorithm", "https"),
+    ];
+    let mut n = 0;
+    for (protocol, port) in [("SASL_PLAINTEXT", sasl), ("SASL_SSL", sasl_ssl)] {
+        for mech in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let mut s = vec![
+                ("security.protocol", protocol),
+                ("sasl.mechanisms", mech),
+                ("sasl.username", "alice"),
+                ("sasl.password", "alice-secret"),
+            ];
+            if protocol == "SASL_SSL" {
+                s.extend(tls);
+            }
+            n += 1;
+            round_trip(port, &s, &format!("t{n}"), 25);
+            let wrong: Vec<_> = s
+                .iter()
+                .map(|&(k, v)| (k, if k == "sasl.password" { "wrong" } else { v }))
+                .collect();
+            assert!(
+                refused(port, &wrong),
+                "{protocol} {mech}: a wrong password was taken"
+            );
+            assert!(
+                reaches(port, &s),
+                "{protocol} {mech}: the right password after a wrong one"
+            );
+        }
+    }
+    assert!(b.wait_for("SASL authentication failed"), "{:#?}", b.seen);
+    let mut s = vec![("security.protocol", "SSL")];
+    s.extend(tls);
+    round_trip(ssl, &s, "over-ssl", 25);
+    // TLS with a CA that did not sign the broker's certificate fails.
+    let other = tempdir();
+    let other_certs = Certs::make(other.path());
+    let bad_ca = [
+        ("security.protocol", "SSL"),
+        ("ssl.ca.location", other_certs.ca.to_str().unwrap()),
+    ];
+    assert!(refused(ssl, &bad_ca));
+
+    // A request before authentication closes the connection.
+    let mut w = Wire::connect(sasl);
+    w.send(ApiKey::Metadata, 9, &MetadataRequest::default());
+    assert!(
+        w.closed(),
+        "a SASL listener answered Metadata before authentication"
+    );
+
+    // A deleted user cannot authenticate any more.
+    sluice_ok(&["user", "delete", "alice", "--bootstrap", &boot]);
+    let s = [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", "alice"),
+        ("sasl.password", "alice-secret"),
+    ];
+    assert!(refused(sasl, &s));
+    let admin = [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", "admin"),
+        ("sasl.password", "admin-secret"),
+    ];
+    assert!(reaches(sasl, &admin));
+    b.stop();
+
+    // Users survive a restart.
+    let listed = sluice_ok(&["user", "list", "--data-dir", data_s]);
+    assert!(
+        listed.contains("admin") && !listed.contains("alice"),
+        "{listed}"
+    );
+}
+
+// Proves that with --tls-client-ca a TLS client must present a
+// certificate the CA signed: with one it produces and consumes, without
+// one it is refused.
+#[test]
+fn mutual_tls_requires_a_signed_client_certificate() {
+    let dir = tempdir();
+    let certs = Certs::make(dir.path());
+    let port = free_port();
+    let args = [
+        "--tls-cert",
+        certs.server_cert.to_str().unwrap(),
+        "--tls-key",
+        certs.server_key.to_str().unwrap(),
+        "--tls-client-ca",
+        certs.ca.to_str().unwrap(),
+    ];
+    let listen = format!("SSL://127.0.0.1:{port}");
+    let mut b = secured_broker(&dir.path().join("data"), 1, port, &listen, &args);
+    let ca = certs.ca.to_str().unwrap();
+    let with_cert = [
+        ("security.protocol", "SSL"),
+        ("ssl.ca.location", ca),
+        (
+            "ssl.certificate.location",
+            certs.client_cert.to_str().unwrap(),
+        ),
+        ("ssl.key.location", certs.client_key.to_str().unwrap()),
+    ];
+    round_trip(port, &with_cert, "mtls", 10);
+    assert!(refused(
+        port,
+        &[("security.protocol", "SSL"), ("ssl.ca.location", ca)]
+    ));
+    b.stop();
+}
