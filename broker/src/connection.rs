@@ -203,7 +203,7 @@ async fn serve(
     let protocol = shard.cfg.listeners[index].protocol;
     if !protocol.tls() {
         let (rd, wr) = futures_lite::io::split(stream);
-        let session = Session::new(protocol, index, None);
+        let session = Session::new(protocol, index, None, host(peer));
         return serve_stream(
             shard,
             ReadSide::Plain(fd, rd),
@@ -232,9 +232,17 @@ async fn serve(
         ),
         _ => None,
     };
-    let session = Session::new(protocol, index, principal);
+    tracing::debug!(%peer, principal = ?principal, "TLS connection");
+    let session = Session::new(protocol, index, principal, host(peer));
     let (rd, wr) = futures_lite::io::split(tls);
     serve_stream(shard, ReadSide::Tls(rd), WriteSide::Tls(wr), session, peer).await
+}
+
+/// A peer's address without its port.
+fn host(peer: &str) -> String {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }
 
 async fn serve_stream(

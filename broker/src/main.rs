@@ -80,6 +80,13 @@ enum Command {
         #[command(flatten)]
         common: cli::Common,
     },
+    /// Create, list and delete ACLs.
+    Acl {
+        #[command(subcommand)]
+        command: cli::AclCommand,
+        #[command(flatten)]
+        common: cli::Common,
+    },
     /// List, describe, delete groups and reset their offsets.
     Group {
         #[command(subcommand)]
@@ -108,6 +115,7 @@ fn main() -> ExitCode {
         Command::Consume { args, common } => Some(cli::consume_run(args, &common)),
         Command::Group { command, common } => Some(cli::group_run(command, &common)),
         Command::User { command, common } => Some(cli::user_run(command, &common)),
+        Command::Acl { command, common } => Some(cli::acl_run(command, &common)),
         Command::Cluster { command, common } => Some(cli::cluster_run(command, &common)),
         Command::Serve(a) => return serve(a),
         Command::Tune(a) => return sluice_broker::cli::tune::run(a),

@@ -40,6 +40,9 @@ impl Certs {
         let leaf = |names: Vec<String>, cn: &str| {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(names).unwrap();
+            // Encoded in this order: O, then CN (RFC 2253 names it
+            // CN=...,O=...).
+            p.distinguished_name = rcgen::DistinguishedName::new();
             p.distinguished_name
                 .push(DnType::OrganizationName, "sluice");
             p.distinguished_name.push(DnType::CommonName, cn);
@@ -216,6 +219,22 @@ fn every_mechanism_over_tls_and_plaintext() {
             &boot,
         ]);
     }
+    // Every authenticated principal may use every topic and group here
+    // (ACLs are the next test's subject).
+    for resource in ["--topic", "--group"] {
+        sluice_ok(&[
+            "acl",
+            "create",
+            "--principal",
+            "User:*",
+            "--operation",
+            "all",
+            resource,
+            "*",
+            "--bootstrap",
+            &boot,
+        ]);
+    }
     let listed = sluice_ok(&["user", "list", "--bootstrap", &boot]);
     for want in ["admin", "alice", "SCRAM-SHA-256", "SCRAM-SHA-512", "8192"] {
         assert!(listed.contains(want), "{listed}");
@@ -301,8 +320,9 @@ fn every_mechanism_over_tls_and_plaintext() {
 }
 
 // Proves that with --tls-client-ca a TLS client must present a
-// certificate the CA signed: with one it produces and consumes, without
-// one it is refused.
+// certificate the CA signed, and that its subject is its principal: it
+// is refused a produce until an ACL names that subject, then produces
+// and consumes; without a certificate it is refused.
 #[test]
 fn mutual_tls_requires_a_signed_client_certificate() {
     let dir = tempdir();
@@ -316,7 +336,8 @@ fn mutual_tls_requires_a_signed_client_certificate() {
         "--tls-client-ca",
         certs.ca.to_str().unwrap(),
     ];
-    let listen = format!("SSL://127.0.0.1:{port}");
+    let admin = free_port();
+    let listen = format!("SSL://127.0.0.1:{port},PLAINTEXT://127.0.0.1:{admin}");
     let mut b = secured_broker(&dir.path().join("data"), 1, port, &listen, &args);
     let ca = certs.ca.to_str().unwrap();
     let with_cert = [
@@ -328,10 +349,306 @@ fn mutual_tls_requires_a_signed_client_certificate() {
         ),
         ("ssl.key.location", certs.client_key.to_str().unwrap()),
     ];
+    // The certificate's subject is the principal the ACLs name.
+    let (ok, errors) = produce(port, &with_cert, "mtls", 2);
+    assert_eq!(ok, 0, "produced without an ACL");
+    assert!(
+        errors.iter().all(|e| e.contains("authorization failed")),
+        "{errors:?}"
+    );
+    let admin_boot = format!("127.0.0.1:{admin}");
+    for resource in [["--topic", "mtls"], ["--group", "g-mtls"]] {
+        sluice_ok(
+            &[
+                &[
+                    "acl",
+                    "create",
+                    "--principal",
+                    "User:CN=writer,O=sluice",
+                    "--operation",
+                    "all",
+                ][..],
+                &resource[..],
+                &["--bootstrap", &admin_boot][..],
+            ]
+            .concat(),
+        );
+    }
     round_trip(port, &with_cert, "mtls", 10);
     assert!(refused(
         port,
         &[("security.protocol", "SSL"), ("ssl.ca.location", ca)]
     ));
+    b.stop();
+}
+
+/// Delivery errors of a producer.
+#[derive(Default, Clone)]
+struct Deliveries(std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>);
+
+impl rdkafka::ClientContext for Deliveries {}
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let mut d = self.0.lock().unwrap();
+        match r {
+            Ok(_) => d.0 += 1,
+            Err((e, _)) => d.1.push(e.to_string()),
+        }
+    }
+}
+
+/// Produces `n` records; returns (delivered, errors).
+fn produce(port: u16, settings: &[(&str, &str)], topic: &str, n: usize) -> (usize, Vec<String>) {
+    let ctx = Deliveries::default();
+    let p: BaseProducer<Deliveries> = client(port, settings)
+        .set("message.timeout.ms", "10000")
+        .create_with_context(ctx.clone())
+        .unwrap();
+    for i in 0..n {
+        let v = format!("{topic}-{i}");
+        p.send(BaseRecord::<(), _>::to(topic).partition(0).payload(&v))
+            .unwrap();
+    }
+    let _ = p.flush(Duration::from_secs(20));
+    let d = ctx.0.lock().unwrap().clone();
+    d
+}
+
+/// The errors a consumer's polls give within `wait` (and how many
+/// records it got).
+fn consume_errors(
+    port: u16,
+    settings: &[(&str, &str)],
+    topic: &str,
+    group: Option<&str>,
+    wait: Duration,
+) -> (usize, Vec<String>) {
+    let consumer: BaseConsumer = client(port, settings)
+        .set("group.id", group.unwrap_or("unused-group"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    match group {
+        Some(_) => consumer.subscribe(&[topic]).unwrap(),
+        None => {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Beginning)
+                .unwrap();
+            consumer.assign(&tpl).unwrap();
+        }
+    }
+    let (mut got, mut errors) = (0, Vec::new());
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => got += 1,
+            Some(Err(e)) => errors.push(e.to_string()),
+            None => {}
+        }
+    }
+    (got, errors)
+}
+
+fn topics_seen(port: u16, settings: &[(&str, &str)]) -> Vec<String> {
+    let p: BaseProducer = client(port, settings).create().unwrap();
+    let m = p
+        .client()
+        .fetch_metadata(None, Duration::from_secs(20))
+        .unwrap();
+    let mut t: Vec<String> = m.topics().iter().map(|t| t.name().to_string()).collect();
+    t.sort();
+    t
+}
+
+fn create_topic(port: u16, settings: &[(&str, &str)], name: &str) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client(port, settings).create().unwrap();
+    let t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    let r = futures_lite::future::block_on(admin.create_topics(&[t], &AdminOptions::new()))
+        .map_err(|e| e.to_string())?;
+    match &r[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+// Proves ACLs are enforced on an authenticated listener with librdkafka:
+// a principal without ACLs is refused on produce, fetch, group join and
+// topic creation and sees no topic in Metadata; one with ACLs (a prefix
+// for topics, a literal group) produces, consumes in its group and sees
+// only its topics; a DENY wins over an ALLOW; a super user needs no
+// ACL; `sluice acl` creates, lists and deletes them; and they survive a
+// restart.
+#[test]
+fn acls_allow_deny_and_filter_what_clients_see() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let (plain, sasl) = (free_port(), free_port());
+    let data_s = data.to_str().unwrap();
+    for (user, password) in [("admin", "a-pw"), ("alice", "b-pw"), ("mallory", "c-pw")] {
+        sluice_ok(&[
+            "user",
+            "create",
+            user,
+            "--password",
+            password,
+            "--data-dir",
+            data_s,
+        ]);
+    }
+    let listen = format!("PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}");
+    let mut b = secured_broker(&data, 2, plain, &listen, &["--super-users", "admin"]);
+    let boot = format!("127.0.0.1:{plain}");
+    let as_user = |user: &'static str, password: &'static str| {
+        vec![
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "SCRAM-SHA-256"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ]
+    };
+    let admin = as_user("admin", "a-pw");
+    let alice = as_user("alice", "b-pw");
+    let mallory = as_user("mallory", "c-pw");
+
+    // A super user needs no ACL.
+    for t in ["app-orders", "app-frozen", "secret"] {
+        create_topic(sasl, &admin, t).unwrap();
+    }
+    assert_eq!(produce(sasl, &admin, "secret", 5), (5, vec![]));
+
+    // ACLs through the CLI (over the PLAINTEXT listener).
+    sluice_ok(&[
+        "acl",
+        "create",
+        "--principal",
+        "alice",
+        "--operation",
+        "read",
+        "--operation",
+        "write",
+        "--topic",
+        "app-",
+        "--prefixed",
+        "--bootstrap",
+        &boot,
+    ]);
+    sluice_ok(&[
+        "acl",
+        "create",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "read",
+        "--group",
+        "app-group",
+        "--bootstrap",
+        &boot,
+    ]);
+    sluice_ok(&[
+        "acl",
+        "create",
+        "--principal",
+        "alice",
+        "--operation",
+        "write",
+        "--deny",
+        "--topic",
+        "app-frozen",
+        "--bootstrap",
+        &boot,
+    ]);
+    let listed = sluice_ok(&["acl", "list", "--bootstrap", &boot]);
+    for want in [
+        "PREFIXED",
+        "app-",
+        "app-group",
+        "DENY",
+        "User:alice",
+        "WRITE",
+    ] {
+        assert!(listed.contains(want), "{listed}");
+    }
+    assert_eq!(listed.lines().count(), 1 + 4, "{listed}");
+
+    // Mallory, with no ACL: refused everywhere, sees nothing.
+    let (ok, errors) = produce(sasl, &mallory, "app-orders", 3);
+    assert_eq!(ok, 0);
+    assert!(
+        errors.iter().all(|e| e.contains("authorization failed")) && errors.len() == 3,
+        "{errors:?}"
+    );
+    let (got, errors) = consume_errors(sasl, &mallory, "secret", None, Duration::from_secs(4));
+    assert_eq!(got, 0, "a fetch without READ returned records");
+    assert!(
+        errors.iter().any(|e| e.contains("authorization failed")),
+        "{errors:?}"
+    );
+    let (got, errors) = consume_errors(
+        sasl,
+        &mallory,
+        "app-orders",
+        Some("app-group"),
+        Duration::from_secs(4),
+    );
+    assert_eq!(got, 0);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("Group authorization failed")),
+        "{errors:?}"
+    );
+    let e = create_topic(sasl, &mallory, "mallory-topic").unwrap_err();
+    assert!(e.contains("TopicAuthorizationFailed"), "{e}");
+    assert!(topics_seen(sasl, &mallory).is_empty());
+
+    // Alice: her prefix and her group.
+    assert_eq!(produce(sasl, &alice, "app-orders", 10), (10, vec![]));
+    let (got, errors) = consume_errors(
+        sasl,
+        &alice,
+        "app-orders",
+        Some("app-group"),
+        Duration::from_secs(8),
+    );
+    assert_eq!(got, 10, "{errors:?}");
+    let (ok, errors) = produce(sasl, &alice, "app-frozen", 2);
+    assert_eq!(ok, 0, "a DENY is overridden");
+    assert!(
+        errors.iter().all(|e| e.contains("authorization failed")),
+        "{errors:?}"
+    );
+    assert_eq!(topics_seen(sasl, &alice), ["app-frozen", "app-orders"]);
+    let (got, _) = consume_errors(sasl, &alice, "secret", None, Duration::from_secs(3));
+    assert_eq!(got, 0);
+    // The PLAINTEXT listener has no security: everything is there.
+    assert_eq!(
+        topics_seen(plain, &[]),
+        ["app-frozen", "app-orders", "secret"]
+    );
+
+    // Deleting the DENY lets alice write there.
+    let out = sluice_ok(&[
+        "acl",
+        "delete",
+        "--principal",
+        "alice",
+        "--topic",
+        "app-frozen",
+        "--bootstrap",
+        &boot,
+    ]);
+    assert!(out.contains("deleted 1"), "{out}");
+    assert_eq!(produce(sasl, &alice, "app-frozen", 2), (2, vec![]));
+    b.stop();
+
+    // ACLs are stored with the users.
+    let mut b = secured_broker(&data, 2, plain, &listen, &["--super-users", "admin"]);
+    let listed = sluice_ok(&["acl", "list", "--bootstrap", &boot]);
+    assert_eq!(listed.lines().count(), 1 + 3, "{listed}");
+    assert!(topics_seen(sasl, &mallory).is_empty());
     b.stop();
 }

@@ -559,8 +559,7 @@ fn bad_input_is_refused_and_the_broker_keeps_serving() {
         "nothing written by refused batches"
     );
     // An API this broker does not serve gets an error answer.
-    let r: SaslHandshakeResponse =
-        w.call(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default());
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 1, &EndTxnRequest::default());
     assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
     still_serves(port, &mut n);
 
@@ -582,14 +581,13 @@ fn unserved_apis_get_an_answer_or_a_close() {
         };
     }
     let requests = defaults! {
-        SaslHandshake => SaslHandshakeRequest,
-        SaslAuthenticate => SaslAuthenticateRequest,
         DeleteRecords => DeleteRecordsRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         EndTxn => EndTxnRequest,
         AddPartitionsToTxn => AddPartitionsToTxnRequest,
-        DescribeAcls => DescribeAclsRequest,
+        DescribeClientQuotas => DescribeClientQuotasRequest,
+        ElectLeaders => ElectLeadersRequest,
         DescribeProducers => DescribeProducersRequest,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsRequest,
@@ -858,6 +856,49 @@ fn every_served_api_at_every_version() {
                 ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
                     ListPartitionReassignmentsRequest::default(),
                 ),
+                // On this PLAINTEXT listener: answered ILLEGAL_SASL_STATE
+                // (then the connection closes).
+                ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+                    SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+                ),
+                ApiKey::SaslAuthenticate => {
+                    RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default())
+                }
+                ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+                    DescribeUserScramCredentialsRequest::default(),
+                ),
+                ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
+                    AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                        alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                            .with_name(StrBytes::from_static_str("nobody"))
+                            .with_mechanism(1),
+                    ]),
+                ),
+                ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default().with_creations(
+                    vec![create_acls_request::AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("vers"))
+                        .with_resource_pattern_type(3)
+                        .with_principal(StrBytes::from_static_str("User:v"))
+                        .with_host(StrBytes::from_static_str("*"))
+                        .with_operation(3)
+                        .with_permission_type(3)],
+                )),
+                ApiKey::DescribeAcls => RequestKind::DescribeAcls(
+                    DescribeAclsRequest::default()
+                        .with_resource_type_filter(1)
+                        .with_pattern_type_filter(1)
+                        .with_operation(1)
+                        .with_permission_type(1),
+                ),
+                ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(vec![
+                    delete_acls_request::DeleteAclsFilter::default()
+                        .with_resource_type_filter(2)
+                        .with_resource_name_filter(Some(StrBytes::from_static_str("vers")))
+                        .with_pattern_type_filter(3)
+                        .with_operation(1)
+                        .with_permission_type(1),
+                ])),
                 other => panic!("no request template for {other:?}: add one"),
             };
             let mut enc = bytes::BytesMut::new();

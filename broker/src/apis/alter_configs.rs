@@ -1,6 +1,8 @@
 //! AlterConfigs (the older, non-incremental API that some admin clients
 //! still use): replaces a topic's whole set of configs with the one given.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -15,7 +17,13 @@ use crate::controller::ConfigOp;
 use crate::metadata::Refusal;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: AlterConfigsRequest) -> ResponseChunks {
+/// ALTER_CONFIGS on each topic.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: AlterConfigsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let resources: Vec<_> = req
         .resources
         .iter()
@@ -29,6 +37,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: AlterConfigsRequest) -> Re
                 return Err(Refusal::new(
                     ResponseError::InvalidRequest,
                     "only topic configs can be altered",
+                ));
+            }
+            if !authz.topic(Operation::AlterConfigs, &r.resource_name) {
+                return Err(Refusal::new(
+                    ResponseError::TopicAuthorizationFailed,
+                    "ALTER_CONFIGS on the topic is not allowed",
                 ));
             }
             let mut ops = vec![ConfigOp::Clear];

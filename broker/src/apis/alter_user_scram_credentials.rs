@@ -14,8 +14,9 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
+use crate::security::acl::Operation;
 use crate::security::scram::{check_iterations, Credential, Mechanism};
-use crate::security::session::Session;
+use crate::security::Authz;
 use crate::shard::Shard;
 
 /// Why a user's changes are refused.
@@ -31,7 +32,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     ctx: Ctx,
     req: AlterUserScramCredentialsRequest,
-    session: &Session,
+    authz: &Authz<'_>,
 ) -> ResponseChunks {
     // (user, its changes, or why the user's changes are refused)
     let mut users: Vec<(String, Result<Vec<Change>, Refused>)> = Vec::new();
@@ -88,13 +89,13 @@ pub async fn handle(
         });
         add(u.name.to_string(), change);
     }
-    let allowed = crate::security::may_administer(&shard.cfg, session);
+    let allowed = authz.cluster(Operation::AlterConfigs);
     let mut results = Vec::with_capacity(users.len());
     for (user, changes) in users {
         let outcome = match changes {
             _ if !allowed => Err((
                 ResponseError::ClusterAuthorizationFailed,
-                "only super users alter credentials on this listener".to_string(),
+                "ALTER_CONFIGS on the cluster is not allowed".to_string(),
             )),
             Err(e) => Err(e),
             Ok(changes) => {

@@ -1,6 +1,10 @@
 //! CreatePartitions: grow a topic; new partitions go to the least loaded
 //! shards.
 
+use crate::metadata::Refusal;
+use crate::security::acl::Operation;
+use crate::security::Authz;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -11,12 +15,24 @@ use sluice_net::response::ResponseChunks;
 use super::{on_controller_each, Ctx};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: CreatePartitionsRequest) -> ResponseChunks {
+/// ALTER on each topic.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: CreatePartitionsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
     let items = req
         .topics
         .iter()
-        .map(|t| Ok((t.name.0.to_string(), t.count)))
+        .map(|t| match authz.topic(Operation::Alter, &t.name) {
+            true => Ok((t.name.0.to_string(), t.count)),
+            false => Err(Refusal::new(
+                ResponseError::TopicAuthorizationFailed,
+                format!("ALTER on topic {} is not allowed", t.name.as_str()),
+            )),
+        })
         .collect();
     let validate_only = req.validate_only;
     let results = on_controller_each(shard, items, move |s, changes| async move {

@@ -2,6 +2,8 @@
 //! factor, configs), stores the new metadata and has every shard open the
 //! partitions before answering.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -15,12 +17,25 @@ use crate::controller::NewTopic;
 use crate::metadata::Refusal;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: CreateTopicsRequest) -> ResponseChunks {
+/// CREATE on the cluster, or on each topic.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: CreateTopicsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
+    let on_cluster = authz.cluster(Operation::Create);
     let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
     let items = req
         .topics
         .into_iter()
         .map(|t| {
+            if !on_cluster && !authz.topic(Operation::Create, &t.name) {
+                return Err(Refusal::new(
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("CREATE on topic {} is not allowed", t.name.as_str()),
+                ));
+            }
             if !t.assignments.is_empty() {
                 return Err(Refusal::new(
                     ResponseError::InvalidReplicaAssignment,

@@ -2,6 +2,10 @@
 //! every owner closes its partitions and deletes their data from disk
 //! before the answer.
 
+use crate::metadata::Refusal;
+use crate::security::acl::Operation;
+use crate::security::Authz;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -14,7 +18,13 @@ use sluice_net::response::ResponseChunks;
 use super::{on_controller_each, Ctx};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteTopicsRequest) -> ResponseChunks {
+/// DELETE on each topic.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: DeleteTopicsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let meta = shard.meta();
     // v6 names topics by name or by id; earlier versions by name only.
     let asked: Vec<(Option<TopicName>, uuid::Uuid)> = if ctx.version >= 6 {
@@ -38,7 +48,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DeleteTopicsRequest) -> Re
                 .unwrap_or_default(),
         })
         .collect();
-    let items = names.iter().map(|n| Ok(n.clone())).collect();
+    let items = names
+        .iter()
+        .map(
+            |n| match n.is_empty() || authz.topic(Operation::Delete, n) {
+                true => Ok(n.clone()),
+                false => Err(Refusal::new(
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("DELETE on topic {n} is not allowed"),
+                )),
+            },
+        )
+        .collect();
     let results = on_controller_each(shard, items, |s, names| async move {
         s.controller().delete_topics(&s, names).await
     })

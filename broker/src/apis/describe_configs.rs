@@ -1,6 +1,8 @@
 //! DescribeConfigs: a topic's configs the log honours, each marked as set
 //! on the topic or as the default. Broker resources answer with no configs.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::describe_configs_response::{
@@ -33,7 +35,13 @@ fn config_type(name: &str) -> i8 {
     }
 }
 
-pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeConfigsRequest) -> ResponseChunks {
+/// DESCRIBE_CONFIGS on each topic, or on the cluster for a broker.
+pub fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: DescribeConfigsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let meta = shard.meta();
     let results = req
         .resources
@@ -43,6 +51,16 @@ pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeConfigsRequest) -> Respo
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             match r.resource_type {
+                RESOURCE_BROKER if !authz.cluster(Operation::DescribeConfigs) => out
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "DESCRIBE_CONFIGS on the cluster is not allowed",
+                    ))),
+                RESOURCE_TOPIC if !authz.topic(Operation::DescribeConfigs, &r.resource_name) => out
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "DESCRIBE_CONFIGS on the topic is not allowed",
+                    ))),
                 RESOURCE_BROKER => out,
                 RESOURCE_TOPIC => {
                     let Some(t) = meta.topic(&r.resource_name) else {

@@ -2,6 +2,8 @@
 //! metadata and assignment. An unknown group is described as Dead, as
 //! Kafka does.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -13,18 +15,27 @@ use sluice_net::response::ResponseChunks;
 use super::Ctx;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: DescribeGroupsRequest) -> ResponseChunks {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: DescribeGroupsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let s = StrBytes::from_string;
     let mut out = Vec::new();
     for id in req.groups {
         let group = id.0.to_string();
+        let d = DescribedGroup::default()
+            .with_group_id(id)
+            .with_authorized_operations(i32::MIN);
+        if !authz.group(Operation::Describe, &group) {
+            out.push(d.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         let owner = shard.group_owner(&group);
         let view = shard
             .call_coordinator(owner, move |c| async move { c.describe(&group) })
             .await;
-        let d = DescribedGroup::default()
-            .with_group_id(id)
-            .with_authorized_operations(i32::MIN);
         out.push(match view {
             Err(_) => d.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
             Ok(None) => d.with_group_state(StrBytes::from_static_str("Dead")),

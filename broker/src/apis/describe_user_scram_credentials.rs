@@ -1,5 +1,6 @@
 //! DescribeUserScramCredentials: each user's SCRAM mechanisms and
-//! iterations (never a salt or a key).
+//! iterations (never a salt or a key). DESCRIBE_CONFIGS on the cluster
+//! (checked before the handler).
 
 use std::rc::Rc;
 
@@ -14,24 +15,14 @@ use kafka_protocol::ResponseError;
 use sluice_net::response::ResponseChunks;
 
 use super::Ctx;
-use crate::security::session::Session;
 use crate::shard::Shard;
 
 pub fn handle(
     shard: &Rc<Shard>,
     ctx: Ctx,
     req: DescribeUserScramCredentialsRequest,
-    session: &Session,
 ) -> ResponseChunks {
     let out = DescribeUserScramCredentialsResponse::default();
-    if !crate::security::may_administer(&shard.cfg, session) {
-        return ctx.answer(ResponseKind::DescribeUserScramCredentials(
-            out.with_error_code(ResponseError::ClusterAuthorizationFailed.code())
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "only super users describe credentials on this listener",
-                ))),
-        ));
-    }
     let security = shard.security();
     let names: Vec<String> = match req.users {
         Some(u) if !u.is_empty() => u.into_iter().map(|u| u.name.to_string()).collect(),

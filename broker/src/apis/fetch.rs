@@ -7,6 +7,8 @@
 //! Fetch sessions (KIP-227) are not kept: every answer is a full one with
 //! session id 0, which clients accept.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -48,15 +50,25 @@ struct Got {
     generation: u64,
 }
 
-pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FetchRequest) -> Reply {
+pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FetchRequest, authz: &Authz<'_>) -> Reply {
+    // READ on each topic, decided now: the fetch runs as a task of its
+    // own.
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| authz.topic(Operation::Read, &t.topic))
+        .collect();
     let shard = shard.clone();
-    Reply::Task(Box::pin(async move { fetch(&shard, ctx, req).await }))
+    Reply::Task(Box::pin(
+        async move { fetch(&shard, ctx, req, readable).await },
+    ))
 }
 
 async fn fetch(
     shard: &Rc<Shard>,
     ctx: Ctx,
     req: FetchRequest,
+    readable: Vec<bool>,
 ) -> sluice_net::response::ResponseChunks {
     let started = Instant::now();
     let wait =
@@ -67,7 +79,7 @@ async fn fetch(
     let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
     let mut wants: Vec<Vec<Want>> = (0..shard.shards).map(|_| Vec::new()).collect();
     let mut results: Vec<Got> = Vec::new();
-    for t in &req.topics {
+    for (t, readable) in req.topics.iter().zip(readable) {
         let topic = t.topic.0.to_string();
         let mut parts = Vec::new();
         for p in &t.partitions {
@@ -79,6 +91,10 @@ async fn fetch(
                 ..Default::default()
             });
             parts.push(p.partition);
+            if !readable {
+                results[slot].error = ResponseError::TopicAuthorizationFailed.code();
+                continue;
+            }
             if meta.route(&topic, p.partition) == Route::NotLeader {
                 results[slot].error = ResponseError::NotLeaderOrFollower.code();
             }

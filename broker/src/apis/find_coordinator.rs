@@ -5,6 +5,8 @@
 //! (or by hash on a single broker) and requests are forwarded there.
 //! Transaction coordinators are not served.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -52,13 +54,26 @@ fn coordinator(
     Ok((n, host, port))
 }
 
-pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FindCoordinatorRequest) -> ResponseChunks {
+/// DESCRIBE on each group asked about.
+pub fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: FindCoordinatorRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let refused = req.key_type != KEY_GROUP;
-    let find = |key: &str| -> Result<(i32, String, i32), &'static str> {
+    let unavailable = ResponseError::CoordinatorNotAvailable.code();
+    let find = |key: &str| -> Result<(i32, String, i32), (i16, &'static str)> {
         if refused {
-            return Err("only group coordinators are served");
+            return Err((unavailable, "only group coordinators are served"));
         }
-        coordinator(shard, key, ctx.listener)
+        if !authz.group(Operation::Describe, key) {
+            return Err((
+                ResponseError::GroupAuthorizationFailed.code(),
+                "DESCRIBE on the group is not allowed",
+            ));
+        }
+        coordinator(shard, key, ctx.listener).map_err(|why| (unavailable, why))
     };
     let out = FindCoordinatorResponse::default();
     let out = if ctx.version >= 4 {
@@ -73,10 +88,10 @@ pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FindCoordinatorRequest) -> Respo
                             .with_node_id(BrokerId(n))
                             .with_host(StrBytes::from_string(host))
                             .with_port(port),
-                        Err(why) => c
+                        Err((code, why)) => c
                             .with_node_id(BrokerId(-1))
                             .with_port(-1)
-                            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                            .with_error_code(code)
                             .with_error_message(Some(StrBytes::from_static_str(why))),
                     }
                 })
@@ -88,8 +103,8 @@ pub fn handle(shard: &Rc<Shard>, ctx: Ctx, req: FindCoordinatorRequest) -> Respo
                 .with_node_id(BrokerId(n))
                 .with_host(StrBytes::from_string(host))
                 .with_port(port),
-            Err(why) => out
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            Err((code, why)) => out
+                .with_error_code(code)
                 // The message field exists from v1.
                 .with_error_message((ctx.version >= 1).then(|| StrBytes::from_static_str(why)))
                 .with_node_id(BrokerId(-1))

@@ -2,6 +2,8 @@
 //! validates the result against the log's limits, stores it, and every
 //! owner applies it to its partitions before the answer.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -25,6 +27,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     ctx: Ctx,
     req: IncrementalAlterConfigsRequest,
+    authz: &Authz<'_>,
 ) -> ResponseChunks {
     let resources: Vec<_> = req
         .resources
@@ -39,6 +42,12 @@ pub async fn handle(
                 return Err(Refusal::new(
                     ResponseError::InvalidRequest,
                     "only topic configs can be altered",
+                ));
+            }
+            if !authz.topic(Operation::AlterConfigs, &r.resource_name) {
+                return Err(Refusal::new(
+                    ResponseError::TopicAuthorizationFailed,
+                    "ALTER_CONFIGS on the topic is not allowed",
                 ));
             }
             let ops = r

@@ -1,6 +1,8 @@
 //! ListGroups: every coordinator's groups on this node (with members or committed offsets),
 //! filtered by state (v4+) and type (v5+).
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -11,7 +13,15 @@ use sluice_net::response::ResponseChunks;
 use super::Ctx;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListGroupsRequest) -> ResponseChunks {
+/// Every group with DESCRIBE on the cluster; else the groups the
+/// principal may DESCRIBE.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: ListGroupsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
+    let every = authz.cluster(Operation::Describe);
     let mut all = Vec::new();
     for target in 0..shard.shards {
         for g in shard.call_coordinators(target, |c| c.list()).await {
@@ -22,6 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListGroupsRequest) -> Resp
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let groups = all
         .into_iter()
+        .filter(|(id, _, _)| every || authz.group(Operation::Describe, id))
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
         .map(|(id, protocol_type, state)| {

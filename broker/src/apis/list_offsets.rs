@@ -1,6 +1,8 @@
 //! ListOffsets: the log start offset (earliest, -2), the high watermark
 //! (latest, -1), or the first offset whose timestamp is at or after a time.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -26,14 +28,26 @@ struct Found {
     epoch: i32,
 }
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: ListOffsetsRequest) -> ResponseChunks {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: ListOffsetsRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let meta = shard.meta();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = t.name.0.to_string();
+        let described = authz.topic(Operation::Describe, &topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let found = match meta.route(&topic, p.partition_index) {
+                _ if !described => Found {
+                    error: ResponseError::TopicAuthorizationFailed.code(),
+                    timestamp: -1,
+                    offset: -1,
+                    epoch: -1,
+                },
                 Route::Unknown => Found {
                     error: ResponseError::UnknownTopicOrPartition.code(),
                     timestamp: -1,

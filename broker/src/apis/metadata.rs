@@ -1,6 +1,9 @@
 //! Metadata: this broker (as controller, and leader of every partition),
 //! and the topics asked for (all of them when none are named), creating
-//! unknown ones when auto-creation is on and the client allows it.
+//! unknown ones when auto-creation is on and the client allows it. With
+//! ACLs: topics the principal may not DESCRIBE are left out of an
+//! all-topics answer and answered TOPIC_AUTHORIZATION_FAILED when named;
+//! auto-creation needs CREATE on the cluster or the topic.
 
 use std::rc::Rc;
 
@@ -16,13 +19,28 @@ use kafka_protocol::ResponseError;
 use super::{on_controller, Ctx};
 use crate::controller::NewTopic;
 use crate::metadata::TopicMeta;
+use crate::security::Authz;
 use crate::shard::Shard;
 use sluice_net::response::ResponseChunks;
 
 /// "Not requested" for authorized-operations fields.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> ResponseChunks {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: MetadataRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
+    use crate::security::acl::Operation::{Create, Describe};
+    let described = |name: &str| authz.topic(Describe, name);
+    let denied = |name: Option<String>, id| {
+        MetadataResponseTopic::default()
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+            .with_topic_id(id)
+            .with_topic_authorized_operations(OPERATIONS_OMITTED)
+    };
     let node = BrokerId(shard.cfg.node_id);
     let meta = shard.meta();
     // Read when each topic is answered: after an auto-creation, the view
@@ -47,7 +65,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
     let mut topics: Vec<MetadataResponseTopic> = Vec::new();
     match wanted {
         None => {
-            for t in meta.topics.values() {
+            // Topics the principal may not describe are left out.
+            for t in meta.topics.values().filter(|t| described(&t.name)) {
                 topics.push(topic_entry(node, t, cluster(t).as_ref()));
             }
         }
@@ -57,6 +76,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
                 .iter()
                 .filter_map(|(n, _)| n.as_ref())
                 .filter(|n| meta.topic(n).is_none())
+                .filter(|n| described(n))
+                .filter(|n| authz.cluster(Create) || authz.topic(Create, n))
                 .map(|n| NewTopic {
                     name: n.clone(),
                     partitions: -1,
@@ -87,6 +108,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: MetadataRequest) -> Respon
                     Some(n) => meta.topic(n),
                     None => meta.topic_by_id(id),
                 };
+                let allowed = match (&name, found) {
+                    (Some(n), _) => described(n),
+                    (None, Some(t)) => described(&t.name),
+                    (None, None) => true,
+                };
+                if !allowed {
+                    topics.push(denied(name, id));
+                    continue;
+                }
                 topics.push(match found {
                     Some(t) => topic_entry(node, t, cluster(t).as_ref()),
                     None => {

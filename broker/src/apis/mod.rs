@@ -17,17 +17,23 @@ use sluice_net::response::{encode_response, encode_response_chunks, ResponseChun
 use kafka_protocol::ResponseError;
 
 use crate::metadata::Refusal;
+use crate::security::acl::{Operation, ResourceType};
 use crate::security::session::Session;
+use crate::security::Authz;
 use crate::shard::{LocalFuture, Shard};
+use kafka_protocol::protocol::StrBytes;
 
 mod alter_configs;
 mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
 mod api_versions;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -89,6 +95,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The served version range of `api_key`, if it is served at all.
@@ -209,8 +218,15 @@ async fn handle(
     session: &Session,
     peer: &str,
 ) -> Reply {
+    let authz = Authz::new(shard, session);
+    if let Some(refused) = refused_whole(ctx, &req.body, &authz) {
+        return Reply::Now(refused);
+    }
+    let authz = &authz;
     match req.body {
-        RequestKind::FindCoordinator(r) => Reply::Now(find_coordinator::handle(shard, ctx, r)),
+        RequestKind::FindCoordinator(r) => {
+            Reply::Now(find_coordinator::handle(shard, ctx, r, authz))
+        }
         RequestKind::JoinGroup(r) => {
             let client = req
                 .header
@@ -222,31 +238,45 @@ async fn handle(
         RequestKind::SyncGroup(r) => sync_group::handle(shard, ctx, r).await,
         RequestKind::Heartbeat(r) => Reply::Now(heartbeat::handle(shard, ctx, r).await),
         RequestKind::LeaveGroup(r) => Reply::Now(leave_group::handle(shard, ctx, r).await),
-        RequestKind::OffsetCommit(r) => offset_commit::handle(shard, ctx, r).await,
-        RequestKind::OffsetFetch(r) => Reply::Now(offset_fetch::handle(shard, ctx, r).await),
-        RequestKind::ListGroups(r) => Reply::Now(list_groups::handle(shard, ctx, r).await),
-        RequestKind::DescribeGroups(r) => Reply::Now(describe_groups::handle(shard, ctx, r).await),
-        RequestKind::DeleteGroups(r) => Reply::Now(delete_groups::handle(shard, ctx, r).await),
-        RequestKind::OffsetDelete(r) => Reply::Now(offset_delete::handle(shard, ctx, r).await),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(shard, ctx, r, authz).await,
+        RequestKind::OffsetFetch(r) => Reply::Now(offset_fetch::handle(shard, ctx, r, authz).await),
+        RequestKind::ListGroups(r) => Reply::Now(list_groups::handle(shard, ctx, r, authz).await),
+        RequestKind::DescribeGroups(r) => {
+            Reply::Now(describe_groups::handle(shard, ctx, r, authz).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            Reply::Now(delete_groups::handle(shard, ctx, r, authz).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            Reply::Now(offset_delete::handle(shard, ctx, r, authz).await)
+        }
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle(ctx)),
-        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shard, ctx, r).await),
-        RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame).await,
-        RequestKind::Fetch(r) => fetch::handle(shard, ctx, r),
-        RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shard, ctx, r).await),
+        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shard, ctx, r, authz).await),
+        RequestKind::Produce(r) => produce::handle(shard, ctx, r, frame, authz).await,
+        RequestKind::Fetch(r) => fetch::handle(shard, ctx, r, authz),
+        RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shard, ctx, r, authz).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
-            Reply::Now(offset_for_leader_epoch::handle(shard, ctx, r).await)
+            Reply::Now(offset_for_leader_epoch::handle(shard, ctx, r, authz).await)
         }
-        RequestKind::CreateTopics(r) => Reply::Now(create_topics::handle(shard, ctx, r).await),
-        RequestKind::DeleteTopics(r) => Reply::Now(delete_topics::handle(shard, ctx, r).await),
+        RequestKind::CreateTopics(r) => {
+            Reply::Now(create_topics::handle(shard, ctx, r, authz).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            Reply::Now(delete_topics::handle(shard, ctx, r, authz).await)
+        }
         RequestKind::CreatePartitions(r) => {
-            Reply::Now(create_partitions::handle(shard, ctx, r).await)
+            Reply::Now(create_partitions::handle(shard, ctx, r, authz).await)
         }
-        RequestKind::DescribeConfigs(r) => Reply::Now(describe_configs::handle(shard, ctx, r)),
+        RequestKind::DescribeConfigs(r) => {
+            Reply::Now(describe_configs::handle(shard, ctx, r, authz))
+        }
         RequestKind::DescribeCluster(r) => Reply::Now(describe_cluster::handle(shard, ctx, r)),
         RequestKind::DescribeQuorum(r) => Reply::Now(describe_quorum::handle(shard, ctx, r)),
-        RequestKind::AlterConfigs(r) => Reply::Now(alter_configs::handle(shard, ctx, r).await),
+        RequestKind::AlterConfigs(r) => {
+            Reply::Now(alter_configs::handle(shard, ctx, r, authz).await)
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
-            Reply::Now(incremental_alter_configs::handle(shard, ctx, r).await)
+            Reply::Now(incremental_alter_configs::handle(shard, ctx, r, authz).await)
         }
         RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shard, ctx, r).await),
         RequestKind::AlterPartitionReassignments(r) => {
@@ -255,16 +285,110 @@ async fn handle(
         RequestKind::ListPartitionReassignments(r) => {
             Reply::Now(list_partition_reassignments::handle(shard, ctx, r))
         }
+        RequestKind::CreateAcls(r) => Reply::Now(create_acls::handle(shard, ctx, r, authz).await),
+        RequestKind::DescribeAcls(r) => Reply::Now(describe_acls::handle(shard, ctx, r)),
+        RequestKind::DeleteAcls(r) => Reply::Now(delete_acls::handle(shard, ctx, r, authz).await),
         RequestKind::AlterUserScramCredentials(r) => {
-            Reply::Now(alter_user_scram_credentials::handle(shard, ctx, r, session).await)
+            Reply::Now(alter_user_scram_credentials::handle(shard, ctx, r, authz).await)
         }
-        RequestKind::DescribeUserScramCredentials(r) => Reply::Now(
-            describe_user_scram_credentials::handle(shard, ctx, r, session),
-        ),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::Now(describe_user_scram_credentials::handle(shard, ctx, r))
+        }
         // `decode_request` only yields the APIs listed in SUPPORTED (the
         // connection answers the SASL ones).
         _ => unreachable!("no handler for a served API: {:?}", ctx.api_key),
     }
+}
+
+/// The answer to a request the ACLs refuse as a whole (a group member's
+/// request, a cluster-wide one), with the API's authorization error in
+/// its top-level error field; `None` for requests allowed, or checked
+/// item by item in their handlers.
+fn refused_whole(ctx: Ctx, body: &RequestKind, authz: &Authz) -> Option<ResponseChunks> {
+    use kafka_protocol::messages::*;
+    use Operation::*;
+    let group = ResponseError::GroupAuthorizationFailed.code();
+    let cluster = ResponseError::ClusterAuthorizationFailed.code();
+    let (kind, code) = match body {
+        RequestKind::JoinGroup(r) if !authz.group(Read, &r.group_id) => (
+            ResponseKind::JoinGroup(
+                JoinGroupResponse::default()
+                    .with_protocol_name((ctx.version < 7).then(StrBytes::default))
+                    .with_error_code(group),
+            ),
+            group,
+        ),
+        RequestKind::SyncGroup(r) if !authz.group(Read, &r.group_id) => (
+            ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(group)),
+            group,
+        ),
+        RequestKind::Heartbeat(r) if !authz.group(Read, &r.group_id) => (
+            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(group)),
+            group,
+        ),
+        RequestKind::LeaveGroup(r) if !authz.group(Read, &r.group_id) => (
+            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(group)),
+            group,
+        ),
+        RequestKind::DescribeCluster(_) if !authz.cluster(Describe) => (
+            ResponseKind::DescribeCluster(
+                DescribeClusterResponse::default().with_error_code(cluster),
+            ),
+            cluster,
+        ),
+        RequestKind::DescribeQuorum(_) if !authz.cluster(Describe) => (
+            ResponseKind::DescribeQuorum(
+                DescribeQuorumResponse::default().with_error_code(cluster),
+            ),
+            cluster,
+        ),
+        RequestKind::AlterPartitionReassignments(_) if !authz.cluster(Alter) => (
+            ResponseKind::AlterPartitionReassignments(
+                AlterPartitionReassignmentsResponse::default().with_error_code(cluster),
+            ),
+            cluster,
+        ),
+        RequestKind::ListPartitionReassignments(_) if !authz.cluster(Describe) => (
+            ResponseKind::ListPartitionReassignments(
+                ListPartitionReassignmentsResponse::default().with_error_code(cluster),
+            ),
+            cluster,
+        ),
+        // Kafka's rule for a producer without a transactional id:
+        // IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+        RequestKind::InitProducerId(r)
+            if r.transactional_id.is_none()
+                && !authz.cluster(IdempotentWrite)
+                && !authz.any(Write, ResourceType::Topic) =>
+        {
+            (
+                ResponseKind::InitProducerId(
+                    InitProducerIdResponse::default()
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                        .with_error_code(cluster),
+                ),
+                cluster,
+            )
+        }
+        RequestKind::OffsetDelete(r) if !authz.group(Delete, &r.group_id) => (
+            ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(group)),
+            group,
+        ),
+        RequestKind::DescribeAcls(_) if !authz.cluster(Describe) => (
+            ResponseKind::DescribeAcls(DescribeAclsResponse::default().with_error_code(cluster)),
+            cluster,
+        ),
+        RequestKind::DescribeUserScramCredentials(_) if !authz.cluster(DescribeConfigs) => (
+            ResponseKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::default().with_error_code(cluster),
+            ),
+            cluster,
+        ),
+        _ => return None,
+    };
+    tracing::debug!(api = ?ctx.api_key, code, "refused by the ACLs");
+    Some(ctx.answer(kind))
 }
 
 /// Runs `f` on the controller shard; `None` when the broker is stopping.

@@ -3,6 +3,8 @@
 //! stored durably in the coordinator shard's offsets log, and answered
 //! only once durable.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::offset_commit_response::{
@@ -17,8 +19,15 @@ use crate::metadata::Route;
 use crate::shard::Shard;
 use sluice_tuning::limits;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Reply {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: OffsetCommitRequest,
+    authz: &Authz<'_>,
+) -> Reply {
     let group = req.group_id.0.to_string();
+    // READ on the group, and on each topic committed.
+    let group_read = authz.group(Operation::Read, &group);
     let meta = shard.meta();
     // Per partition: (topic name, index, Ok(commit) or an error code).
     let mut slots = Vec::new();
@@ -27,9 +36,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     let group_ok = !group.is_empty() && group.len() <= limits::GROUP_NAME_BYTES_MAX;
     for t in &req.topics {
         let topic = t.name.0.to_string();
+        let topic_read = authz.topic(Operation::Read, &topic);
         for p in &t.partitions {
-            let code = if !group_ok {
+            let code = if !group_read {
+                ResponseError::GroupAuthorizationFailed.code()
+            } else if !group_ok {
                 ResponseError::InvalidGroupId.code()
+            } else if !topic_read {
+                ResponseError::TopicAuthorizationFailed.code()
             } else if meta.route(&topic, p.partition_index) == Route::Unknown {
                 ResponseError::UnknownTopicOrPartition.code()
             } else if p
@@ -60,23 +74,30 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetCommitRequest) -> Re
     let instance = req.group_instance_id.map(|i| i.to_string());
     let generation = req.generation_id_or_member_epoch;
     let owner = shard.group_owner(&group);
-    let done = shard
-        .call_coordinator(owner, move |c| async move {
-            let (tx, rx) = flume::bounded::<i16>(1);
-            match c.check_commit(&group, &member, instance.as_deref(), generation) {
-                Err(code) => {
-                    let _ = tx.try_send(code);
-                }
-                Ok(()) => match c.check_offset_keys(&items) {
-                    Ok(()) => c.spawn_group_commit(&group, items, tx),
+    let done = if !group_read {
+        // Never reaches the coordinator; every partition says why.
+        let (tx, rx) = flume::bounded::<i16>(1);
+        let _ = tx.try_send(ResponseError::GroupAuthorizationFailed.code());
+        Ok(rx)
+    } else {
+        shard
+            .call_coordinator(owner, move |c| async move {
+                let (tx, rx) = flume::bounded::<i16>(1);
+                match c.check_commit(&group, &member, instance.as_deref(), generation) {
                     Err(code) => {
                         let _ = tx.try_send(code);
                     }
-                },
-            }
-            rx
-        })
-        .await;
+                    Ok(()) => match c.check_offset_keys(&items) {
+                        Ok(()) => c.spawn_group_commit(&group, items, tx),
+                        Err(code) => {
+                            let _ = tx.try_send(code);
+                        }
+                    },
+                }
+                rx
+            })
+            .await
+    };
     Reply::Later(Box::pin(async move {
         let code = answer_from(done, || ResponseError::CoordinatorNotAvailable.code()).await;
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();

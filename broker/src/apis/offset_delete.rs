@@ -1,6 +1,8 @@
 //! OffsetDelete: a group's committed offsets for partitions of topics none
 //! of its members subscribes to.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::offset_delete_response::{
@@ -13,12 +15,26 @@ use sluice_net::response::ResponseChunks;
 use super::{answer_from, Ctx};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> ResponseChunks {
+/// DELETE on the group (checked before the handler) and READ on each
+/// topic.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: OffsetDeleteRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let group = req.group_id.0.to_string();
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| authz.topic(Operation::Read, &t.name))
+        .collect();
     let asked: Vec<(String, i32)> = req
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, r)| **r)
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
@@ -43,16 +59,21 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetDeleteRequest) -> Re
         out.with_topics(
             req.topics
                 .into_iter()
-                .map(|t| {
+                .zip(readable)
+                .map(|(t, readable)| {
                     OffsetDeleteResponseTopic::default()
                         .with_name(t.name)
                         .with_partitions(
                             t.partitions
                                 .into_iter()
                                 .map(|p| {
+                                    let code = match readable {
+                                        true => codes.next().unwrap_or(0),
+                                        false => ResponseError::TopicAuthorizationFailed.code(),
+                                    };
                                     OffsetDeleteResponsePartition::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(codes.next().unwrap_or(0))
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )

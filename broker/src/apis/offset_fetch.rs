@@ -2,6 +2,8 @@
 //! for the partitions asked or, with none named, every partition the
 //! group committed. A partition without a commit answers offset -1.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::offset_fetch_response::{
@@ -22,7 +24,39 @@ use crate::shard::Shard;
 /// (topic, partition, committed)
 type Found = Vec<(String, i32, Option<Committed>)>;
 
+/// The group's commits, as far as the ACLs let the principal see them:
+/// DESCRIBE on the group, and on each topic (a topic named but not
+/// allowed answers TOPIC_AUTHORIZATION_FAILED per partition; one not
+/// named is left out).
 async fn lookup(
+    shard: &Rc<Shard>,
+    group: String,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    authz: &Authz<'_>,
+) -> Result<Vec<TopicOffsets>, i16> {
+    if !authz.group(Operation::Describe, &group) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let named = wanted.is_some();
+    let found = commits(shard, group, wanted).await?;
+    let mut out = by_topic(found);
+    if named {
+        for (t, parts) in &mut out {
+            if !authz.topic(Operation::Describe, t) {
+                for (_, c, code) in parts.iter_mut() {
+                    c.offset = -1;
+                    c.metadata = Some(String::new());
+                    *code = ResponseError::TopicAuthorizationFailed.code();
+                }
+            }
+        }
+    } else {
+        out.retain(|(t, _)| authz.topic(Operation::Describe, t));
+    }
+    Ok(out)
+}
+
+async fn commits(
     shard: &Rc<Shard>,
     group: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
@@ -53,8 +87,9 @@ async fn lookup(
         .map_err(|_| ResponseError::CoordinatorNotAvailable.code())
 }
 
-/// A topic's partitions and their commits (offset -1 where none).
-type TopicOffsets = (String, Vec<(i32, Committed)>);
+/// A topic's partitions, their commits (offset -1 where none) and error
+/// codes.
+type TopicOffsets = (String, Vec<(i32, Committed, i16)>);
 
 /// Groups consecutive entries of the same topic.
 fn by_topic(found: Found) -> Vec<TopicOffsets> {
@@ -67,14 +102,19 @@ fn by_topic(found: Found) -> Vec<TopicOffsets> {
             commit_time_ms: -1,
         });
         match out.last_mut() {
-            Some((name, parts)) if *name == t => parts.push((p, c)),
-            _ => out.push((t, vec![(p, c)])),
+            Some((name, parts)) if *name == t => parts.push((p, c, 0)),
+            _ => out.push((t, vec![(p, c, 0)])),
         }
     }
     out
 }
 
-pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> ResponseChunks {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: Ctx,
+    req: OffsetFetchRequest,
+    authz: &Authz<'_>,
+) -> ResponseChunks {
     let s = StrBytes::from_string;
     if ctx.version >= 8 {
         let mut groups = Vec::new();
@@ -86,10 +126,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> Res
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             groups.push(
-                match lookup(shard, g.group_id.0.to_string(), wanted).await {
+                match lookup(shard, g.group_id.0.to_string(), wanted, authz).await {
                     Err(code) => out.with_error_code(code),
                     Ok(found) => out.with_topics(
-                        by_topic(found)
+                        found
                             .into_iter()
                             .map(|(t, parts)| {
                                 OffsetFetchResponseTopics::default()
@@ -97,9 +137,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> Res
                                     .with_partitions(
                                         parts
                                             .into_iter()
-                                            .map(|(p, c)| {
+                                            .map(|(p, c, code)| {
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
+                                                    .with_error_code(code)
                                                     .with_committed_offset(c.offset)
                                                     .with_committed_leader_epoch(c.leader_epoch)
                                                     .with_metadata(c.metadata.map(s))
@@ -123,11 +164,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> Res
             .collect()
     });
     let out = OffsetFetchResponse::default();
-    let out = match lookup(shard, group.0.to_string(), wanted).await {
+    let out = match lookup(shard, group.0.to_string(), wanted, authz).await {
         Err(code) if ctx.version >= 2 => out.with_error_code(code),
         Err(_) => out,
         Ok(found) => out.with_topics(
-            by_topic(found)
+            found
                 .into_iter()
                 .map(|(t, parts)| {
                     OffsetFetchResponseTopic::default()
@@ -135,11 +176,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: Ctx, req: OffsetFetchRequest) -> Res
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, c)| {
+                                .map(|(p, c, code)| {
                                     let leader_epoch =
                                         if ctx.version >= 5 { c.leader_epoch } else { -1 };
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
+                                        .with_error_code(code)
                                         .with_committed_offset(c.offset)
                                         .with_committed_leader_epoch(leader_epoch)
                                         .with_metadata(c.metadata.map(s))

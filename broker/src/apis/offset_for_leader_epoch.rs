@@ -2,6 +2,8 @@
 //! from its epoch history. Consumers ask it after a leader change to
 //! check that the position they hold was not truncated away (KIP-320).
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -21,15 +23,18 @@ pub async fn handle(
     shard: &Rc<Shard>,
     ctx: Ctx,
     req: OffsetForLeaderEpochRequest,
+    authz: &Authz<'_>,
 ) -> ResponseChunks {
     let meta = shard.meta();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = t.topic.0.to_string();
+        let described = authz.topic(Operation::Describe, &topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let refused = |e: ResponseError| (e.code(), -1, -1);
             let (error, epoch, end) = match meta.route(&topic, p.partition) {
+                _ if !described => refused(ResponseError::TopicAuthorizationFailed),
                 Route::Unknown => refused(ResponseError::UnknownTopicOrPartition),
                 Route::NotLeader => refused(ResponseError::NotLeaderOrFollower),
                 Route::Shard(owner) => {

@@ -7,6 +7,8 @@
 //! partition is validated before any is appended, so a request never
 //! writes part of a partition's data.
 
+use crate::security::acl::Operation;
+use crate::security::Authz;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -65,6 +67,7 @@ pub async fn handle(
     ctx: Ctx,
     req: ProduceRequest,
     frame: (usize, usize),
+    authz: &Authz<'_>,
 ) -> Reply {
     if req.transactional_id.is_some() {
         let n: usize = req.topic_data.iter().map(|t| t.partition_data.len()).sum();
@@ -84,7 +87,16 @@ pub async fn handle(
     let mut slot = 0;
     for t in req.topic_data {
         let topic = t.name.0.to_string();
+        let writable = authz.topic(Operation::Write, &topic);
         for p in t.partition_data {
+            if !writable {
+                outcomes[slot] = Some(Outcome::error(
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("WRITE on topic {topic} is not allowed"),
+                ));
+                slot += 1;
+                continue;
+            }
             let records = p.records.unwrap_or_default();
             if let Err(r) = crate::metadata::check_not_internal(&topic) {
                 outcomes[slot] = Some(Outcome::failed(r.code, r.message));

@@ -36,7 +36,6 @@ pub fn answer(req: Request) -> Option<ResponseChunks> {
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,
         PushTelemetry => PushTelemetryResponse,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
-        DescribeAcls => DescribeAclsResponse,
     };
     // A response whose error field does not exist at this version does
     // not encode: then there is no way to answer, and the caller closes.

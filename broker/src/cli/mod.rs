@@ -3,6 +3,7 @@
 //! the blocking client in `sluice_net::client`. Output is a table, or JSON
 //! with `--json`; errors say what went wrong and exit non-zero.
 
+mod acl;
 mod cluster;
 mod consume;
 mod group;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use sluice_net::client::{Client, ClientError};
 
+pub use acl::AclCommand;
 pub use cluster::ClusterCommand;
 pub use consume::ConsumeArgs;
 pub use group::GroupCommand;
@@ -71,6 +73,10 @@ pub fn consume_run(args: ConsumeArgs, common: &Common) -> Result<String> {
 
 pub fn cluster_run(cmd: ClusterCommand, common: &Common) -> Result<String> {
     cluster::run(cmd, common)
+}
+
+pub fn acl_run(cmd: AclCommand, common: &Common) -> Result<String> {
+    acl::run(cmd, common)
 }
 
 pub fn user_run(cmd: UserCommand, common: &Common) -> Result<String> {

@@ -10,6 +10,7 @@
 //! `User:ANONYMOUS`; SASL on SASL_*) and checks every request against the
 //! ACLs, with `--super-users` exempt.
 
+pub mod acl;
 pub mod listener;
 pub mod scram;
 pub mod session;
@@ -65,13 +66,56 @@ where
         .unwrap_or_else(|_| Err("the broker is stopping".into()))
 }
 
-/// Whether the session may change and read users' credentials: anyone
-/// on a PLAINTEXT listener (which has no security), a super user on the
-/// others.
-pub fn may_administer(cfg: &crate::config::BrokerConfig, session: &session::Session) -> bool {
-    !session.protocol.authorizes()
-        || session
-            .principal
-            .as_ref()
-            .is_some_and(|p| cfg.super_users.contains(p))
+/// What one request's session may do: every request on a PLAINTEXT
+/// listener and every request of a super user; else what the ACLs allow
+/// its principal from its host.
+pub struct Authz<'a> {
+    session: &'a session::Session,
+    /// `None`: not checked (PLAINTEXT, or a super user).
+    acls: Option<Arc<Security>>,
+}
+
+impl<'a> Authz<'a> {
+    pub fn new(shard: &Shard, session: &'a session::Session) -> Authz<'a> {
+        let exempt = !session.protocol.authorizes()
+            || session
+                .principal
+                .as_ref()
+                .is_some_and(|p| shard.cfg.super_users.contains(p));
+        Authz {
+            session,
+            acls: (!exempt).then(|| shard.security()),
+        }
+    }
+
+    pub fn allows(&self, op: acl::Operation, rt: acl::ResourceType, name: &str) -> bool {
+        match &self.acls {
+            None => true,
+            Some(s) => acl::authorize(&s.acls, self.principal(), &self.session.host, op, rt, name),
+        }
+    }
+
+    pub fn topic(&self, op: acl::Operation, name: &str) -> bool {
+        self.allows(op, acl::ResourceType::Topic, name)
+    }
+
+    pub fn group(&self, op: acl::Operation, name: &str) -> bool {
+        self.allows(op, acl::ResourceType::Group, name)
+    }
+
+    pub fn cluster(&self, op: acl::Operation) -> bool {
+        self.allows(op, acl::ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// `op` on some resource of the type.
+    pub fn any(&self, op: acl::Operation, rt: acl::ResourceType) -> bool {
+        match &self.acls {
+            None => true,
+            Some(s) => acl::authorize_any(&s.acls, self.principal(), &self.session.host, op, rt),
+        }
+    }
+
+    fn principal(&self) -> &str {
+        self.session.principal.as_deref().unwrap_or(ANONYMOUS)
+    }
 }

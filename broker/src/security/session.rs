@@ -44,6 +44,8 @@ pub struct Session {
     pub listener: usize,
     /// `User:NAME` once known (at once on PLAINTEXT and SSL).
     pub principal: Option<String>,
+    /// The client's address (without its port), as ACLs name hosts.
+    pub host: String,
     sasl: Sasl,
     /// When the authenticated session ends (KIP-368).
     expires: Option<Instant>,
@@ -68,7 +70,12 @@ pub struct SaslAnswer {
 impl Session {
     /// A new connection's session; `principal` from a client certificate
     /// (SSL with `--tls-client-ca`).
-    pub fn new(protocol: Protocol, listener: usize, principal: Option<String>) -> Session {
+    pub fn new(
+        protocol: Protocol,
+        listener: usize,
+        principal: Option<String>,
+        host: String,
+    ) -> Session {
         let (principal, sasl) = if protocol.sasl() {
             (None, Sasl::Handshake)
         } else {
@@ -81,6 +88,7 @@ impl Session {
             protocol,
             listener,
             principal,
+            host,
             sasl,
             expires: None,
         }
@@ -285,11 +293,11 @@ mod tests {
     fn a_sasl_listener_admits_nothing_before_authentication() {
         crate::test_support::run(|| async {
             let now = Instant::now();
-            let plain = Session::new(Protocol::Plaintext, 0, None);
+            let plain = Session::new(Protocol::Plaintext, 0, None, "h".into());
             assert_eq!(plain.principal.as_deref(), Some(super::super::ANONYMOUS));
             assert_eq!(plain.admit(ApiKey::Produce, now), Admit::Dispatch);
 
-            let mut s = Session::new(Protocol::SaslSsl, 1, None);
+            let mut s = Session::new(Protocol::SaslSsl, 1, None, "h".into());
             assert_eq!(s.admit(ApiKey::ApiVersions, now), Admit::Dispatch);
             assert!(matches!(s.admit(ApiKey::Metadata, now), Admit::Refuse(_)));
             let sec = security();

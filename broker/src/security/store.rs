@@ -23,6 +23,8 @@ pub struct Security {
     /// Credentials by user and mechanism.
     #[serde(default)]
     pub users: BTreeMap<String, BTreeMap<Mechanism, Credential>>,
+    #[serde(default)]
+    pub acls: Vec<super::acl::Acl>,
 }
 
 impl Security {
@@ -53,6 +55,33 @@ impl Security {
         had
     }
 }
+
+impl Security {
+    /// Adds an ACL (one already there is left as it is).
+    pub fn add_acl(&mut self, a: super::acl::Acl) -> Result<(), String> {
+        a.check()?;
+        if !self.acls.contains(&a) {
+            if self.acls.len() >= ACLS_MAX {
+                return Err(format!("the broker holds {ACLS_MAX} ACLs, its limit"));
+            }
+            self.acls.push(a);
+        }
+        Ok(())
+    }
+
+    /// Removes the ACLs `f` matches; returns them.
+    pub fn remove_acls(&mut self, f: &super::acl::Filter) -> Vec<super::acl::Acl> {
+        let (gone, kept) = std::mem::take(&mut self.acls)
+            .into_iter()
+            .partition(|a| f.matches(a));
+        self.acls = kept;
+        gone
+    }
+}
+
+/// ACLs a broker holds at most (each request on a secured listener is
+/// checked against them).
+pub const ACLS_MAX: usize = 10_000;
 
 /// A user name SCRAM can carry: not empty, bounded, no control
 /// characters.
