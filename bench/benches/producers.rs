@@ -12,12 +12,13 @@
 //! test` it runs once with few messages and checks that both delivered
 //! every message (timing is never asserted).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseProducer;
 use sluice_bench::{broker_bin, free_port, median, pin_this_thread, serve};
 
 const MESSAGE_BYTES: usize = 1000;
@@ -77,41 +78,14 @@ fn rdkafka(port: u16, topic: &str, n: u64, batch: usize) -> (f64, f64) {
     let topic = topic.to_string();
     std::thread::spawn(move || {
         pin_this_thread(1);
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-            .set("acks", "all")
-            .set("batch.size", batch.to_string())
-            .set("linger.ms", "5")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("enable.idempotence", "false")
-            .set("compression.type", "none")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "2097151")
-            .set("message.max.bytes", (batch + 65536).to_string())
+        let p: BaseProducer = common::producer_config(&format!("127.0.0.1:{port}"), batch)
             .create()
             .unwrap();
         let value = vec![7u8; MESSAGE_BYTES];
         let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
         let t = Instant::now();
-        let mut sent = 0u64;
-        while sent < n {
-            match p.send(
-                BaseRecord::<(), [u8]>::to(&topic)
-                    .payload(&value[..])
-                    .partition(0),
-            ) {
-                Ok(()) => sent += 1,
-                Err(_) => {
-                    p.poll(Duration::from_millis(1));
-                }
-            }
-            if sent.is_multiple_of(1024) {
-                p.poll(Duration::ZERO);
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
+        common::send_all(&p, &topic, &value, n);
         let secs = t.elapsed().as_secs_f64();
-        assert_eq!(p.in_flight_count(), 0, "every message acknowledged");
         tx.send((n as f64 / secs, cpu_seconds(libc::RUSAGE_SELF) - cpu0))
             .unwrap();
     })

@@ -175,12 +175,17 @@ pub const BENCH_CACHE_BYTES: usize = 256 << 20;
 
 /// `sluice serve --cores 1` (its shard on CPU 0) on a fresh data directory.
 pub fn serve(bin: &Path, data: &Path, port: u16) -> Served {
+    serve_listening(bin, data, &format!("127.0.0.1:{port}"), &[])
+}
+
+/// As [`serve`], with `--listen LISTEN` and more arguments.
+pub fn serve_listening(bin: &Path, data: &Path, listen: &str, extra: &[&str]) -> Served {
     let _ = std::fs::remove_dir_all(data);
     let mut child = Command::new(bin)
-        .args(["serve", "--cores", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["serve", "--cores", "1", "--listen", listen])
         .arg("--data-dir")
         .arg(data)
+        .args(extra)
         // The storage benchmarks' cache budget, so a run of a few hundred
         // MiB measures the broker with its cache full (evicting and
         // reusing memory), as in production, not while it fills.

@@ -12,39 +12,18 @@ use std::time::Duration;
 
 use crate::shard::Shard;
 
-/// Upper bounds of the request latency buckets, in microseconds (the
-/// last bucket, +Inf, is implied).
-pub const LATENCY_BOUNDS_US: [u64; 17] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000,
-];
+use sluice_storage::histogram::{Histogram, StorageHistograms};
 
-/// A latency histogram: a count per bucket (not cumulative), the sum and
-/// the count.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Histogram {
-    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
-    pub sum_us: u64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
-        self.buckets[i] += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.count += 1;
-    }
-}
-
-/// This shard's requests: a count per (API key, version) and a latency
-/// histogram per API key, from the request's decoding to its answer
-/// being ready. Kept per thread: each shard has its own.
+/// This shard's requests: a count per (API key, version), a latency
+/// histogram per API key (from the request's decoding to its answer
+/// being ready) and a count per (API key, error code) of the non-zero
+/// error codes in answers (one per partition, group or resource that
+/// carries one). Kept per thread: each shard has its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestStats {
     pub counts: BTreeMap<(i16, i16), u64>,
     pub latency: BTreeMap<i16, Histogram>,
+    pub errors: BTreeMap<(i16, i16), u64>,
 }
 
 thread_local! {
@@ -55,8 +34,121 @@ thread_local! {
 pub fn record_request(api_key: i16, version: i16, took: Duration) {
     REQUESTS.with_borrow_mut(|r| {
         *r.counts.entry((api_key, version)).or_default() += 1;
-        r.latency.entry(api_key).or_default().record(took);
+        r.latency
+            .entry(api_key)
+            .or_insert_with(Histogram::latency)
+            .record(took);
     });
+}
+
+/// Counts the non-zero error codes `codes` gives for one answer of
+/// `api_key`.
+pub fn record_errors(api_key: i16, codes: impl Iterator<Item = i16>) {
+    let mut codes = codes.filter(|&c| c != 0).peekable();
+    if codes.peek().is_none() {
+        return;
+    }
+    REQUESTS.with_borrow_mut(|r| {
+        for c in codes {
+            *r.errors.entry((api_key, c)).or_default() += 1;
+        }
+    });
+}
+
+/// Every error code an answer carries (top-level, per group, topic,
+/// partition or resource), for `record_errors`. Fetch answers are counted
+/// where they are built (`apis::fetch`).
+pub fn error_codes(body: &kafka_protocol::messages::ResponseKind) -> Vec<i16> {
+    use kafka_protocol::messages::ResponseKind as K;
+    let mut c = Vec::new();
+    match body {
+        K::Produce(r) => r
+            .responses
+            .iter()
+            .for_each(|t| c.extend(t.partition_responses.iter().map(|p| p.error_code))),
+        K::ListOffsets(r) => r
+            .topics
+            .iter()
+            .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code))),
+        K::Metadata(r) => r.topics.iter().for_each(|t| {
+            c.push(t.error_code);
+            c.extend(t.partitions.iter().map(|p| p.error_code));
+        }),
+        K::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code))),
+        K::OffsetFetch(r) => {
+            c.push(r.error_code);
+            r.topics
+                .iter()
+                .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code)));
+            r.groups.iter().for_each(|g| {
+                c.push(g.error_code);
+                g.topics
+                    .iter()
+                    .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code)));
+            });
+        }
+        K::FindCoordinator(r) => {
+            c.push(r.error_code);
+            c.extend(r.coordinators.iter().map(|x| x.error_code));
+        }
+        K::JoinGroup(r) => c.push(r.error_code),
+        K::SyncGroup(r) => c.push(r.error_code),
+        K::Heartbeat(r) => c.push(r.error_code),
+        K::LeaveGroup(r) => {
+            c.push(r.error_code);
+            c.extend(r.members.iter().map(|m| m.error_code));
+        }
+        K::DescribeGroups(r) => c.extend(r.groups.iter().map(|g| g.error_code)),
+        K::ListGroups(r) => c.push(r.error_code),
+        K::DeleteGroups(r) => c.extend(r.results.iter().map(|g| g.error_code)),
+        K::OffsetDelete(r) => {
+            c.push(r.error_code);
+            r.topics
+                .iter()
+                .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code)));
+        }
+        K::CreateTopics(r) => c.extend(r.topics.iter().map(|t| t.error_code)),
+        K::DeleteTopics(r) => c.extend(r.responses.iter().map(|t| t.error_code)),
+        K::CreatePartitions(r) => c.extend(r.results.iter().map(|t| t.error_code)),
+        K::DescribeConfigs(r) => c.extend(r.results.iter().map(|t| t.error_code)),
+        K::AlterConfigs(r) => c.extend(r.responses.iter().map(|t| t.error_code)),
+        K::IncrementalAlterConfigs(r) => c.extend(r.responses.iter().map(|t| t.error_code)),
+        K::InitProducerId(r) => c.push(r.error_code),
+        K::DescribeCluster(r) => c.push(r.error_code),
+        K::DescribeQuorum(r) => {
+            c.push(r.error_code);
+            r.topics
+                .iter()
+                .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code)));
+        }
+        K::AlterPartitionReassignments(r) => {
+            c.push(r.error_code);
+            r.responses
+                .iter()
+                .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code)));
+        }
+        K::ListPartitionReassignments(r) => c.push(r.error_code),
+        K::OffsetForLeaderEpoch(r) => r
+            .topics
+            .iter()
+            .for_each(|t| c.extend(t.partitions.iter().map(|p| p.error_code))),
+        K::ApiVersions(r) => c.push(r.error_code),
+        K::SaslHandshake(r) => c.push(r.error_code),
+        K::SaslAuthenticate(r) => c.push(r.error_code),
+        K::DescribeUserScramCredentials(r) => {
+            c.push(r.error_code);
+            c.extend(r.results.iter().map(|u| u.error_code));
+        }
+        K::AlterUserScramCredentials(r) => c.extend(r.results.iter().map(|u| u.error_code)),
+        K::CreateAcls(r) => c.extend(r.results.iter().map(|a| a.error_code)),
+        K::DescribeAcls(r) => c.push(r.error_code),
+        K::DeleteAcls(r) => c.extend(r.filter_results.iter().map(|a| a.error_code)),
+        _ => {}
+    }
+    c
 }
 
 /// One partition's figures on the shard that owns it.
@@ -103,6 +195,7 @@ pub struct ShardMetrics {
     pub fetch_bytes_read: u64,
     /// Storage counters summed over the shard's partitions.
     pub storage: sluice_storage::LogStats,
+    pub storage_histograms: StorageHistograms,
     /// (group, topic, partition, committed offset) of the groups this
     /// shard coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
@@ -165,6 +258,7 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
         connections_refused: stats.connections_refused,
         fetch_bytes_read: stats.fetch_bytes_read,
         storage,
+        storage_histograms: sluice_storage::histogram::storage(),
         committed,
     }
 }
@@ -463,28 +557,122 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         requests,
         |row: &(String, u64)| row.clone(),
     );
-    let name = "sluice_request_latency_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from a request's decoding to its answer being ready, by API."
+    let errors = shards.iter().flat_map(|s| {
+        s.requests.errors.iter().map(move |(&(key, code), &n)| {
+            (
+                format!(
+                    "api=\"{}\",error=\"{}\",shard=\"{}\"",
+                    api_name(key),
+                    error_name(code),
+                    s.shard
+                ),
+                n,
+            )
+        })
+    });
+    family(
+        &mut out,
+        "sluice_request_errors_total",
+        "counter",
+        "Error codes in answers (one per partition, group or resource carrying one), by API and error.",
+        errors,
+        |row: &(String, u64)| row.clone(),
     );
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for s in shards {
-        for (&key, h) in &s.requests.latency {
-            let labels = format!("api=\"{}\",shard=\"{}\"", api_name(key), s.shard);
-            let mut cumulative = 0;
-            for (i, n) in h.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = LATENCY_BOUNDS_US
-                    .get(i)
-                    .map_or("+Inf".to_string(), |&b| format!("{}", b as f64 / 1e6));
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-        }
-    }
+    histograms(
+        &mut out,
+        "sluice_request_latency_seconds",
+        "Time from a request's decoding to its answer being ready, by API.",
+        1e6,
+        shards.iter().flat_map(|s| {
+            s.requests.latency.iter().map(move |(&key, h)| {
+                (
+                    format!("api=\"{}\",shard=\"{}\"", api_name(key), s.shard),
+                    h,
+                )
+            })
+        }),
+    );
+    let per_shard = |pick: fn(&StorageHistograms) -> &Histogram| {
+        shards.iter().map(move |s| {
+            (
+                format!("shard=\"{}\"", s.shard),
+                pick(&s.storage_histograms),
+            )
+        })
+    };
+    histograms(
+        &mut out,
+        "sluice_storage_append_seconds",
+        "Time a partition log's append takes (validation, stamping, caching, copying into the write buffer).",
+        1e6,
+        per_shard(|h| &h.append_us),
+    );
+    histograms(
+        &mut out,
+        "sluice_storage_write_seconds",
+        "Time one segment write takes, issue to completion.",
+        1e6,
+        per_shard(|h| &h.write_us),
+    );
+    histograms(
+        &mut out,
+        "sluice_storage_fdatasync_seconds",
+        "Time one fdatasync of segment data takes.",
+        1e6,
+        per_shard(|h| &h.sync_us),
+    );
+    histograms(
+        &mut out,
+        "sluice_storage_group_commit_appends",
+        "Appends each fdatasync made durable (the group commit's size).",
+        1.0,
+        per_shard(|h| &h.commit_appends),
+    );
     out
+}
+
+/// A histogram family: cumulative buckets, sum and count per label set;
+/// bounds and sums are divided by `scale` (1e6: microseconds to seconds).
+fn histograms<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    scale: f64,
+    rows: impl Iterator<Item = (String, &'a Histogram)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, h) in rows {
+        let mut cumulative = 0;
+        for (i, n) in h.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = h
+                .bounds
+                .get(i)
+                .map_or("+Inf".to_string(), |&b| format!("{}", b as f64 / scale));
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum as f64 / scale);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
+}
+
+/// Kafka's name of an error code (TOPIC_AUTHORIZATION_FAILED), or the
+/// number.
+fn error_name(code: i16) -> String {
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(e) => {
+            let mut out = String::new();
+            for (i, ch) in format!("{e:?}").chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        }
+        None => code.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -532,13 +720,13 @@ mod tests {
     #[test]
     fn request_latency_buckets_are_cumulative_with_sum_and_count() {
         let mut m = ShardMetrics::default();
-        let mut h = Histogram::default();
+        let mut h = Histogram::latency();
         for us in [40, 40, 300, 2_000_000, 60_000_000] {
             h.record(Duration::from_micros(us));
         }
         m.requests.latency.insert(0, h);
         m.requests.counts.insert((0, 9), 5);
-        let text = render(&[m]);
+        let text = render(&[m.clone()]);
         let get = |needle: &str| {
             text.lines()
                 .find(|l| l.starts_with(needle))
@@ -567,6 +755,32 @@ mod tests {
             get("sluice_requests_total{api=\"Produce\",version=\"9\",shard=\"0\"}"),
             "5"
         );
+        // Error codes by name; the storage histograms in the same form.
+        m.requests.errors.insert((0, 29), 2);
+        m.storage_histograms.commit_appends.record_value(3);
+        let text = render(&[m]);
+        assert!(text.contains(
+            "sluice_request_errors_total{api=\"Produce\",error=\"TOPIC_AUTHORIZATION_FAILED\",shard=\"0\"} 2\n"
+        ), "{text}");
+        assert!(
+            text.contains("sluice_storage_group_commit_appends_bucket{shard=\"0\",le=\"4\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_storage_fdatasync_seconds_count{shard=\"0\"} 0\n"));
+    }
+
+    #[test]
+    fn every_error_code_of_an_answer_is_counted() {
+        use kafka_protocol::messages::produce_response::*;
+        use kafka_protocol::messages::*;
+        let p = |code| PartitionProduceResponse::default().with_error_code(code);
+        let r = ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default().with_partition_responses(vec![p(0), p(29), p(3)]),
+            TopicProduceResponse::default().with_partition_responses(vec![p(29)]),
+        ]);
+        assert_eq!(error_codes(&ResponseKind::Produce(r)), [0, 29, 3, 29]);
+        let h = HeartbeatResponse::default().with_error_code(30);
+        assert_eq!(error_codes(&ResponseKind::Heartbeat(h)), [30]);
     }
 
     /// Every metric the Grafana dashboard in the repository queries is
@@ -590,7 +804,7 @@ mod tests {
             ..Default::default()
         };
         m.requests.counts.insert((0, 9), 1);
-        m.requests.latency.insert(0, Histogram::default());
+        m.requests.latency.insert(0, Histogram::latency());
         let text = render(&[m]);
         let mut used = 0;
         for (at, _) in dashboard.match_indices("sluice_") {

@@ -332,6 +332,24 @@ pub fn start(cfg: BrokerConfig) -> Result<Running, ServeError> {
     };
 
     let security = std::sync::Arc::new(crate::security::store::load(&cfg.data_dir)?);
+    if cfg.listeners.iter().any(|l| l.protocol.authorizes()) {
+        let anonymous = cfg
+            .listeners
+            .iter()
+            .any(|l| l.protocol == crate::security::Protocol::Ssl && !cfg.tls_client_auth);
+        tracing::info!(
+            users = security.users.len(),
+            acls = security.acls.len(),
+            super_users = ?cfg.super_users,
+            "secured listeners check every request against the ACLs (a principal no ACL allows is \
+             refused){}",
+            if anonymous {
+                "; SSL clients without --tls-client-ca are User:ANONYMOUS"
+            } else {
+                ""
+            }
+        );
+    }
     let listen = cfg
         .listeners
         .iter()

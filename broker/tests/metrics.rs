@@ -72,6 +72,18 @@ fn metrics_count_what_was_produced_and_health_answers() {
         None,
     );
     assert_eq!(code, 0, "{out}{err}");
+    // Three produces to a partition that does not exist: three error
+    // codes in answers.
+    let mut w = common::wire::Wire::connect(b.port);
+    for _ in 0..3 {
+        let (code, _) = common::wire::produce(
+            &mut w,
+            "metered",
+            7,
+            sluice_storage::batch::build::uniform(1, 1, 0),
+        );
+        assert_eq!(code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    }
     let (status, text) = get(&addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let p0 = ["topic=\"metered\"", "partition=\"0\""];
@@ -122,7 +134,32 @@ fn metrics_count_what_was_produced_and_health_answers() {
     // and each produce run was a connection.
     assert_eq!(total("sluice_storage_appended_bytes_total", ""), bytes_in);
     assert!(total("sluice_storage_appends_total", "") >= 2);
-    assert!(total("sluice_storage_syncs_total", "") >= 1);
+    let syncs = total("sluice_storage_syncs_total", "");
+    assert!(syncs >= 1);
+    // The storage histograms cover every log of the shard (the groups'
+    // offsets logs too): at least the topic's appends and syncs, and one
+    // group-commit size per fdatasync.
+    let fdatasyncs = total("sluice_storage_fdatasync_seconds_count", "");
+    assert!(fdatasyncs >= 1, "{text}");
+    assert_eq!(
+        total("sluice_storage_group_commit_appends_count", ""),
+        fdatasyncs
+    );
+    assert!(total("sluice_storage_group_commit_appends_sum", "") >= 1);
+    assert!(
+        total("sluice_storage_append_seconds_count", "")
+            >= total("sluice_storage_appends_total", ""),
+        "{text}"
+    );
+    assert!(total("sluice_storage_write_seconds_count", "") >= 1);
+    assert_eq!(
+        total(
+            "sluice_request_errors_total",
+            "api=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\""
+        ),
+        3,
+        "{text}"
+    );
     assert!(total("sluice_connections_accepted_total", "") >= 2);
     assert_eq!(total("sluice_connections_refused_total", ""), 0);
 

@@ -19,6 +19,7 @@ pub mod epochs;
 pub mod error;
 pub mod faults;
 mod file;
+pub mod histogram;
 mod index;
 pub mod iotune;
 mod kernel_ring;

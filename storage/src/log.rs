@@ -169,6 +169,8 @@ pub struct PartitionLog {
     open_report: OpenReport,
     me: Weak<PartitionLog>,
     probe: LogProbe,
+    /// `probe`'s append count at the last fdatasync (group-commit size).
+    appends_synced: Cell<u64>,
     streamers: RefCell<Vec<Rc<stream::Streamer>>>,
 }
 
@@ -321,6 +323,7 @@ impl PartitionLog {
             age_flush_scheduled: Cell::new(false),
             open_report: report,
             probe: LogProbe::default(),
+            appends_synced: Cell::new(0),
             streamers: RefCell::new(Vec::new()),
         });
         glommio::spawn_local(crate::stall::watch("flusher", flusher(Rc::downgrade(&log)))).detach();
@@ -496,6 +499,13 @@ impl PartitionLog {
     }
 
     async fn append_as(&self, batch: Bytes, replica: bool) -> Result<AppendInfo> {
+        let started = std::time::Instant::now();
+        let r = self.append_checked(batch, replica).await;
+        crate::histogram::record(|h| h.append_us.record(started.elapsed()));
+        r
+    }
+
+    async fn append_checked(&self, batch: Bytes, replica: bool) -> Result<AppendInfo> {
         self.check_writable()?;
         // A small batch is a slice of a receive buffer shared with other
         // requests: the cache would hold the whole buffer while counting
@@ -693,7 +703,10 @@ impl PartitionLog {
         let seq = inner.write_seq;
         let task = glommio::spawn_local(crate::stall::watch("segment write", async move {
             let buf = Rc::new(old);
-            (file.write(buf.clone(), pos).await, buf)
+            let started = std::time::Instant::now();
+            let r = file.write(buf.clone(), pos).await;
+            crate::histogram::record(|h| h.write_us.record(started.elapsed()));
+            (r, buf)
         }))
         .detach();
         inner.pending.push_back(PendingWrite {
@@ -881,7 +894,14 @@ impl PartitionLog {
         };
         self.drain_until(seq).await?;
         self.probe.update(|s| s.syncs += 1);
+        let appends = self.probe.get().appends;
+        let started = std::time::Instant::now();
         file.fdatasync().await.map_err(|e| self.poison(&path, e))?;
+        let covered = appends - self.appends_synced.replace(appends);
+        crate::histogram::record(|h| {
+            h.sync_us.record(started.elapsed());
+            h.commit_appends.record_value(covered);
+        });
         let now = self.clock.now_ms();
         let mut inner = self.inner.borrow_mut();
         inner.durable = inner.durable.max(target);
@@ -1180,6 +1200,11 @@ impl PartitionLog {
         }
         self.issue_write(false).await?;
         self.drain_all().await?;
+        // The flusher writes the active segment's index files under this
+        // lock: a cut deletes or rebuilds them, so none may be opened
+        // while it runs (an open racing the unlink failed inside the
+        // runtime, which panicked).
+        let _i = self.index_lock.acquire_permit(1).await.map_err(closed)?;
         let cfg = self.config();
         let window = cfg.read_ahead_bytes.max(cfg.read_chunk_bytes);
         let (interval, chunk) = (cfg.index_interval_bytes, cfg.read_chunk_bytes);

@@ -235,6 +235,12 @@ async fn fetch(
     let body = FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses);
+    crate::metrics::record_errors(
+        ctx.api_key as i16,
+        body.responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+    );
     ctx.answer_with_records(&body, records)
 }
 

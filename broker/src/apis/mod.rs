@@ -136,6 +136,10 @@ pub struct Ctx {
 impl Ctx {
     /// Encodes an answer whose body carries no record sets.
     pub fn answer(&self, body: ResponseKind) -> ResponseChunks {
+        crate::metrics::record_errors(
+            self.api_key as i16,
+            crate::metrics::error_codes(&body).into_iter(),
+        );
         match encode_response(self.correlation_id, self.api_key, self.version, &body) {
             Ok(b) => ResponseChunks::single(b),
             Err(e) => self.unanswerable(e),
