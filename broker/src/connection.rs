@@ -265,8 +265,12 @@ async fn serve_stream(
     let read = read_requests(shard, &mut rd, &tx, &inflight, session, peer).await;
     // The client closed (or broke) the connection: as Kafka does, no
     // answer still waiting (a JoinGroup held for a rebalance, a long
-    // Fetch) keeps it open; answers already done are still written.
-    inflight.reader_closed.notify_all();
+    // Fetch) keeps it open; answers already done are still written. When
+    // the broker is stopping, the requests read are answered first (the
+    // shard waits for that, within SHUTDOWN_DRAIN_MS_MAX).
+    if !shard.is_stopping() {
+        inflight.reader_closed.notify_all();
+    }
     drop(tx);
     let written = writer.await;
     // Requests read and never answered give their memory back here.
@@ -588,6 +592,9 @@ async fn read_requests(
     // for).
     let mut drained = false;
     loop {
+        if shard.is_stopping() {
+            return Ok(());
+        }
         // Past the byte limit, read nothing more until answers go out.
         while inflight.bytes.get() > INFLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX {
             if inflight.writer_gone.get() {
@@ -637,10 +644,20 @@ async fn read_requests(
             // through `recv_now`). Between requests the receive buffer
             // goes back first.
             rb.release_if_empty();
-            let n = rd
-                .read(&mut scratch)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            let stopping = async {
+                shard.stopping.changed(0).await;
+                None
+            };
+            let n = match futures_lite::future::or(
+                async { Some(rd.read(&mut scratch).await) },
+                stopping,
+            )
+            .await
+            {
+                Some(r) => r.map_err(|e| format!("read: {e}"))?,
+                // A request already begun is not read to its end.
+                None => return Ok(()),
+            };
             if n == 0 {
                 return if have == 0 {
                     Ok(())

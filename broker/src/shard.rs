@@ -155,6 +155,9 @@ pub struct Shard {
     security: RefCell<Arc<crate::security::store::Security>>,
     /// Held by `security::update` on shard 0: one change at a time.
     pub security_gate: glommio::sync::Semaphore,
+    /// Notified once, when the broker starts to stop: connections read
+    /// no more requests and long-poll fetches answer with what they have.
+    pub stopping: Rc<Notify>,
 }
 
 impl Shard {
@@ -186,7 +189,12 @@ impl Shard {
             cluster_handle: std::cell::OnceCell::new(),
             security: RefCell::new(Arc::default()),
             security_gate: glommio::sync::Semaphore::new(1),
+            stopping: Rc::new(Notify::default()),
         })
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.generation() > 0
     }
 
     /// The users and ACLs as this shard last received them.

@@ -223,6 +223,25 @@ pub async fn run_shard(start: ShardStart) {
     for a in acceptors {
         a.cancel();
     }
+    // Stop reading requests and let those read be answered, within a
+    // bound; then the logs close under whatever is left.
+    shard.stopping.notify_all();
+    // Members waiting in a join or sync are answered now (they look for
+    // the coordinator again), not held until the drain ends; commits
+    // under way finish.
+    for c in shard.coordinators_here() {
+        c.close();
+    }
+    let drain = std::time::Instant::now();
+    let bound = std::time::Duration::from_millis(sluice_tuning::limits::SHUTDOWN_DRAIN_MS_MAX);
+    while shard.stats.get().connections_open > 0 && drain.elapsed() < bound {
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let open = shard.stats.get().connections_open;
+    if open > 0 {
+        tracing::warn!(shard = id, connections = open, bound_ms = bound.as_millis() as u64,
+            "connections still answering requests when the drain ended; closing the logs under them");
+    }
     housekeeping.cancel();
     if let Some(a) = admin {
         a.cancel();

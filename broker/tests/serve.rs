@@ -527,3 +527,40 @@ fn io_uring_workers_get_realtime_priority_unless_told_not_to() {
         b.seen
     );
 }
+
+// Proves a stop finishes the requests it had read: a long-poll fetch
+// waiting for data when SIGTERM comes is answered (at once, with no
+// records) before its connection closes, an idle connection is closed,
+// and the broker stops cleanly without waiting out the fetch.
+#[test]
+fn a_stop_answers_requests_in_flight_before_closing_connections() {
+    use common::wire::{create_topic, fetch_request, Wire};
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
+    let dir = tempdir();
+    let mut b = Broker::start(dir.path(), 1, &[]);
+    let mut w = Wire::connect(b.port);
+    create_topic(&mut w, "waiting", 1);
+    let mut idle = Wire::connect(b.port);
+    // Nothing at offset 0 yet: the fetch waits up to 20 s for data.
+    let id = w.send(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("waiting", 0, 0, 20_000, 1 << 20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    b.signal(libc::SIGTERM);
+    let (got, r): (i32, FetchResponse) = w.recv(ApiKey::Fetch, 12);
+    assert_eq!(got, id);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    assert!(w.closed(), "the connection stays open after its answer");
+    assert!(idle.closed(), "an idle connection stays open");
+    assert!(b.wait_for("stopped cleanly"), "{:#?}", b.seen);
+    assert!(b.child.wait().unwrap().success());
+    // The fetch was answered when the stop began, not when its wait ran
+    // out (which would have outlasted the shard's drain).
+    assert!(
+        !b.seen.iter().any(|l| l.contains("when the drain ended")),
+        "{:#?}",
+        b.seen
+    );
+}

@@ -342,5 +342,10 @@ pub const REPLICA_FETCH_WAIT_MS_MAX: u32 = 5_000;
 /// exits without finishing it.
 pub const SHUTDOWN_SECS_MAX: u64 = 60;
 
+/// How long a stopping shard waits for its connections to finish the
+/// requests they had read (a long-poll fetch answers at once; a join
+/// waiting for a rebalance may not) before it closes its logs anyway.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+
 /// The admin endpoint's default port (`--admin-listen`), as Redpanda's.
 pub const ADMIN_PORT_DEFAULT: u16 = 9644;

@@ -143,7 +143,12 @@ async fn fetch(
             }
         }
         let remaining = wait.saturating_sub(started.elapsed());
-        if total >= min_bytes.max(1) || any_error || remaining.is_zero() || nothing_to_wait_for {
+        if total >= min_bytes.max(1)
+            || any_error
+            || remaining.is_zero()
+            || nothing_to_wait_for
+            || shard.is_stopping()
+        {
             break;
         }
         // Wait for an append to any of the partitions, or the deadline.
@@ -177,10 +182,14 @@ async fn fetch(
         }
         // Woken or not, read again: past the deadline that last read
         // finds anything that arrived meanwhile, and then the loop ends.
+        let stopping = shard.stopping.changed(0);
         futures_lite::future::or(
-            async {
-                let _ = rx.recv_async().await;
-            },
+            futures_lite::future::or(
+                async {
+                    let _ = rx.recv_async().await;
+                },
+                stopping,
+            ),
             glommio::timer::sleep(remaining),
         )
         .await;
