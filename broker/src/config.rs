@@ -641,6 +641,54 @@ const OTHER_PREFIXES: &[&str] = &[
     "SLUICE_FAILOVER_",
 ];
 
+/// The configuration reference (`broker/CONFIGURATION.md`): every
+/// `sluice serve` setting with its flag, variable, file key and help
+/// (which names its default), from the flags' own definitions, and the
+/// other variables the binary reads. A unit test keeps the file equal to
+/// this.
+pub fn reference() -> String {
+    let cmd = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut out = String::from(
+        "# sluice configuration reference\n\n\
+         Generated from the code (`broker/src/config.rs`, `reference`); a unit test fails \
+         when this file and the code differ. Regenerate it with\n\
+         `SLUICE_TEST_BLESS=1 cargo test -p sluice-broker --lib configuration_reference`.\n\n\
+         Every setting of `sluice serve` is a flag, a `SLUICE_*` environment variable and a \
+         key of the TOML file given with `--config` (the flag's name; `_` may stand for \
+         `-`). Flags win over variables, variables over the file, the file over the \
+         defaults. An unknown key or `SLUICE_*` variable is an error naming it.\n\n",
+    );
+    for a in cmd.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        let env = a
+            .get_env()
+            .and_then(|e| e.to_str())
+            .map(str::to_string)
+            .unwrap_or_default();
+        let help = a
+            .get_long_help()
+            .or(a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let key = if long == "config" {
+            "(none: the file itself)".to_string()
+        } else {
+            format!("`{long}`")
+        };
+        out.push_str(&format!(
+            "## `--{long}`\n\n- Variable: `{env}`\n- File key: {key}\n\n{}\n\n",
+            help.trim()
+        ));
+    }
+    out.push_str(
+        "## Other variables\n\n\
+         - `SLUICE_LOG`: the log filter (tracing's env-filter syntax: `info`, `debug`, \
+         `sluice_broker=debug,info`). Default `info`.\n\
+         - `SLUICE_BOOTSTRAP`: the CLI's `--bootstrap`. Default `127.0.0.1:9092`.\n",
+    );
+    out
+}
+
 /// Refuses a `SLUICE_*` variable that names no setting: a misspelt one
 /// would otherwise be ignored without a word.
 fn check_variables(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
@@ -684,6 +732,39 @@ mod tests {
     }
 
     use super::*;
+
+    /// The checked-in reference is the one the code makes, and every
+    /// flag it lists is a key the file takes.
+    #[test]
+    fn configuration_reference_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("CONFIGURATION.md");
+        let made = reference();
+        if std::env::var_os("SLUICE_TEST_BLESS").is_some() {
+            std::fs::write(&path, &made).unwrap();
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            stored == made,
+            "{} is out of date: regenerate it with \
+             SLUICE_TEST_BLESS=1 cargo test -p sluice-broker --lib configuration_reference",
+            path.display()
+        );
+        let cmd = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+            if long == "config" {
+                continue;
+            }
+            // A value of the wrong type: refused for its type, not as an
+            // unknown key.
+            let e = toml::from_str::<FileConfig>(&format!("{long} = [[1]]"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !e.contains("unknown field"),
+                "--{long} has no file key: {e}"
+            );
+        }
+    }
 
     /// A file fills what flags leave unset; flags win where both are set.
     #[test]
