@@ -2,8 +2,9 @@
 //! data directory, measures this machine's limits in the same run (fio:
 //! direct sequential write with fdatasync, direct sequential read of one
 //! file and of two at once; iperf3: loopback), runs the standard workloads
-//! with `sluice loadgen`, and writes `target/bench/suite.json` and a
-//! Markdown table.
+//! with `sluice loadgen`, and writes `target/bench/suite.json`, a
+//! Markdown table and each workload's loadgen page (`target/suite/w1.html`
+//! ... of the last round).
 //!
 //!     cargo build --release -p sluice-broker
 //!     cargo run --release -p sluice-bench --example suite
@@ -334,12 +335,15 @@ fn main() {
             "fio_read_two_files_bytes_per_sec": disk.read_two_files,
             "loopback_bytes_per_sec": loopback,
         });
-        // Each workload on a fresh broker with default flags.
+        // Each workload on a fresh broker with default flags; each
+        // leaves its loadgen page (`w1.html` ...; the last round's stay).
         let w = |name: &str, topic: &str, a: Vec<String>| -> Value {
             eprintln!("suite: round {}: {name}", round + 1);
             let broker = Broker::start(&bin, &data, true);
             let mut a = a;
-            a.extend(args(&["--topic", topic]));
+            let page = name.split_whitespace().next().unwrap_or("w").to_lowercase();
+            a.extend(args(&["--topic", topic, "--html"]));
+            a.push(dir.join(format!("{page}.html")).display().to_string());
             let v = loadgen(&bin, &broker, &report, &a);
             broker.stop();
             v
@@ -367,9 +371,7 @@ fn main() {
             &seconds,
             "--warmup",
             "3s",
-            "--html",
         ]));
-        w3a.push(html.display().to_string());
         let w3 = w("W3 durable latency at 50 MB/s", &format!("w3-{round}"), w3a);
         let w5 = w(
             "W5 acks=1 bulk",

@@ -197,8 +197,15 @@ impl Shard {
         self.stopping.generation() > 0
     }
 
-    /// The users and ACLs as this shard last received them.
+    /// The users and ACLs as this shard last received them (on a node of
+    /// a cluster, the metadata log's).
     pub fn security(&self) -> Arc<crate::security::store::Security> {
+        if self.cfg.cluster.is_some() {
+            return self
+                .cluster_view()
+                .map(|v| v.state.security.clone())
+                .unwrap_or_default();
+        }
         self.security.borrow().clone()
     }
 

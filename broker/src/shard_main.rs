@@ -92,7 +92,7 @@ pub async fn run_shard(start: ShardStart) {
         start.cache_bytes_max,
         start.request_memory_bytes,
     );
-    shard.set_security(start.security);
+    shard.set_security(start.security.clone());
     let inbox = glommio::spawn_local(sluice_storage::stall::watch(
         "inbox",
         shard.clone().run_inbox(start.inbox),
@@ -185,7 +185,25 @@ pub async fn run_shard(start: ShardStart) {
         },
         _ => None,
     };
-    // Shard 0 of a node of a cluster runs the metadata log.
+    // Shard 0 of a node of a cluster runs the metadata log (and, once it
+    // serves, seeds the cluster's users and ACLs from the data directory's
+    // when the cluster has none).
+    if let (Some(_), 0) = (&start.cfg.cluster, id) {
+        let (shard, local) = (shard.clone(), (*start.security).clone());
+        glommio::spawn_local(async move {
+            for _ in 0..limits::CLUSTER_SEED_SECURITY_WAIT_S * 5 {
+                let formed = shard.cluster_view().is_some_and(|v| {
+                    v.controller.is_some() && v.state.nodes.contains_key(&shard.cfg.node_id)
+                });
+                if formed {
+                    crate::security::seed_cluster(&shard, local).await;
+                    return;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+        .detach();
+    }
     let cluster = match (&start.cfg.cluster, id) {
         (Some(c), 0) => {
             let (c, shard) = (c.clone(), shard.clone());

@@ -652,3 +652,133 @@ fn acls_allow_deny_and_filter_what_clients_see() {
     assert!(topics_seen(sasl, &mallory).is_empty());
     b.stop();
 }
+
+// Proves users and ACLs are the cluster's, not a node's: the first user,
+// written offline into one node's data directory, seeds the cluster's and
+// authenticates on another node; a user created through one node
+// authenticates on another; an ACL created through a third node lets
+// that user produce through the first; clients are told each node's
+// SASL_PLAINTEXT address when they connect through that listener.
+#[test]
+fn users_and_acls_are_the_clusters() {
+    use common::cluster::cluster_spec;
+    let dir = tempdir();
+    let ids = [1, 2, 3];
+    let repl: Vec<(i32, u16)> = ids.iter().map(|&i| (i, free_port())).collect();
+    let spec = cluster_spec(&repl);
+    let plain: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let sasl: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let data: Vec<PathBuf> = ids
+        .iter()
+        .map(|i| dir.path().join(format!("node-{i}")))
+        .collect();
+    sluice_ok(&[
+        "user",
+        "create",
+        "admin",
+        "--password",
+        "a-pw",
+        "--data-dir",
+        data[0].to_str().unwrap(),
+    ]);
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let listen = format!(
+            "PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
+            plain[i], sasl[i]
+        );
+        let id = id.to_string();
+        nodes.push(secured_broker(
+            &data[i],
+            1,
+            plain[i],
+            &listen,
+            &[
+                "--node-id",
+                &id,
+                "--cluster",
+                &spec,
+                "--election-timeout-ms",
+                "300",
+                "--idle-poll-us",
+                "0",
+                "--super-users",
+                "admin",
+            ],
+        ));
+    }
+    let sasl_as = |user: &'static str, password: &'static str| {
+        vec![
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "SCRAM-SHA-256"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ]
+    };
+    let admin = sasl_as("admin", "a-pw");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reaches(sasl[2], &admin) {
+        assert!(
+            Instant::now() < deadline,
+            "node 1's first user never reached node 3"
+        );
+    }
+    sluice_ok(&[
+        "user",
+        "create",
+        "alice",
+        "--password",
+        "b-pw",
+        "--bootstrap",
+        &format!("127.0.0.1:{}", plain[1]),
+    ]);
+    let alice = sasl_as("alice", "b-pw");
+    assert!(
+        reaches(sasl[2], &alice),
+        "a user made through node 2 on node 3"
+    );
+    create_topic(sasl[0], &admin, "shared").unwrap();
+    let (ok, errors) = produce(sasl[0], &alice, "shared", 3);
+    assert_eq!(ok, 0, "produced without an ACL");
+    assert!(
+        errors.iter().all(|e| e.contains("authorization failed")),
+        "{errors:?}"
+    );
+    sluice_ok(&[
+        "acl",
+        "create",
+        "--principal",
+        "alice",
+        "--operation",
+        "write",
+        "--topic",
+        "shared",
+        "--bootstrap",
+        &format!("127.0.0.1:{}", plain[2]),
+    ]);
+    assert_eq!(produce(sasl[0], &alice, "shared", 5), (5, vec![]));
+    // The metadata answer names every node at its SASL_PLAINTEXT port.
+    let p: BaseProducer = client(sasl[0], &admin).create().unwrap();
+    let m = p
+        .client()
+        .fetch_metadata(None, Duration::from_secs(20))
+        .unwrap();
+    let mut ports: Vec<u16> = m.brokers().iter().map(|b| b.port() as u16).collect();
+    ports.sort();
+    let mut want = sasl.clone();
+    want.sort();
+    assert_eq!(ports, want);
+    let listed = sluice_ok(&[
+        "user",
+        "list",
+        "--bootstrap",
+        &format!("127.0.0.1:{}", plain[0]),
+    ]);
+    assert!(
+        listed.contains("admin") && listed.contains("alice"),
+        "{listed}"
+    );
+    for mut n in nodes {
+        n.stop();
+    }
+}

@@ -347,5 +347,9 @@ pub const SHUTDOWN_SECS_MAX: u64 = 60;
 /// waiting for a rebalance may not) before it closes its logs anyway.
 pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
 
+/// How long a starting node of a cluster waits to join it before giving up
+/// seeding the cluster's users and ACLs from its data directory.
+pub const CLUSTER_SEED_SECURITY_WAIT_S: u64 = 300;
+
 /// The admin endpoint's default port (`--admin-listen`), as Redpanda's.
 pub const ADMIN_PORT_DEFAULT: u16 = 9644;

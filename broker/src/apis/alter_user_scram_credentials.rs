@@ -101,11 +101,11 @@ pub async fn handle(
             Ok(changes) => {
                 let name = user.clone();
                 crate::security::update(shard, move |s| {
-                    for c in changes {
+                    for c in &changes {
                         match c {
-                            Change::Upsert(m, cred) => s.upsert(&name, m, cred)?,
+                            Change::Upsert(m, cred) => s.upsert(&name, *m, cred.clone())?,
                             Change::Delete(m) => {
-                                if !s.remove(&name, m) {
+                                if !s.remove(&name, *m) {
                                     return Err(format!("not found: {name} has no {m} credential"));
                                 }
                             }

@@ -31,7 +31,7 @@ pub async fn handle(
         } else {
             match acl(&c) {
                 Err(why) => Err((ResponseError::InvalidRequest, why)),
-                Ok(a) => crate::security::update(shard, move |s| s.add_acl(a))
+                Ok(a) => crate::security::update(shard, move |s| s.add_acl(a.clone()))
                     .await
                     .map_err(|e| (ResponseError::InvalidRequest, e)),
             }

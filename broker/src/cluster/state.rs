@@ -14,6 +14,9 @@
 //! command a node cannot decode stops that node's metadata log (it would
 //! otherwise diverge from the others), see `ApplyError::Undecodable`.
 
+use std::sync::Arc;
+
+use crate::security::store::Security;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -131,6 +134,13 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicState>,
     /// Producer ids below this may have been handed out.
     pub producer_ids_reserved: i64,
+    /// Users' credentials and the ACLs, the same on every node (behind an
+    /// `Arc`: every request on a secured listener reads them).
+    #[serde(default)]
+    pub security: Arc<Security>,
+    /// Bumped by every `SetSecurity`.
+    #[serde(default)]
+    pub security_version: u64,
 }
 
 /// A change to the cluster's metadata, as the metadata log carries it.
@@ -195,6 +205,14 @@ pub enum Command {
     AllocateProducerIds {
         count: i64,
     },
+    /// Replaces the users and ACLs, made against `based_on` (the
+    /// `security_version` its proposer read); refused when another change
+    /// came first, so no change is lost (the proposer reads again and
+    /// retries).
+    SetSecurity {
+        based_on: u64,
+        security: Security,
+    },
 }
 
 impl Command {
@@ -256,6 +274,8 @@ pub enum Refused {
     Invalid(String),
     #[error("no reassignment of {0}-{1} is under way")]
     NoReassignment(String, u32),
+    #[error("users and ACLs are at version {now}, the change was made against {against}")]
+    StaleSecurity { now: u64, against: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -378,6 +398,24 @@ impl ClusterState {
                 let partitions = self.new_partitions(&replicas)?;
                 let t = self.topics.get_mut(&name).ok_or(Refused::NoTopic(name))?;
                 t.partitions.extend(partitions);
+                Ok(())
+            }
+            Command::SetSecurity { based_on, security } => {
+                if based_on != self.security_version {
+                    return Err(Refused::StaleSecurity {
+                        now: self.security_version,
+                        against: based_on,
+                    });
+                }
+                if security.acls.len() > crate::security::store::ACLS_MAX {
+                    return Err(Refused::Invalid(format!(
+                        "{} ACLs, past the limit of {}",
+                        security.acls.len(),
+                        crate::security::store::ACLS_MAX
+                    )));
+                }
+                self.security = Arc::new(security);
+                self.security_version += 1;
                 Ok(())
             }
             Command::SetConfigs { name, configs } => {

@@ -30,13 +30,22 @@ use store::Security;
 
 /// Changes the users and ACLs: on shard 0, one change at a time, `f`
 /// applied to a copy, the copy stored durably and then sent to every
-/// shard. `f`'s result is returned when the change is stored; an error
-/// from `f` changes nothing.
+/// shard (on a node of a cluster: proposed to the metadata log, which
+/// every node applies). `f`'s result is returned when the change is
+/// stored; an error from `f` changes nothing. `f` may run more than once
+/// (a cluster's change made against a state another change overtook is
+/// made again).
 pub async fn update<R, F>(shard: &Rc<Shard>, f: F) -> Result<R, String>
 where
     R: Send + 'static,
-    F: FnOnce(&mut Security) -> Result<R, String> + Send + 'static,
+    F: Fn(&mut Security) -> Result<R, String> + Send + 'static,
 {
+    if shard.cfg.cluster.is_some() {
+        return shard
+            .call(0, move |s| async move { update_cluster(&s, f).await })
+            .await
+            .unwrap_or_else(|_| Err("the broker is stopping".into()));
+    }
     let work = move |s: Rc<Shard>| async move {
         let _one_at_a_time = s.security_gate.acquire_permit(1).await;
         let mut next = (*s.security()).clone();
@@ -64,6 +73,77 @@ where
         .call(0, work)
         .await
         .unwrap_or_else(|_| Err("the broker is stopping".into()))
+}
+
+/// Attempts of a cluster's security change that another overtook.
+const UPDATE_ATTEMPTS_MAX: usize = 5;
+
+async fn update_cluster<R, F>(shard: &Rc<Shard>, f: F) -> Result<R, String>
+where
+    F: Fn(&mut Security) -> Result<R, String>,
+{
+    use crate::cluster::node::ProposeError;
+    use crate::cluster::state::{Command, Refused};
+    let handle = shard
+        .cluster_handle()
+        .cloned()
+        .ok_or("this node's metadata log is not running")?;
+    for _ in 0..UPDATE_ATTEMPTS_MAX {
+        let (version, current) = shard
+            .cluster_view()
+            .map(|v| (v.state.security_version, v.state.security.clone()))
+            .ok_or("the cluster is forming")?;
+        let mut next = (*current).clone();
+        let r = f(&mut next)?;
+        match handle
+            .propose(Command::SetSecurity {
+                based_on: version,
+                security: next,
+            })
+            .await
+        {
+            Ok(()) => return Ok(r),
+            Err(ProposeError::Refused(Refused::StaleSecurity { .. })) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "{UPDATE_ATTEMPTS_MAX} other changes to users and ACLs came first; try again"
+    ))
+}
+
+/// On a node of a cluster, once its metadata log runs: users and ACLs
+/// written into this node's data directory while it was stopped
+/// (`sluice user create --data-dir`, the first administrator) seed the
+/// cluster's when it has none yet. A node whose proposal another
+/// overtook leaves the cluster's as they are.
+pub async fn seed_cluster(shard: &Rc<Shard>, local: Security) {
+    if local == Security::default() {
+        return;
+    }
+    let empty = shard
+        .cluster_view()
+        .is_some_and(|v| v.state.security_version == 0);
+    if !empty {
+        return;
+    }
+    let users = local.users.len();
+    let Some(handle) = shard.cluster_handle().cloned() else {
+        return;
+    };
+    let cmd = crate::cluster::state::Command::SetSecurity {
+        based_on: 0,
+        security: local,
+    };
+    match handle.propose(cmd).await {
+        Ok(()) => tracing::info!(
+            users,
+            "the cluster's users and ACLs seeded from this node's data directory"
+        ),
+        Err(e) => {
+            tracing::info!(error = %e, "this node's users and ACLs did not seed the cluster's")
+        }
+    }
 }
 
 /// What one request's session may do: every request on a PLAINTEXT
