@@ -145,6 +145,16 @@ fn secured_broker(data: &Path, cores: usize, port: u16, listen: &str, extra: &[&
     b
 }
 
+/// A SCRAM-SHA-256 client of a SASL_PLAINTEXT listener.
+fn scram_256(user: &'static str, password: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ]
+}
+
 fn sluice_ok(args: &[&str]) -> String {
     let (code, out, err) = run_sluice(args, None);
     assert_eq!(code, 0, "sluice {args:?}: {out}{err}");
@@ -502,17 +512,9 @@ fn acls_allow_deny_and_filter_what_clients_see() {
     let listen = format!("PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}");
     let mut b = secured_broker(&data, 2, plain, &listen, &["--super-users", "admin"]);
     let boot = format!("127.0.0.1:{plain}");
-    let as_user = |user: &'static str, password: &'static str| {
-        vec![
-            ("security.protocol", "SASL_PLAINTEXT"),
-            ("sasl.mechanisms", "SCRAM-SHA-256"),
-            ("sasl.username", user),
-            ("sasl.password", password),
-        ]
-    };
-    let admin = as_user("admin", "a-pw");
-    let alice = as_user("alice", "b-pw");
-    let mallory = as_user("mallory", "c-pw");
+    let admin = scram_256("admin", "a-pw");
+    let alice = scram_256("alice", "b-pw");
+    let mallory = scram_256("mallory", "c-pw");
 
     // A super user needs no ACL.
     for t in ["app-orders", "app-frozen", "secret"] {
@@ -707,15 +709,7 @@ fn users_and_acls_are_the_clusters() {
             ],
         ));
     }
-    let sasl_as = |user: &'static str, password: &'static str| {
-        vec![
-            ("security.protocol", "SASL_PLAINTEXT"),
-            ("sasl.mechanisms", "SCRAM-SHA-256"),
-            ("sasl.username", user),
-            ("sasl.password", password),
-        ]
-    };
-    let admin = sasl_as("admin", "a-pw");
+    let admin = scram_256("admin", "a-pw");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !reaches(sasl[2], &admin) {
         assert!(
@@ -732,7 +726,7 @@ fn users_and_acls_are_the_clusters() {
         "--bootstrap",
         &format!("127.0.0.1:{}", plain[1]),
     ]);
-    let alice = sasl_as("alice", "b-pw");
+    let alice = scram_256("alice", "b-pw");
     assert!(
         reaches(sasl[2], &alice),
         "a user made through node 2 on node 3"
