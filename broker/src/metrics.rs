@@ -162,6 +162,8 @@ pub struct PartitionMetrics {
     pub log_bytes: u64,
     pub bytes_in: u64,
     pub records_in: u64,
+    pub bytes_out: u64,
+    pub records_out: u64,
     /// On a node of a cluster that leads the partition: whether a replica
     /// is out of its ISR. `None` elsewhere.
     pub under_replicated: Option<bool>,
@@ -218,6 +220,8 @@ pub fn collect(shard: &Shard) -> ShardMetrics {
                 log_bytes: p.log.segments().iter().map(|s| s.bytes).sum(),
                 bytes_in: p.bytes_in.get(),
                 records_in: p.records_in.get(),
+                bytes_out: p.bytes_out.get(),
+                records_out: p.records_out.get(),
                 under_replicated: p
                     .replication
                     .role
@@ -311,7 +315,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         )
     };
     type P<'a> = (usize, &'a PartitionMetrics);
-    let per_partition: [Family<PartitionMetrics>; 6] = [
+    let per_partition: [Family<PartitionMetrics>; 8] = [
         (
             "sluice_partition_bytes_in_total",
             "counter",
@@ -323,6 +327,18 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             "counter",
             "Records appended to the partition as its leader, since this broker started.",
             |p| p.records_in,
+        ),
+        (
+            "sluice_partition_bytes_out_total",
+            "counter",
+            "Record batch bytes clients fetched from the partition, since this broker started.",
+            |p| p.bytes_out,
+        ),
+        (
+            "sluice_partition_records_out_total",
+            "counter",
+            "Records clients fetched from the partition (the offsets the batches span), since this broker started.",
+            |p| p.records_out,
         ),
         (
             "sluice_partition_log_end_offset",
@@ -692,6 +708,8 @@ mod tests {
                 log_bytes: 4096,
                 bytes_in: 1000,
                 records_in: 10,
+                bytes_out: 500,
+                records_out: 5,
                 under_replicated: None,
             }],
             cache_hits: 3,
@@ -798,6 +816,8 @@ mod tests {
                 log_bytes: 1,
                 bytes_in: 1,
                 records_in: 1,
+                bytes_out: 1,
+                records_out: 1,
                 under_replicated: Some(false),
             }],
             committed: vec![("g".into(), "t".into(), 0, 0)],

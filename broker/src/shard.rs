@@ -54,6 +54,9 @@ pub struct Partition {
     /// `/metrics`; this shard's alone, summed at scrape time.
     pub bytes_in: Cell<u64>,
     pub records_in: Cell<u64>,
+    /// Record bytes and records clients fetched from it.
+    pub bytes_out: Cell<u64>,
+    pub records_out: Cell<u64>,
 }
 
 impl Partition {
@@ -662,6 +665,8 @@ impl Shard {
                                 replication: Default::default(),
                                 bytes_in: Cell::new(0),
                                 records_in: Cell::new(0),
+                                bytes_out: Cell::new(0),
+                                records_out: Cell::new(0),
                             }),
                         );
                     }

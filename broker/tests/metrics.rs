@@ -134,6 +134,11 @@ fn metrics_count_what_was_produced_and_health_answers() {
     // and each produce run was a connection.
     assert_eq!(total("sluice_storage_appended_bytes_total", ""), bytes_in);
     assert!(total("sluice_storage_appends_total", "") >= 2);
+    // The group's consumer fetched at least the 120 records it read (in
+    // whole batches, so perhaps more), never more than were produced.
+    let out = total("sluice_partition_records_out_total", "topic=\"metered\"");
+    assert!((120..=500).contains(&out), "{out}\n{text}");
+    assert!(total("sluice_partition_bytes_out_total", "topic=\"metered\"") > 120 * 12);
     let syncs = total("sluice_storage_syncs_total", "");
     assert!(syncs >= 1);
     // The storage histograms cover every log of the shard (the groups'
