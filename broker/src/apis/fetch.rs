@@ -313,9 +313,8 @@ async fn read_local(
                         read_any = true;
                         g.bytes += b.len();
                         p.bytes_out.set(p.bytes_out.get() + b.len() as u64);
-                        p.records_out.set(
-                            p.records_out.get() + (b.next_offset() - b.base_offset()) as u64,
-                        );
+                        p.records_out
+                            .set(p.records_out.get() + (b.next_offset() - b.base_offset()) as u64);
                         for c in b.chunks() {
                             g.chunks.push(c.clone());
                         }

@@ -216,6 +216,9 @@ impl Session {
                         "re-authentication must keep the principal".into(),
                     );
                 }
+                if self.principal.is_some() {
+                    tracing::info!(%principal, host = %self.host, "re-authenticated (KIP-368)");
+                }
                 self.principal = Some(principal);
                 self.sasl = Sasl::Done;
                 self.expires =
