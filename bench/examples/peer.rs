@@ -14,7 +14,9 @@
 //! Both brokers start with their default settings on a fresh data
 //! directory for every run. Workloads (2 partitions or streams, 2
 //! producers, 1000-byte messages): W1 ~1 MB batches, durable (sluice
-//! acks=all; the peer fsyncs each write, `--enforce-fsync`); W2 the same
+//! acks=all; the peer fsyncs each write: its tool's `--enforce-fsync` or,
+//! in versions without that flag, the server's
+//! `IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC=true`); W2 the same
 //! with ~100 KB batches; W5 ~1 MB batches, not waiting for the disk
 //! (sluice acks=1; the peer without fsync). sluice's loadgen measures 10 s
 //! after a 2 s warm-up. The peer's tool sends a byte count rather than
@@ -168,12 +170,27 @@ fn peer_throughput(out: &str) -> Option<f64> {
         })
 }
 
+/// Whether this version of the peer's tool takes `--enforce-fsync`.
+fn bench_has_fsync_flag() -> bool {
+    Command::new("iggy-bench")
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--enforce-fsync"))
+        .unwrap_or(false)
+}
+
 /// One peer run: a fresh server on its defaults, its tool beside it.
 fn peer_run(data: &Path, w: &Workload, total_mb: u64) -> f64 {
     let _ = std::fs::remove_dir_all(data);
     std::fs::create_dir_all(data).unwrap();
     let port = free_port();
-    let child = Command::new("iggy-server")
+    let mut server = Command::new("iggy-server");
+    if w.durable {
+        // Newer versions of the peer take fsync-per-write as a server
+        // setting; older ones as the tool's `--enforce-fsync` (below).
+        server.env("IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC", "true");
+    }
+    let child = server
         .args(["--fresh", "--with-default-root-credentials"])
         .env("IGGY_SYSTEM_PATH", data.join("data"))
         .env("IGGY_TCP_ADDRESS", format!("127.0.0.1:{port}"))
@@ -193,7 +210,7 @@ fn peer_run(data: &Path, w: &Workload, total_mb: u64) -> f64 {
     let mut cmd = Command::new("iggy-bench");
     let total = format!("{total_mb}MB");
     cmd.args(["-m", "1000", "-P", &per_batch, "-T", &total, "-w", "2s"]);
-    if w.durable {
+    if w.durable && bench_has_fsync_flag() {
         cmd.arg("--enforce-fsync");
     }
     cmd.args(["pinned-producer", "--streams", "2", "--producers", "2"])

@@ -141,7 +141,12 @@ struct InFlight {
 
 /// A connection's byte stream: the socket itself (read and written with
 /// `recv` and vectored `sendmsg` on its descriptor), or TLS over it.
-type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+type TlsStream = futures_rustls::server::TlsStream<TcpStream<glommio::net::Preallocated>>;
+
+/// Bytes a TLS connection takes from its socket at once. rustls reads
+/// 4 KiB at a time; without a buffer under it every 16 KiB record costs
+/// four `recv` calls (and a readiness poll each time one comes up short).
+const TLS_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 enum ReadSide {
     Plain(RawFd, futures_lite::io::ReadHalf<TcpStream>),
@@ -214,6 +219,7 @@ async fn serve(
         .await;
     }
     let config = shard.cfg.tls.clone().ok_or("no TLS configuration")?;
+    let stream = stream.buffered_with(glommio::net::Preallocated::new(TLS_READ_BUFFER_BYTES));
     let accept = futures_rustls::TlsAcceptor::from(config).accept(stream);
     let timeout = async {
         glommio::timer::sleep(std::time::Duration::from_secs(TLS_HANDSHAKE_SECS)).await;
@@ -784,6 +790,9 @@ async fn sasl(
 /// Bytes of answers a TLS connection encrypts at once: whole TLS records
 /// (16 KiB each) rather than one per chunk.
 const TLS_WRITE_BYTES: usize = 64 * 1024;
+/// Bytes a TLS connection encrypts before the shard's other tasks get a
+/// turn (about half a millisecond of AES-GCM).
+const TLS_YIELD_BYTES: usize = 1 << 20;
 
 /// Writes every chunk: on a plain socket several per system call, on TLS
 /// gathered into records.
@@ -792,6 +801,7 @@ async fn write_chunks(wr: &mut WriteSide, chunks: Vec<Bytes>) -> std::io::Result
         WriteSide::Plain(fd, wr) => write_plain(*fd, wr, chunks).await,
         WriteSide::Tls(wr) => {
             let mut out = Vec::with_capacity(TLS_WRITE_BYTES);
+            let mut since_yield = 0;
             for c in chunks {
                 let mut c = &c[..];
                 while !c.is_empty() {
@@ -801,6 +811,17 @@ async fn write_chunks(wr: &mut WriteSide, chunks: Vec<Bytes>) -> std::io::Result
                     if out.len() == TLS_WRITE_BYTES {
                         wr.write_all(&out).await?;
                         out.clear();
+                        // Encrypting a fetch answer of many megabytes
+                        // would otherwise hold the shard for tens of
+                        // milliseconds (the socket rarely pushes back,
+                        // and the task queue's own preemption comes
+                        // later than that): the other tasks run between
+                        // every megabyte.
+                        since_yield += TLS_WRITE_BYTES;
+                        if since_yield >= TLS_YIELD_BYTES {
+                            since_yield = 0;
+                            futures_lite::future::yield_now().await;
+                        }
                     }
                 }
             }
