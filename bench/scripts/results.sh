@@ -12,8 +12,9 @@
 # (committed with the table they produced; the previous run's files are
 # replaced).
 #
-#   bench/scripts/results.sh            # about an hour on 2 cores
-#   ROUNDS=2 bench/scripts/results.sh   # fewer rounds each
+#   bench/scripts/results.sh            # 3 rounds of each
+#   ROUNDS=2 bench/scripts/results.sh   # 2 rounds: about 10 minutes on
+#                                       # 2 cores, 20 with the peer
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
@@ -47,8 +48,8 @@ SLUICE_BENCH_REPEATS=$ROUNDS cargo bench -q -p sluice-bench --bench tls 2>&1 \
 cp target/bench/tls.json "$OUT/" 2>/dev/null || true
 
 if command -v iggy-server >/dev/null && command -v iggy-bench >/dev/null; then
-  log "peer side by side"
-  cargo run --release -q -p sluice-bench --example peer 2>&1 | tee "$OUT/peer.txt"
+  log "peer side by side (SLUICE_PEER_ROUNDS=$ROUNDS)"
+  SLUICE_PEER_ROUNDS=$ROUNDS cargo run --release -q -p sluice-bench --example peer 2>&1 | tee "$OUT/peer.txt"
 else
   log "peer skipped: iggy-server and iggy-bench are not on PATH"
 fi
