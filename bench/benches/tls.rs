@@ -4,7 +4,13 @@
 //! then consumer pinned to CPU 1, through one listener and then the
 //! other, alternating which goes first. The figure is each direction's
 //! messages per second over TLS divided by plaintext's (1.0: TLS costs
-//! nothing).
+//! nothing). Beside it, the broker's CPU time per GB moved each way
+//! over each listener (user and system time of its process over the
+//! timed part), and that of TLS over plaintext's: on this two-core
+//! machine the client has one core, and over TLS librdkafka's sending
+//! thread fills it before the broker's core is full, so the throughput
+//! ratio measures the client as much as the broker; the CPU per GB is
+//! the broker's own cost.
 //!
 //! `cargo build --release -p sluice-broker && cargo bench -p sluice-bench
 //! --bench tls`. SLUICE_BENCH_REPEATS (default 5), SLUICE_BENCH_MESSAGES
@@ -21,7 +27,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_bench::{broker_bin, free_port, median, pin_this_thread, serve_listening};
+use sluice_bench::{
+    broker_bin, free_port, median, pin_this_thread, process_cpu_secs, serve_listening,
+};
 
 const MESSAGE_BYTES: usize = 1000;
 
@@ -64,9 +72,22 @@ fn config(port: u16, tls: Option<&Path>) -> ClientConfig {
     c
 }
 
-/// (produced msg/s, consumed msg/s) of `n` messages through one
-/// listener, the client on CPU 1.
-fn round(port: u16, tls: Option<&Path>, topic: &str, n: u64) -> (f64, f64) {
+/// One direction of one round: messages per second, and the broker's
+/// CPU seconds per GB of messages.
+#[derive(Clone, Copy, Debug)]
+struct Leg {
+    rate: f64,
+    cpu_per_gb: f64,
+}
+
+/// (produce, consume) of `n` messages through one listener, the client
+/// on CPU 1, the broker being process `broker`.
+fn round(port: u16, tls: Option<&Path>, topic: &str, n: u64, broker: u32) -> (Leg, Leg) {
+    let gb = (n as usize * MESSAGE_BYTES) as f64 / 1e9;
+    let leg = move |t: Instant, cpu: f64| Leg {
+        rate: n as f64 / t.elapsed().as_secs_f64(),
+        cpu_per_gb: (process_cpu_secs(broker) - cpu) / gb,
+    };
     let (ca, topic) = (tls.map(Path::to_path_buf), topic.to_string());
     std::thread::spawn(move || {
         pin_this_thread(1);
@@ -77,9 +98,9 @@ fn round(port: u16, tls: Option<&Path>, topic: &str, n: u64) -> (f64, f64) {
         }
         let p: BaseProducer = pc.create().unwrap();
         let value = vec![7u8; MESSAGE_BYTES];
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), process_cpu_secs(broker));
         common::send_all(&p, &topic, &value, n);
-        let produced = n as f64 / t.elapsed().as_secs_f64();
+        let produced = leg(t, cpu);
 
         let c: BaseConsumer = config(port, ca.as_deref())
             .set("group.id", format!("tls-bench-{topic}"))
@@ -92,7 +113,7 @@ fn round(port: u16, tls: Option<&Path>, topic: &str, n: u64) -> (f64, f64) {
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
             .unwrap();
         c.assign(&tpl).unwrap();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), process_cpu_secs(broker));
         let mut got = 0u64;
         while got < n {
             assert!(
@@ -104,7 +125,7 @@ fn round(port: u16, tls: Option<&Path>, topic: &str, n: u64) -> (f64, f64) {
                 got += 1;
             }
         }
-        (produced, n as f64 / t.elapsed().as_secs_f64())
+        (produced, leg(t, cpu))
     })
     .join()
     .unwrap()
@@ -130,7 +151,7 @@ fn main() {
     let (ca, cert, key) = certificates(&dir);
     let (plain, ssl) = (free_port(), free_port());
     let listen = format!("PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}");
-    let _served = serve_listening(
+    let served = serve_listening(
         &broker_bin(),
         &dir.join("broker"),
         &listen,
@@ -146,10 +167,12 @@ fn main() {
             "User:ANONYMOUS",
         ],
     );
-    let (mut produce, mut consume) = (vec![], vec![]);
+    let broker = served.pid();
+    let (mut produce, mut consume, mut produce_cpu, mut consume_cpu) =
+        (vec![], vec![], vec![], vec![]);
     for r in 0..repeats {
-        let plain_round = |t: &str| round(plain, None, t, n);
-        let tls_round = |t: &str| round(ssl, Some(&ca), t, n);
+        let plain_round = |t: &str| round(plain, None, t, n, broker);
+        let tls_round = |t: &str| round(ssl, Some(&ca), t, n, broker);
         let (a, b) = if r % 2 == 0 {
             let a = plain_round(&format!("tls-{r}-plain"));
             (a, tls_round(&format!("tls-{r}-tls")))
@@ -158,22 +181,25 @@ fn main() {
             (plain_round(&format!("tls-{r}-plain")), b)
         };
         println!(
-            "  round {r}: produce plaintext {:.0} msg/s, TLS {:.0} msg/s; consume plaintext {:.0} msg/s, TLS {:.0} msg/s",
-            a.0, b.0, a.1, b.1
+            "  round {r}: produce plaintext {:.0} msg/s ({:.2} broker CPU s/GB), TLS {:.0} msg/s ({:.2}); consume plaintext {:.0} msg/s ({:.2}), TLS {:.0} msg/s ({:.2})",
+            a.0.rate, a.0.cpu_per_gb, b.0.rate, b.0.cpu_per_gb, a.1.rate, a.1.cpu_per_gb, b.1.rate, b.1.cpu_per_gb
         );
-        produce.push(b.0 / a.0);
-        consume.push(b.1 / a.1);
+        produce.push(b.0.rate / a.0.rate);
+        consume.push(b.1.rate / a.1.rate);
+        produce_cpu.push(b.0.cpu_per_gb / a.0.cpu_per_gb);
+        consume_cpu.push(b.1.cpu_per_gb / a.1.cpu_per_gb);
     }
     let (p, c) = (median(produce.clone()), median(consume.clone()));
+    let (pc, cc) = (median(produce_cpu.clone()), median(consume_cpu.clone()));
     println!(
-        "tls benchmark: median of {repeats}, {n} messages of {MESSAGE_BYTES} bytes, acks=all: TLS/plaintext produce {p:.2} {produce:.2?}, consume {c:.2} {consume:.2?}"
+        "tls benchmark: median of {repeats}, {n} messages of {MESSAGE_BYTES} bytes, acks=all: TLS/plaintext produce {p:.2} {produce:.2?}, consume {c:.2} {consume:.2?}; broker CPU per GB, TLS/plaintext: produce {pc:.2} {produce_cpu:.2?}, consume {cc:.2} {consume_cpu:.2?}"
     );
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../bench");
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(
         out.join(if quick { "tls-smoke.json" } else { "tls.json" }),
         format!(
-            "{{\"repeats\":{repeats},\"messages\":{n},\"produce_ratio\":{p:.3},\"consume_ratio\":{c:.3}}}\n"
+            "{{\"repeats\":{repeats},\"messages\":{n},\"produce_ratio\":{p:.3},\"consume_ratio\":{c:.3},\"produce_cpu_ratio\":{pc:.3},\"consume_cpu_ratio\":{cc:.3}}}\n"
         ),
     );
 }

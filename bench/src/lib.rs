@@ -162,6 +162,31 @@ pub fn broker_bin() -> PathBuf {
 /// A broker process, stopped with SIGTERM when dropped.
 pub struct Served(Child);
 
+impl Served {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// CPU time, user and system, that process `pid` has used so far, in
+/// seconds (`/proc/PID/stat`); 0 when it cannot be read.
+pub fn process_cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in brackets:
+    // utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         // SAFETY: signals the child this process started.

@@ -147,10 +147,26 @@ type TlsStream = futures_rustls::server::TlsStream<TcpStream<glommio::net::Preal
 /// 4 KiB at a time; without a buffer under it every 16 KiB record costs
 /// four `recv` calls (and a readiness poll each time one comes up short).
 const TLS_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Decrypted bytes a TLS connection takes from rustls at once (four
+/// records).
+const TLS_READ_SCRATCH_BYTES: usize = 64 * 1024;
+/// Ciphertext of one TLS record at most: 16 KiB of plaintext, its header
+/// and the largest tag and padding.
+const TLS_RECORD_BYTES_MAX: usize = 16 * 1024 + 5 + 256;
+/// The most a TLS connection's wait for the rest of a frame asks the
+/// socket to hold before it ends (see `ReadSide::expect`).
+const TLS_LOW_WATER_BYTES_MAX: usize = 256 * 1024;
 
 enum ReadSide {
     Plain(RawFd, futures_lite::io::ReadHalf<TcpStream>),
-    Tls(futures_lite::io::ReadHalf<TlsStream>),
+    Tls {
+        fd: RawFd,
+        rd: futures_lite::io::ReadHalf<TlsStream>,
+        /// The space decrypted bytes are read into.
+        scratch: Box<[u8]>,
+        /// The socket's receive low-water mark (SO_RCVLOWAT) now.
+        low_water: usize,
+    },
 }
 
 enum WriteSide {
@@ -164,21 +180,23 @@ impl ReadSide {
     async fn recv_now(&mut self, buf: &mut BytesMut, want: usize) -> RecvNow {
         match self {
             ReadSide::Plain(fd, _) => recv_now(*fd, buf, want),
-            ReadSide::Tls(rd) => {
-                // Decrypted bytes come out of rustls by copy anyway: the
-                // room is zeroed, read into, and cut back.
-                let have = buf.len();
-                let want = want.min(buf.capacity() - have);
-                buf.resize(have + want, 0);
-                let r = futures_lite::future::poll_once(rd.read(&mut buf[have..])).await;
-                let (n, now) = match r {
-                    Some(Ok(0)) => (0, RecvNow::Closed),
-                    Some(Ok(n)) => (n, RecvNow::Got),
-                    Some(Err(e)) => (0, RecvNow::Failed(e)),
-                    None => (0, RecvNow::Empty),
-                };
-                buf.truncate(have + n);
-                now
+            ReadSide::Tls { rd, scratch, .. } => {
+                // Decrypted bytes come out of rustls by copy into an
+                // initialised slice: the connection's own scratch, zeroed
+                // once, then copied on. (Zeroing the frame's room instead
+                // cost a memset of up to the whole frame per 16 KiB
+                // record: a third of the shard's time in TLS produce.)
+                let want = want.min(buf.capacity() - buf.len()).min(scratch.len());
+                let r = futures_lite::future::poll_once(rd.read(&mut scratch[..want])).await;
+                match r {
+                    Some(Ok(0)) => RecvNow::Closed,
+                    Some(Ok(n)) => {
+                        buf.extend_from_slice(&scratch[..n]);
+                        RecvNow::Got
+                    }
+                    Some(Err(e)) => RecvNow::Failed(e),
+                    None => RecvNow::Empty,
+                }
             }
         }
     }
@@ -187,7 +205,45 @@ impl ReadSide {
     async fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
         match self {
             ReadSide::Plain(_, rd) => rd.read(into).await,
-            ReadSide::Tls(rd) => rd.read(into).await,
+            ReadSide::Tls { rd, .. } => rd.read(into).await,
+        }
+    }
+
+    /// Before a wait for bytes, `missing` more of the frame being read
+    /// are still to come (bytes of plaintext; 0 between frames), and
+    /// nothing read is left undecrypted but part of one record. Over
+    /// TLS the wait then ends only once the socket holds most of them
+    /// (up to `TLS_LOW_WATER_BYTES_MAX`), not at each record the client
+    /// writes: a large produce request sent a record per `write` would
+    /// otherwise wake the shard, and cost a `recv` and a readiness poll,
+    /// every 16 KiB. The mark never exceeds what must still arrive, so a
+    /// wait always ends (and the kernel ends it early when its receive
+    /// window runs short, or the peer closes).
+    fn expect(&mut self, missing: usize) {
+        let ReadSide::Tls { fd, low_water, .. } = self else {
+            return;
+        };
+        let mark = missing
+            .saturating_sub(TLS_RECORD_BYTES_MAX)
+            .clamp(1, TLS_LOW_WATER_BYTES_MAX);
+        if mark == *low_water {
+            return;
+        }
+        let v = mark as libc::c_int;
+        // SAFETY: setsockopt reads an int from a valid pointer for the
+        // size given, on the connection's own descriptor.
+        let rc = unsafe {
+            libc::setsockopt(
+                *fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        // Without it the wait ends at the first bytes, as before.
+        if rc == 0 {
+            *low_water = mark;
         }
     }
 }
@@ -241,7 +297,20 @@ async fn serve(
     tracing::debug!(%peer, principal = ?principal, "TLS connection");
     let session = Session::new(protocol, index, principal, host(peer));
     let (rd, wr) = futures_lite::io::split(tls);
-    serve_stream(shard, ReadSide::Tls(rd), WriteSide::Tls(wr), session, peer).await
+    let scratch = vec![0u8; TLS_READ_SCRATCH_BYTES].into_boxed_slice();
+    serve_stream(
+        shard,
+        ReadSide::Tls {
+            fd,
+            rd,
+            scratch,
+            low_water: 1,
+        },
+        WriteSide::Tls(wr),
+        session,
+        peer,
+    )
+    .await
 }
 
 /// A peer's address without its port.
@@ -650,6 +719,7 @@ async fn read_requests(
             // through `recv_now`). Between requests the receive buffer
             // goes back first.
             rb.release_if_empty();
+            rd.expect(if have >= 4 { missing } else { 0 });
             let stopping = async {
                 shard.stopping.changed(0).await;
                 None

@@ -830,3 +830,114 @@ fn clients_re_authenticate_before_their_session_ends() {
     assert!(!log.contains("SASL session expired"), "{log}");
     assert!(log.contains("re-authenticated"), "{log}");
 }
+
+/// Writes `frame` over TLS in pieces of varied sizes (a record or more
+/// each), pausing now and then and before its last few bytes, as a slow
+/// or a record-at-a-time client sends a large request.
+fn send_in_pieces(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    frame: &[u8],
+    seed: u64,
+) {
+    use std::io::Write;
+    let mut rng = common::Rng(seed);
+    let (body, tail) = frame.split_at(frame.len() - 7);
+    let mut at = 0;
+    while at < body.len() {
+        let n = (1 + rng.below(40_000)).min(body.len() - at);
+        tls.write_all(&body[at..at + n]).unwrap();
+        tls.flush().unwrap();
+        at += n;
+        if rng.chance(100) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    tls.write_all(tail).unwrap();
+    tls.flush().unwrap();
+}
+
+// Large requests over TLS that arrive a little at a time, down to a last
+// few bytes after a pause, are read whole and answered: the broker's wait
+// for the rest of a frame (which asks the socket to collect most of it
+// first) always ends once the frame's bytes are in.
+#[test]
+fn large_requests_arrive_whole_over_tls_in_slow_pieces() {
+    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    use std::io::Read;
+    let dir = tempdir();
+    let certs = Certs::make(dir.path());
+    let (plain, ssl) = (free_port(), free_port());
+    let listen = format!("PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}");
+    let (cert, key) = (
+        certs.server_cert.to_str().unwrap(),
+        certs.server_key.to_str().unwrap(),
+    );
+    let _b = secured_broker(
+        &dir.path().join("data"),
+        1,
+        plain,
+        &listen,
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--super-users",
+            "User:ANONYMOUS",
+        ],
+    );
+    let mut w = Wire::connect(plain);
+    common::wire::create_topic(&mut w, "pieces", 1);
+
+    // The broker's provider (ring), as its server side uses.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&certs.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", ssl)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+
+    // Frames under, near and well over the most the wait collects.
+    let mut offset = 0i64;
+    for (i, (count, size)) in [(40usize, 1000usize), (300, 1000), (900, 1000), (3, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        let batch = sluice_storage::batch::build::uniform(count, size, 1_700_000_000_000);
+        let req = common::wire::produce_request("pieces", 0, -1, batch);
+        let frame = Wire::frame(ApiKey::Produce, 9, i as i32 + 1, &req);
+        send_in_pieces(&mut tls, &frame, i as u64 + 7);
+        let mut len = [0u8; 4];
+        tls.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("no answer to a {} byte request: {e}", frame.len()));
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        tls.read_exact(&mut body).unwrap();
+        let mut b = bytes::Bytes::from(body);
+        let h = ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(9)).unwrap();
+        assert_eq!(h.correlation_id, i as i32 + 1);
+        let r = ProduceResponse::decode(&mut b, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, offset), "request {i}");
+        offset += count as i64;
+    }
+    let r: kafka_protocol::messages::ListOffsetsResponse = w.call(
+        ApiKey::ListOffsets,
+        6,
+        &common::wire::list_offsets_request("pieces", 0, -1),
+    );
+    assert_eq!(r.topics[0].partitions[0].offset, offset);
+}

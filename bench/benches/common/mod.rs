@@ -22,6 +22,17 @@ pub fn producer_config(bootstrap: &str, batch: usize) -> rdkafka::config::Client
     c
 }
 
+/// Serves every delivery report waiting, without waiting for more.
+pub fn drain_reports(p: &BaseProducer) {
+    loop {
+        let before = p.in_flight_count();
+        p.poll(Duration::ZERO);
+        if p.in_flight_count() == before {
+            return;
+        }
+    }
+}
+
 /// Sends `n` copies of `value` to partition 0 of `topic` and waits until
 /// every one is acknowledged.
 pub fn send_all(p: &BaseProducer, topic: &str, value: &[u8], n: u64) {
@@ -34,7 +45,13 @@ pub fn send_all(p: &BaseProducer, topic: &str, value: &[u8], n: u64) {
         ) {
             Ok(()) => sent += 1,
             Err(_) => {
-                p.poll(Duration::from_millis(1));
+                // The queue is full: take the delivery reports there are
+                // and sleep, rather than `poll(1 ms)`, which spins (the
+                // crate rounds a deadline under a millisecond down to a
+                // poll that does not wait), taking the client's core from
+                // librdkafka's own threads.
+                drain_reports(p);
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         if sent.is_multiple_of(1024) {
