@@ -135,6 +135,8 @@ fn sluice_run(bin: &Path, data: &Path, w: &Workload, report: &Path) -> f64 {
         .status()
         .expect("sluice loadgen runs");
     stop(child);
+    // Each run writes gigabytes: none is kept for the next.
+    let _ = std::fs::remove_dir_all(data);
     assert!(status.success(), "sluice loadgen failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
     v["produce"]["mb_per_sec"].as_f64().unwrap()
@@ -218,6 +220,7 @@ fn peer_run(data: &Path, w: &Workload, total_mb: u64) -> f64 {
         .current_dir(data);
     let out = cmd.output().expect("iggy-bench runs");
     stop(child);
+    let _ = std::fs::remove_dir_all(data);
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
