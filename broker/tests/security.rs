@@ -863,9 +863,8 @@ fn send_in_pieces(
 // first) always ends once the frame's bytes are in.
 #[test]
 fn large_requests_arrive_whole_over_tls_in_slow_pieces() {
-    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::messages::ProduceResponse;
     use kafka_protocol::protocol::Decodable;
-    use std::io::Read;
     let dir = tempdir();
     let certs = Certs::make(dir.path());
     let (plain, ssl) = (free_port(), free_port());
@@ -921,14 +920,9 @@ fn large_requests_arrive_whole_over_tls_in_slow_pieces() {
         let req = common::wire::produce_request("pieces", 0, -1, batch);
         let frame = Wire::frame(ApiKey::Produce, 9, i as i32 + 1, &req);
         send_in_pieces(&mut tls, &frame, i as u64 + 7);
-        let mut len = [0u8; 4];
-        tls.read_exact(&mut len)
+        let (id, mut b) = common::wire::read_response(&mut tls, ApiKey::Produce, 9)
             .unwrap_or_else(|e| panic!("no answer to a {} byte request: {e}", frame.len()));
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        tls.read_exact(&mut body).unwrap();
-        let mut b = bytes::Bytes::from(body);
-        let h = ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(9)).unwrap();
-        assert_eq!(h.correlation_id, i as i32 + 1);
+        assert_eq!(id, i as i32 + 1);
         let r = ProduceResponse::decode(&mut b, 9).unwrap();
         let p = &r.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, offset), "request {i}");

@@ -41,18 +41,7 @@ impl Wire {
 
     /// Reads one response frame: (correlation id, body bytes).
     pub fn recv_raw(&mut self, api: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len)?;
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut body)?;
-        let mut b = Bytes::from(body);
-        let hv = if api == ApiKey::ApiVersions {
-            0
-        } else {
-            api.response_header_version(version)
-        };
-        let h = ResponseHeader::decode(&mut b, hv).unwrap();
-        Ok((h.correlation_id, b))
+        read_response(&mut self.s, api, version)
     }
 
     pub fn recv<T: Decodable>(&mut self, api: ApiKey, version: i16) -> (i32, T) {
@@ -73,6 +62,27 @@ impl Wire {
         let mut b = [0u8; 1];
         matches!(self.s.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+/// Reads one response frame from any stream (a socket, or TLS over
+/// one): (correlation id, body bytes).
+pub fn read_response(
+    s: &mut impl Read,
+    api: ApiKey,
+    version: i16,
+) -> std::io::Result<(i32, Bytes)> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    let mut b = Bytes::from(body);
+    let hv = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    let h = ResponseHeader::decode(&mut b, hv).unwrap();
+    Ok((h.correlation_id, b))
 }
 
 pub fn name(s: &str) -> TopicName {
